@@ -1,0 +1,247 @@
+"""One typed settings object, built once in the entry point and passed in.
+
+Layers, later wins: `config/default.toml` (beside this module), a file from `--config` or `IMAGINE_CONFIG`,
+then environment variables `IMAGINE_<SECTION>__<KEY>` (lists and tables from the environment are JSON).
+Every value is checked against its declared type; an unknown key or a bad value raises `ConfigError` naming the
+key (and the environment variable, when that is where it came from).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_FILE = Path(__file__).with_name("default.toml")
+ENV_PREFIX = "IMAGINE_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid. The message names the key."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    model: str = "builtin:tiny"
+    cache_dir: str = "~/.cache/imagine"
+    device: str = "auto"
+    dtype: str = "auto"
+    steps: int = 4
+    max_steps: int = 50
+    guidance_scale: float = 5.0
+    images_per_prompt: int = 4
+    base_size: int = 1280
+    max_batch_images: int = 4
+    queue_size: int = 100
+    job_timeout_s: float = 600.0
+    max_prompt_chars: int = 1000
+    output_dir: str = "var/images"
+    postprocess_threads: int = 2
+    jpeg_quality: int = 90
+    queue: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = "sqlite:///var/imagine.db"
+
+
+@dataclass(frozen=True)
+class ProvenanceSettings:
+    label_text: str = "Imagined with AI"
+    watermark: bool = True
+    metadata: bool = True
+
+
+@dataclass(frozen=True)
+class ModerationSettings:
+    enabled: bool = True
+    embedding: bool = True
+    image_screening: bool = True
+    withheld_image: str = "blur"
+    strikes_to_ban: int = 3
+    strike_window_s: float = 86400.0
+    ban_duration_s: float = 86400.0
+    review_expiry_s: float = 86400.0
+    admin_user_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    prompts_per_window: int = 5
+    window_s: float = 600.0
+    burst: int = 2
+    server_prompts_per_window: int = 60
+    max_queued_per_user: int = 2
+    daily_quota: int = 100
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    token: str = ""
+    api_base: str = "https://discord.com/api/v10"
+    gateway_url: str = ""
+    moderator_channel_id: int = 0
+    moderator_role_ids: list[int] = field(default_factory=list)
+    guild_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str = ""
+    signing_secret: str = ""
+    app_token: str = ""
+    mode: str = "http"
+    api_base: str = "https://slack.com/api/"
+    host: str = "0.0.0.0"
+    port: int = 3000
+    moderator_channel_id: str = ""
+    moderator_user_ids: list[str] = field(default_factory=list)
+    moderator_usergroup_id: str = ""
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class Settings:
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    provenance: ProvenanceSettings = field(default_factory=ProvenanceSettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    slack: SlackSettings = field(default_factory=SlackSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+
+
+# Values that are known before any section is built: allowed choices for string keys.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "engine.queue": ("memory", "redis"),
+    "engine.device": ("auto", "cpu", "cuda", "mps"),
+    "engine.dtype": ("auto", "float32", "float16", "bfloat16"),
+    "slack.mode": ("http", "socket"),
+    "moderation.withheld_image": ("blur", "placeholder"),
+}
+POSITIVE: set[str] = {
+    "engine.steps", "engine.max_steps", "engine.images_per_prompt", "engine.base_size",
+    "engine.max_batch_images", "engine.queue_size", "engine.job_timeout_s", "engine.max_prompt_chars",
+    "engine.postprocess_threads", "limits.prompts_per_window", "limits.window_s", "limits.burst",
+    "limits.server_prompts_per_window", "limits.max_queued_per_user", "limits.daily_quota",
+    "moderation.strikes_to_ban",
+}
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings: defaults file, then `path` (or $IMAGINE_CONFIG), then the environment."""
+    env = os.environ if env is None else env
+    raw: dict[str, dict[str, tuple[Any, str]]] = {}
+    _merge_file(raw, DEFAULT_FILE)
+    user_file = path or env.get(ENV_PREFIX + "CONFIG")
+    if user_file:
+        _merge_file(raw, Path(user_file))
+    _merge_env(raw, env)
+    return _build(raw)
+
+
+def _merge_file(raw: dict[str, dict[str, tuple[Any, str]]], path: Path) -> None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: top-level key {section!r} must be a [section] table")
+        for key, value in table.items():
+            raw.setdefault(section, {})[key] = (value, f"{path} [{section}] {key}")
+
+
+def _merge_env(raw: dict[str, dict[str, tuple[Any, str]]], env: Mapping[str, str]) -> None:
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG" or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        raw.setdefault(section, {})[key] = (text, f"environment variable {name}")
+
+
+def _build(raw: dict[str, dict[str, tuple[Any, str]]]) -> Settings:
+    sections = {f.name: f.type for f in fields(Settings)}
+    hints = typing.get_type_hints(Settings)
+    built: dict[str, Any] = {}
+    for section, values in raw.items():
+        if section not in sections:
+            where = next(iter(values.values()))[1]
+            raise ConfigError(f"unknown config section {section!r} (from {where}); known: {', '.join(sections)}")
+        built[section] = _build_section(section, hints[section], values)
+    return Settings(**built)
+
+
+def _build_section(section: str, cls: type, values: dict[str, tuple[Any, str]]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, (value, where) in values.items():
+        if key not in hints:
+            raise ConfigError(
+                f"unknown config key {section}.{key} (from {where}); known keys: {', '.join(hints)}"
+            )
+        kwargs[key] = _check(f"{section}.{key}", hints[key], value, where)
+    return cls(**kwargs)
+
+
+def _check(name: str, hint: Any, value: Any, where: str) -> Any:
+    try:
+        converted = _convert(hint, value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value for {name} (from {where}): {value!r}: {exc}") from None
+    if name in CHOICES and converted not in CHOICES[name]:
+        raise ConfigError(
+            f"invalid value for {name} (from {where}): {value!r}; choose one of {', '.join(CHOICES[name])}"
+        )
+    if name in POSITIVE and converted <= 0:
+        raise ConfigError(f"invalid value for {name} (from {where}): {value!r}; must be greater than 0")
+    return converted
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    """Coerce a TOML value or an environment string to `hint`; raise ValueError/TypeError when it won't go."""
+    origin = typing.get_origin(hint)
+    if origin in (list, types.GenericAlias) or origin is list:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else []
+        if not isinstance(value, list):
+            raise TypeError("expected a list (from the environment: JSON, e.g. '[1, 2]')")
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise TypeError("expected true or false")
+    if hint is int:
+        if isinstance(value, bool) or isinstance(value, float):
+            raise TypeError("expected an integer")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool):
+            raise TypeError("expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError("expected a string")
+        return value
+    raise TypeError(f"unsupported setting type {hint}")
