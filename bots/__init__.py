@@ -1,0 +1,1 @@
+"""Chat adapters and the platform-neutral conversation layer. Never imports diffusers."""

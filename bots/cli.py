@@ -1,0 +1,73 @@
+"""The `imagine` command line (also `python -m bots`). Bad input exits 2 with one clear line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from config.settings import ConfigError, Settings, load_settings
+from engine.errors import EngineError
+
+# Subcommand modules, in help order. Each lives in bots/commands/<name>.py.
+COMMAND_MODULES = ("generate", "verify", "moderate", "review", "serve", "model")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's default prints usage; one clear line is enough
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="imagine", description="Text-to-image generation for chat.")
+    parser.add_argument("--config", help="a TOML file overriding config/default.toml (or set IMAGINE_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"bots.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"bots.commands.{name}":
+                raise
+            continue  # a subcommand that is not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        return int(args.func(args, _settings_loader(args.config)))
+    except (UsageError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _settings_loader(path: str | None) -> Callable[[], Settings]:
+    cache: list[Settings] = []
+
+    def load() -> Settings:
+        if not cache:
+            cache.append(load_settings(path))
+        return cache[0]
+
+    return load
