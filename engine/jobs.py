@@ -1,0 +1,98 @@
+"""A job as the engine's callers see it: its state, queue position, progress events and result."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from engine.requests import GenerationRequest, JobResult, JobState, ProgressEvent
+from engine.store import JobRecord
+
+
+class Job:
+    """Lives on the event loop. The pipeline thread only reads `stop_requested` and the deadline."""
+
+    def __init__(self, record: JobRecord) -> None:
+        self.record = record
+        self.state = record.state
+        self.position: int | None = None
+        self.step = 0
+        self.total_steps = record.steps
+        self.enqueued_at = time.monotonic()
+        self.started_at: float | None = None
+        self.deadline: float | None = None
+        self.cancel_requested = False
+        self.handed_back = False
+        self._listeners: set[asyncio.Queue[ProgressEvent]] = set()
+        self._result: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+        # A failed job whose result nobody awaits must not log "exception was never retrieved".
+        self._result.add_done_callback(lambda future: future.cancelled() or future.exception())
+        self._last_error: tuple[str | None, str | None] = (None, None)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.record.request
+
+    @property
+    def user_key(self) -> str:
+        return self.record.request.requester.key
+
+    @property
+    def image_count(self) -> int:
+        return len(self.record.seeds)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.record.seeds
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.cancel_requested or self.handed_back
+
+    def past_deadline(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+    def snapshot(self) -> ProgressEvent:
+        error_kind, error = self._last_error
+        return ProgressEvent(
+            job_id=self.id, state=self.state, position=self.position, step=self.step,
+            total_steps=self.total_steps, error_kind=error_kind, error=error,
+        )
+
+    def publish(self) -> None:
+        event = self.snapshot()
+        for queue in self._listeners:
+            queue.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[ProgressEvent]:
+        """The current state at once, then every change, ending after a finished state."""
+        queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+        self._listeners.add(queue)
+        try:
+            event = self.snapshot()
+            yield event
+            while not event.state.finished:
+                event = await queue.get()
+                yield event
+        finally:
+            self._listeners.discard(queue)
+
+    async def result(self) -> JobResult:
+        """The four images; raises JobCancelled, GenerationTimeout, GenerationFailed... as the job ended."""
+        return await asyncio.shield(self._result)
+
+    def finish(self, state: JobState, result: JobResult | None = None, error: Exception | None = None) -> None:
+        self.state = state
+        self.position = None
+        if error is not None:
+            self._last_error = (getattr(error, "kind", type(error).__name__), str(error))
+            if not self._result.done():
+                self._result.set_exception(error)
+        elif result is not None and not self._result.done():
+            self._result.set_result(result)
+        self.publish()
