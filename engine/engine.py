@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from config.settings import Settings
+from config.settings import EngineSettings, Settings
 from engine.errors import (
     EngineClosed,
     GenerationFailed,
@@ -168,7 +168,7 @@ class Engine:
         """Validate, journal and queue a request. Raises InvalidRequest, QueueFull or EngineClosed."""
         if self._state is not EngineState.RUNNING:
             raise EngineClosed("the engine is not taking new work right now")
-        record = self._new_record(request)
+        record = prepare_record(request, self._config)
         if len(self._queue) + self._reserved >= self._config.queue_size:
             raise QueueFull(f"the queue is full ({self._config.queue_size} jobs)")
         self._reserved += 1
@@ -222,35 +222,6 @@ class Engine:
     def queued_count(self, user_key: str) -> int:
         """Jobs of this user waiting or running (for the per-user queue cap)."""
         return sum(1 for job in self._jobs.values() if job.user_key == user_key and not job.state.finished)
-
-    # ---- requests to records -----------------------------------------------------------------------------
-
-    def _new_record(self, request: GenerationRequest) -> JobRecord:
-        config = self._config
-        prompt = clean_prompt(request.prompt, config.max_prompt_chars)
-        negative = clean_prompt(request.negative_prompt, config.max_prompt_chars, "negative prompt", False)
-        steps = config.steps if request.steps is None else request.steps
-        if not 1 <= steps <= config.max_steps:
-            raise InvalidRequest(f"steps must be between 1 and {config.max_steps}, got {steps}")
-        count = config.images_per_prompt if request.num_images is None else request.num_images
-        if not 1 <= count <= MAX_IMAGES_PER_JOB:
-            raise InvalidRequest(f"number of images must be between 1 and {MAX_IMAGES_PER_JOB}, got {count}")
-        width, height = request.size or size_for_aspect(request.aspect, config.base_size)
-        _check_side("width", width)
-        _check_side("height", height)
-        if request.variation is not None and not 0.0 <= request.variation.strength <= 1.0:
-            raise InvalidRequest(f"variation strength must be between 0 and 1, got {request.variation.strength}")
-        seed = check_seed(request.seed)
-        if seed is None:
-            seed = secrets.randbelow(MAX_SEED + 1)
-        seeds = tuple((seed + index) % (MAX_SEED + 1) for index in range(count))
-        cleaned = GenerationRequest(
-            prompt=prompt, requester=request.requester, negative_prompt=negative, seed=seed,
-            aspect=request.aspect, steps=steps, num_images=count, size=(width, height),
-            variation=request.variation, delivery=dict(request.delivery),
-        )
-        return JobRecord(id=uuid.uuid4().hex, request=cleaned, seeds=seeds, width=width, height=height,
-                         steps=steps, state=JobState.QUEUED, created_at=time.time())
 
     # ---- queueing ----------------------------------------------------------------------------------------
 
@@ -475,6 +446,36 @@ class Engine:
         if self._runner is None:
             raise EngineClosed("the engine has not been started")
         return self._runner
+
+
+def prepare_record(request: GenerationRequest, config: EngineSettings) -> JobRecord:
+    """Validate a request against the settings and fix everything that decides its pixels (size, steps,
+    seeds): the journaled record reproduces the same images after a restart. Raises InvalidRequest."""
+    prompt = clean_prompt(request.prompt, config.max_prompt_chars)
+    negative = clean_prompt(request.negative_prompt, config.max_prompt_chars, "negative prompt", False)
+    steps = config.steps if request.steps is None else request.steps
+    if not 1 <= steps <= config.max_steps:
+        raise InvalidRequest(f"steps must be between 1 and {config.max_steps}, got {steps}")
+    count = config.images_per_prompt if request.num_images is None else request.num_images
+    if not 1 <= count <= MAX_IMAGES_PER_JOB:
+        raise InvalidRequest(f"number of images must be between 1 and {MAX_IMAGES_PER_JOB}, got {count}")
+    width, height = request.size or size_for_aspect(request.aspect, config.base_size)
+    _check_side("width", width)
+    _check_side("height", height)
+    if request.variation is not None and not 0.0 <= request.variation.strength <= 1.0:
+        raise InvalidRequest(f"variation strength must be between 0 and 1, got {request.variation.strength}")
+    seed = check_seed(request.seed)
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    seeds = tuple((seed + index) % (MAX_SEED + 1) for index in range(count))
+    cleaned = GenerationRequest(
+        prompt=prompt, requester=request.requester, negative_prompt=negative, seed=seed,
+        aspect=request.aspect, steps=steps, num_images=count, size=(width, height),
+        variation=request.variation, delivery=dict(request.delivery),
+    )
+    return JobRecord(id=uuid.uuid4().hex, request=cleaned, seeds=seeds, width=width, height=height,
+                     steps=steps, state=JobState.QUEUED, created_at=time.time())
+
 
 
 def _check_side(name: str, value: int) -> None:

@@ -1,15 +1,20 @@
 """Fair scheduling with dynamic batching.
 
-Queued jobs wait in one FIFO per user; users are served round-robin, so one user with ten jobs cannot starve
-a user with one. A batch starts with the next job in that order and is topped up with later jobs (in the same
-service order) whose shape matches, up to a number of images.
+Queued jobs wait in one FIFO per user. Users are served round-robin: the user served longest ago goes first,
+so one user with ten jobs cannot starve a user with one, and a user who was just served and asks again waits
+behind everyone else. A batch starts with the next job in that order and is topped up with later jobs (in the
+same service order) whose shape matches, up to a number of images.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import itertools
+from collections import deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
+
+NEVER_SERVED = -1
+REMEMBERED_USERS = 10_000
 
 
 class Schedulable(Protocol):
@@ -25,26 +30,32 @@ J = TypeVar("J", bound=Schedulable)
 
 class FairQueue(Generic[J]):
     def __init__(self) -> None:
-        self._by_user: OrderedDict[str, deque[J]] = OrderedDict()
+        self._lanes: dict[str, deque[J]] = {}
+        self._last_served: dict[str, int] = {}
+        self._ticks = itertools.count()
 
     def __len__(self) -> int:
-        return sum(len(jobs) for jobs in self._by_user.values())
+        return sum(len(lane) for lane in self._lanes.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._lanes)
 
     def push(self, job: J) -> None:
-        self._by_user.setdefault(job.user_key, deque()).append(job)
+        self._lanes.setdefault(job.user_key, deque()).append(job)
 
     def remove(self, job: J) -> bool:
-        jobs = self._by_user.get(job.user_key)
-        if not jobs or job not in jobs:
+        lane = self._lanes.get(job.user_key)
+        if not lane or job not in lane:
             return False
-        jobs.remove(job)
-        if not jobs:
-            del self._by_user[job.user_key]
+        lane.remove(job)
+        if not lane:
+            del self._lanes[job.user_key]
         return True
 
     def service_order(self) -> list[J]:
         """The order in which queued jobs would run if nothing else arrived: one job per user per round."""
-        lanes = [list(jobs) for jobs in self._by_user.values()]
+        users = sorted(self._lanes, key=lambda user: self._last_served.get(user, NEVER_SERVED))
+        lanes = [self._lanes[user] for user in users]
         order: list[J] = []
         for round_index in range(max((len(lane) for lane in lanes), default=0)):
             order.extend(lane[round_index] for lane in lanes if round_index < len(lane))
@@ -62,11 +73,14 @@ class FairQueue(Generic[J]):
                 batch.append(job)
                 images += job.image_count
         for job in batch:
-            self._take(job)
+            self.remove(job)
+            self._last_served[job.user_key] = next(self._ticks)
+        self._forget_long_idle_users()
         return batch
 
-    def _take(self, job: J) -> None:
-        """Remove `job` and send its user to the back of the round."""
-        self.remove(job)
-        if job.user_key in self._by_user:
-            self._by_user.move_to_end(job.user_key)
+    def _forget_long_idle_users(self) -> None:
+        """Bound memory; a forgotten user merely counts as never served, which is the front of the round."""
+        if len(self._last_served) > REMEMBERED_USERS:
+            by_age = sorted(self._last_served, key=self._last_served.__getitem__)
+            for user in by_age[: len(by_age) - REMEMBERED_USERS]:
+                del self._last_served[user]
