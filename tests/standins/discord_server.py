@@ -1,0 +1,922 @@
+"""A stand-in Discord: REST v10 and gateway v10 on 127.0.0.1, enough for discord.py 2.7 to log in, sync
+commands, receive interactions and messages, answer them, post files and reconnect.
+
+It records every REST request (method, path, query, headers, JSON, multipart parts with their bytes) and keeps
+the messages it holds, so tests can assert on what a user would see. Tests inject gateway events
+(`send_command`, `click`, `send_dm`), failures (`fail_next`: 429 with rate-limit headers, 500, optionally after
+the request took effect), gateway reconnects (`request_reconnect`, `drop_connection`) and token expiry
+(`expire_interaction_tokens`). Behaviour modelled on the real API where a bot can get it wrong:
+- the first followup after a deferred response edits the deferred "thinking" message and keeps its flags
+  (an ephemeral flag on it is ignored), later followups are new messages;
+- an interaction must be acknowledged once, within `ack_deadline_s`; its token dies after 15 minutes;
+- `nonce` + `enforce_nonce` on a channel message returns the earlier message instead of posting twice;
+- JSON responses carry `Content-Type: application/json` exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from tests.standins.discord_payloads import (
+    APPLICATION_COMMAND,
+    CALLBACK_DEFERRED_MESSAGE,
+    CALLBACK_DEFERRED_UPDATE,
+    CALLBACK_MESSAGE,
+    CALLBACK_PONG,
+    CALLBACK_UPDATE,
+    FLAG_EPHEMERAL,
+    FLAG_LOADING,
+    MESSAGE_COMPONENT,
+    Guild,
+    Role,
+    SnowflakeFactory,
+    User,
+    command_options,
+    dm_channel_payload,
+    find_component,
+    guild_channel_payload,
+    interaction_payload,
+    message_payload,
+    now_iso,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+API_PREFIX = "/api/v10"
+INTERACTION_TOKEN_LIFETIME_S = 15 * 60
+OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME, OP_RECONNECT = 0, 1, 2, 6, 7
+OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 9, 10, 11
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    field_name: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    """Without the /api/v10 prefix, e.g. /channels/123/messages."""
+    query: dict[str, str]
+    headers: dict[str, str]
+    json: Any = None
+    """The JSON body, or a multipart request's payload_json."""
+    files: list[UploadedFile] = field(default_factory=list)
+    status: int = 0
+
+
+@dataclass
+class StoredMessage:
+    payload: dict[str, Any]
+    files: list[UploadedFile] = field(default_factory=list)
+    deleted: bool = False
+    edits: int = 0
+
+    @property
+    def id(self) -> str:
+        return str(self.payload["id"])
+
+    @property
+    def content(self) -> str:
+        return str(self.payload.get("content") or "")
+
+    @property
+    def ephemeral(self) -> bool:
+        return bool(self.payload["flags"] & FLAG_EPHEMERAL)
+
+    @property
+    def loading(self) -> bool:
+        return bool(self.payload["flags"] & FLAG_LOADING)
+
+    @property
+    def custom_ids(self) -> list[str]:
+        return [
+            component["custom_id"]
+            for row in self.payload.get("components", [])
+            for component in row.get("components", [])
+            if "custom_id" in component
+        ]
+
+
+@dataclass
+class InteractionRecord:
+    id: str
+    token: str
+    user: User
+    channel_id: str
+    guild_id: str | None
+    payload: dict[str, Any]
+    sent_at: float = 0.0
+    """perf_counter() when the INTERACTION_CREATE frame went out."""
+    acked_at: float | None = None
+    callback_type: int | None = None
+    original_message_id: str | None = None
+    expired: bool = False
+
+    @property
+    def ack_latency_s(self) -> float | None:
+        return None if self.acked_at is None else self.acked_at - self.sent_at
+
+
+@dataclass
+class _Failure:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    times: int
+    retry_after: float
+    commit: bool
+
+
+class _Connection:
+    """One gateway websocket; with compress=zlib-stream every message is one Z_SYNC_FLUSHed chunk of a single
+    zlib stream that lives as long as the connection."""
+
+    def __init__(self, ws: web.WebSocketResponse, compress: bool, path: str) -> None:
+        self.ws = ws
+        self.path = path
+        self._compressor = zlib.compressobj() if compress else None
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message)
+        async with self._lock:
+            if self.ws.closed:
+                return
+            if self._compressor is None:
+                await self.ws.send_str(text)
+            else:
+                data = self._compressor.compress(text.encode()) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+                await self.ws.send_bytes(data)
+
+
+@dataclass
+class _Session:
+    session_id: str
+    seq: int = 0
+    backlog: list[dict[str, Any]] = field(default_factory=list)
+    connection: _Connection | None = None
+
+
+def _json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # Exactly application/json: discord.py's json_or_text() only parses that content type.
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    return web.Response(body=json.dumps(data).encode(), status=status, headers=all_headers)
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return _json_response({"message": message, "code": code}, status=status)
+
+
+class DiscordStandIn:
+    """Start with `async with DiscordStandIn() as discord:`; point discord.py at `api_base` and `gateway_url`."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "standin-bot-token",
+        heartbeat_interval_ms: int = 41_250,
+        ack_deadline_s: float | None = 3.0,
+    ) -> None:
+        self.token = token
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.ack_deadline_s = ack_deadline_s
+        self.snowflake = SnowflakeFactory()
+        self.bot = User(id=self.snowflake(), username="imagine", bot=True)
+        self.application_id = self.bot.id
+        self.moderator_role = Role(id=self.snowflake(), name="moderators")
+        self.member_role = Role(id=self.snowflake(), name="members")
+        self.channel_id = self.snowflake()
+        self.moderator_channel_id = self.snowflake()
+        self.guild = Guild(
+            id=self.snowflake(),
+            name="Test Guild",
+            channel_ids=[self.channel_id, self.moderator_channel_id],
+            roles=[self.moderator_role, self.member_role],
+        )
+        self.requests: list[RecordedRequest] = []
+        self.messages: dict[str, StoredMessage] = {}
+        self.interactions: dict[str, InteractionRecord] = {}
+        self.synced_commands: list[dict[str, Any]] = []
+        self.forbidden_channel_ids: set[str] = set()
+        self.gateway_log: list[tuple[str, Any]] = []
+        self._dm_channels: dict[str, tuple[str, User]] = {}  # user id -> (channel id, user)
+        self._nonces: dict[tuple[str, str], str] = {}
+        self._failures: list[_Failure] = []
+        self._session: _Session | None = None
+        self._connections: list[_Connection] = []
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> DiscordStandIn:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._record_middleware], client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/resume", self._gateway)
+        api = API_PREFIX
+        routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+            ("GET", "/users/@me", self._get_me),
+            ("GET", "/oauth2/applications/@me", self._get_application),
+            ("PUT", "/applications/{app}/commands", self._put_commands),
+            ("GET", "/applications/{app}/commands", self._get_commands),
+            ("POST", "/interactions/{id}/{token}/callback", self._interaction_callback),
+            ("POST", "/webhooks/{app}/{token}", self._webhook_execute),
+            ("GET", "/webhooks/{app}/{token}/messages/{message}", self._webhook_get_message),
+            ("PATCH", "/webhooks/{app}/{token}/messages/{message}", self._webhook_edit_message),
+            ("DELETE", "/webhooks/{app}/{token}/messages/{message}", self._webhook_delete_message),
+            ("POST", "/channels/{channel}/messages", self._channel_create_message),
+            ("GET", "/channels/{channel}/messages", self._channel_list_messages),
+            ("GET", "/channels/{channel}/messages/{message}", self._channel_get_message),
+            ("PATCH", "/channels/{channel}/messages/{message}", self._channel_edit_message),
+            ("DELETE", "/channels/{channel}/messages/{message}", self._channel_delete_message),
+            ("POST", "/users/@me/channels", self._create_dm),
+        ]
+        for method, path, handler in routes:
+            app.router.add_route(method, api + path, handler)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def close(self) -> None:
+        for connection in list(self._connections):
+            await connection.ws.close(code=1001)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}{API_PREFIX}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    # ------------------------------------------------------------------ waiting and looking
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, predicate: Callable[[], T], limit_s: float = 30.0, what: str = "") -> T:
+        """Re-check `predicate` whenever the stand-in's state changes; return its first truthy value."""
+        try:
+            async with asyncio.timeout(limit_s):
+                while True:
+                    changed = self._changed
+                    result = predicate()
+                    if result:
+                        return result
+                    await changed.wait()
+        except TimeoutError:
+            recent = [f"{r.method} {r.path} -> {r.status}" for r in self.requests[-15:]]
+            raise AssertionError(f"timed out waiting for {what or predicate}; last requests: {recent}") from None
+
+    def requests_to(self, method: str, pattern: str) -> list[RecordedRequest]:
+        regex = re.compile(pattern)
+        return [r for r in self.requests if r.method == method and regex.fullmatch(r.path)]
+
+    def channel_messages(self, channel_id: str, *, include_deleted: bool = False) -> list[StoredMessage]:
+        return [
+            m
+            for m in self.messages.values()
+            if m.payload["channel_id"] == channel_id and (include_deleted or not m.deleted)
+        ]
+
+    def messages_with_files(self, channel_id: str | None = None) -> list[StoredMessage]:
+        return [
+            m
+            for m in self.messages.values()
+            if m.files and not m.deleted and (channel_id is None or m.payload["channel_id"] == channel_id)
+        ]
+
+    def dm_channel_id(self, user: User) -> str:
+        if user.id not in self._dm_channels:
+            self._dm_channels[user.id] = (self.snowflake(), user)
+        return self._dm_channels[user.id][0]
+
+    def make_user(self, name: str) -> User:
+        return User(id=self.snowflake(), username=name)
+
+    @property
+    def identify_count(self) -> int:
+        return sum(1 for kind, _ in self.gateway_log if kind == "identify")
+
+    @property
+    def resume_count(self) -> int:
+        return sum(1 for kind, _ in self.gateway_log if kind == "resumed")
+
+    @property
+    def ready(self) -> bool:
+        return self._session is not None and self._session.connection is not None
+
+    # ------------------------------------------------------------------ injecting
+
+    def fail_next(
+        self,
+        method: str,
+        path_pattern: str,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: float = 0.05,
+        commit: bool = False,
+    ) -> None:
+        """Answer the next `times` matching requests with `status` (429 carries rate-limit headers). With
+        `commit`, the request takes effect first and only the response is lost, like a timeout after the
+        write."""
+        self._failures.append(
+            _Failure(method, re.compile(path_pattern), status, times, retry_after, commit)
+        )
+
+    def expire_interaction_tokens(self) -> None:
+        """Every interaction token issued so far is now older than 15 minutes."""
+        for record in self.interactions.values():
+            record.expired = True
+
+    async def request_reconnect(self) -> None:
+        """Send op 7 RECONNECT: the client must reconnect and RESUME."""
+        connection = self._current_connection()
+        await connection.send({"op": OP_RECONNECT, "d": None})
+
+    async def drop_connection(self, code: int = 4000) -> None:
+        """Close the gateway socket from the server side with a resumable close code."""
+        connection = self._current_connection()
+        await connection.ws.close(code=code)
+
+    async def send_command(
+        self,
+        user: User,
+        options: dict[str, Any],
+        *,
+        in_guild: bool = True,
+        role_ids: list[str] | None = None,
+        name: str = "imagine",
+        channel_id: str | None = None,
+    ) -> InteractionRecord:
+        """Dispatch INTERACTION_CREATE for a slash command, in the guild channel (with `member`) or in the
+        user's DM with the bot (with `user`)."""
+        command_id = next((c["id"] for c in self.synced_commands if c["name"] == name), self.snowflake())
+        data: dict[str, Any] = {"id": command_id, "name": name, "type": 1, "options": command_options(options)}
+        if in_guild:
+            data["guild_id"] = self.guild.id
+        return await self._send_interaction(
+            APPLICATION_COMMAND, data, user, in_guild=in_guild, role_ids=role_ids, channel_id=channel_id
+        )
+
+    async def click(
+        self, message_id: str, custom_id: str, user: User, *, role_ids: list[str] | None = None
+    ) -> InteractionRecord:
+        """Dispatch a button click on a message the stand-in holds; the button must be on it."""
+        stored = self.messages[message_id]
+        component = find_component(stored.payload, custom_id)
+        if stored.deleted or component is None or component.get("disabled"):
+            raise AssertionError(f"no clickable button {custom_id!r} on message {message_id}")
+        in_guild = "guild_id" in stored.payload
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._send_interaction(
+            MESSAGE_COMPONENT,
+            data,
+            user,
+            in_guild=in_guild,
+            role_ids=role_ids,
+            channel_id=stored.payload["channel_id"],
+            message=stored,
+        )
+
+    async def send_dm(self, user: User, content: str) -> str:
+        """Dispatch MESSAGE_CREATE: `user` writes `content` to the bot in their DM."""
+        channel_id = self.dm_channel_id(user)
+        message = message_payload(
+            message_id=self.snowflake(), channel_id=channel_id, author=user, content=content
+        )
+        self.messages[message["id"]] = StoredMessage(message)
+        await self.dispatch("MESSAGE_CREATE", message)
+        return str(message["id"])
+
+    async def _send_interaction(
+        self,
+        interaction_type: int,
+        data: dict[str, Any],
+        user: User,
+        *,
+        in_guild: bool,
+        role_ids: list[str] | None,
+        channel_id: str | None,
+        message: StoredMessage | None = None,
+    ) -> InteractionRecord:
+        if in_guild:
+            channel_id = channel_id or self.channel_id
+            channel = guild_channel_payload(channel_id, self.guild.id)
+        else:
+            channel_id = self.dm_channel_id(user)
+            channel = dm_channel_payload(channel_id, user)
+        record = InteractionRecord(
+            id=self.snowflake(),
+            token=secrets.token_urlsafe(48),
+            user=user,
+            channel_id=channel_id,
+            guild_id=self.guild.id if in_guild else None,
+            payload={},
+            original_message_id=message.id if message is not None else None,
+        )
+        record.payload = interaction_payload(
+            interaction_id=record.id,
+            token=record.token,
+            application_id=self.application_id,
+            interaction_type=interaction_type,
+            data=data,
+            user=user,
+            channel=channel,
+            guild_id=record.guild_id,
+            role_ids=list(role_ids or []),
+            message=message.payload if message is not None else None,
+        )
+        self.interactions[record.token] = record
+        record.sent_at = time.perf_counter()
+        await self.dispatch("INTERACTION_CREATE", record.payload)
+        return record
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send a DISPATCH to the current session; kept in its backlog for a RESUME."""
+        session = self._session
+        if session is None:
+            raise AssertionError("no gateway session: the bot has not identified yet")
+        session.seq += 1
+        message = {"op": OP_DISPATCH, "t": event, "s": session.seq, "d": data}
+        session.backlog.append(message)
+        if session.connection is not None:
+            await session.connection.send(message)
+
+    def _current_connection(self) -> _Connection:
+        if self._session is None or self._session.connection is None:
+            raise AssertionError("no live gateway connection")
+        return self._session.connection
+
+    # ------------------------------------------------------------------ gateway
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
+        await ws.prepare(request)
+        connection = _Connection(ws, request.query.get("compress") == "zlib-stream", request.path)
+        self._connections.append(connection)
+        self.gateway_log.append(("connect", {"path": request.path, "query": dict(request.query)}))
+        self._notify()
+        try:
+            await connection.send({"op": OP_HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
+            async for frame in ws:
+                if frame.type.name != "TEXT":
+                    continue
+                await self._on_gateway_message(connection, json.loads(frame.data))
+        finally:
+            self._connections.remove(connection)
+            if self._session is not None and self._session.connection is connection:
+                self._session.connection = None
+            self.gateway_log.append(("disconnect", {"code": ws.close_code}))
+            self._notify()
+        return ws
+
+    async def _on_gateway_message(self, connection: _Connection, message: dict[str, Any]) -> None:
+        op, data = message.get("op"), message.get("d")
+        if op == OP_HEARTBEAT:
+            await connection.send({"op": OP_HEARTBEAT_ACK})
+        elif op == OP_IDENTIFY:
+            await self._identify(connection, data)
+        elif op == OP_RESUME:
+            await self._resume(connection, data)
+
+    async def _identify(self, connection: _Connection, data: dict[str, Any]) -> None:
+        self.gateway_log.append(("identify", {k: v for k, v in data.items() if k != "token"}))
+        if data.get("token") != self.token:
+            await connection.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        session = _Session(session_id=secrets.token_hex(16), connection=connection)
+        self._session = session
+        ready = {
+            "v": 10,
+            "user": self.bot.payload(),
+            "guilds": [{"id": self.guild.id, "unavailable": True}],
+            "session_id": session.session_id,
+            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/resume",
+            "application": {"id": self.application_id, "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "shard": [0, 1],
+        }
+        await self.dispatch("READY", ready)
+        await self.dispatch("GUILD_CREATE", self.guild.create_payload(self.bot))
+        self._notify()
+
+    async def _resume(self, connection: _Connection, data: dict[str, Any]) -> None:
+        session = self._session
+        if session is None or data.get("session_id") != session.session_id or data.get("token") != self.token:
+            self.gateway_log.append(("invalid_session", None))
+            await connection.send({"op": OP_INVALID_SESSION, "d": False})
+            return
+        session.connection = connection
+        last_seen = int(data.get("seq") or 0)
+        for message in session.backlog:
+            if message["s"] > last_seen:
+                await connection.send(message)
+        await self.dispatch("RESUMED", {})
+        self.gateway_log.append(("resumed", {"from_seq": last_seen, "path": connection.path}))
+        self._notify()
+
+    # ------------------------------------------------------------------ recording, auth, failures
+
+    @web.middleware
+    async def _record_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith(API_PREFIX):
+            return await handler(request)
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path[len(API_PREFIX):],
+            query=dict(request.query),
+            headers=dict(request.headers),
+        )
+        record.json, record.files = await _read_body(request)
+        request["record"] = record
+        failure = self._take_failure(record.method, record.path)
+        if failure is not None and not failure.commit:
+            response: web.StreamResponse = self._failure_response(failure)
+        else:
+            response = await handler(request)
+            if failure is not None:
+                response = self._failure_response(failure)
+        record.status = response.status
+        self.requests.append(record)
+        self._notify()
+        return response
+
+    def _take_failure(self, method: str, path: str) -> _Failure | None:
+        for failure in self._failures:
+            if failure.method == method and failure.path.fullmatch(path):
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.remove(failure)
+                return failure
+        return None
+
+    def _failure_response(self, failure: _Failure) -> web.Response:
+        if failure.status != 429:
+            return _error(failure.status, 0, "500: Internal Server Error")
+        body = {"message": "You are being rate limited.", "retry_after": failure.retry_after, "global": False}
+        headers = {
+            "Retry-After": str(max(1, round(failure.retry_after))),
+            "X-RateLimit-Limit": "5",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": f"{time.time() + failure.retry_after:.3f}",
+            "X-RateLimit-Reset-After": f"{failure.retry_after:.3f}",
+            "X-RateLimit-Bucket": "standin-bucket",
+            "X-RateLimit-Scope": "user",
+            "Via": "1.1 google",  # discord.py treats a 429 without Via as a Cloudflare ban and gives up
+        }
+        return _json_response(body, status=429, headers=headers)
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bot {self.token}"
+
+    # ------------------------------------------------------------------ REST: identity and commands
+
+    async def _get_me(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, 0, "401: Unauthorized")
+        return _json_response(self.bot.payload())
+
+    async def _get_application(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, 0, "401: Unauthorized")
+        return _json_response(
+            {
+                "id": self.application_id,
+                "name": "imagine",
+                "icon": None,
+                "description": "",
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "verify_key": "0" * 64,
+                "flags": 0,
+                "owner": self.make_user("owner").payload(),
+                "team": None,
+                "bot": self.bot.payload(),
+                "interactions_endpoint_url": None,
+                "integration_types_config": {"0": {}, "1": {}},
+            }
+        )
+
+    async def _put_commands(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, 0, "401: Unauthorized")
+        if request.match_info["app"] != self.application_id:
+            return _error(403, 50001, "Missing Access")
+        commands = []
+        for command in request["record"].json:
+            commands.append(
+                {
+                    "type": 1,
+                    "nsfw": False,
+                    "default_member_permissions": None,
+                    **command,
+                    "id": self.snowflake(),
+                    "application_id": self.application_id,
+                    "version": self.snowflake(),
+                }
+            )
+        self.synced_commands = commands
+        return _json_response(commands)
+
+    async def _get_commands(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, 0, "401: Unauthorized")
+        return _json_response(self.synced_commands)
+
+    # ------------------------------------------------------------------ REST: interactions and webhooks
+
+    async def _interaction_callback(self, request: web.Request) -> web.Response:
+        record = self.interactions.get(request.match_info["token"])
+        if record is None or record.id != request.match_info["id"]:
+            return _error(404, 10062, "Unknown interaction")
+        if record.callback_type is not None:
+            return _error(400, 40060, "Interaction has already been acknowledged.")
+        now = time.perf_counter()
+        if self.ack_deadline_s is not None and now - record.sent_at > self.ack_deadline_s:
+            return _error(404, 10062, "Unknown interaction")
+        body = request["record"].json or {}
+        callback_type = int(body.get("type", 0))
+        data = body.get("data") or {}
+        record.acked_at = now
+        record.callback_type = callback_type
+        message: StoredMessage | None = None
+        if callback_type in (CALLBACK_MESSAGE, CALLBACK_DEFERRED_MESSAGE):
+            flags = int(data.get("flags") or 0) & FLAG_EPHEMERAL
+            if callback_type == CALLBACK_DEFERRED_MESSAGE:
+                flags |= FLAG_LOADING
+            message = self._new_message(record.channel_id, {**data, "flags": flags}, request["record"].files,
+                                        webhook=True)
+            record.original_message_id = message.id
+        elif callback_type == CALLBACK_UPDATE:
+            message = self.messages[str(record.original_message_id)]
+            self._apply_edit(message, data, request["record"].files)
+        elif callback_type == CALLBACK_DEFERRED_UPDATE:
+            message = self.messages.get(str(record.original_message_id))
+        elif callback_type != CALLBACK_PONG:
+            return _error(400, 50035, f"Invalid Form Body: unknown callback type {callback_type}")
+        if request.query.get("with_response") not in ("1", "true", "True"):
+            return web.Response(status=204)
+        interaction = {
+            "id": record.id,
+            "type": record.payload["type"],
+            "response_message_id": message.id if message else None,
+            "response_message_loading": bool(message and message.loading),
+            "response_message_ephemeral": bool(message and message.ephemeral),
+        }
+        response: dict[str, Any] = {"interaction": interaction}
+        if message is not None and callback_type != CALLBACK_DEFERRED_UPDATE:
+            response["resource"] = {"type": callback_type, "message": message.payload}
+        return _json_response(response)
+
+    def _webhook_interaction(self, request: web.Request) -> InteractionRecord | web.Response:
+        record = self.interactions.get(request.match_info["token"])
+        if record is None or request.match_info["app"] != self.application_id:
+            return _error(404, 10015, "Unknown Webhook")
+        if record.expired:
+            return _error(401, 50027, "Invalid Webhook Token")
+        return record
+
+    def _webhook_target(self, request: web.Request, record: InteractionRecord) -> StoredMessage | None:
+        wanted = request.match_info["message"]
+        message_id = record.original_message_id if wanted == "@original" else wanted
+        message = self.messages.get(str(message_id))
+        if message is None or message.deleted or message.payload["channel_id"] != record.channel_id:
+            return None
+        return message
+
+    async def _webhook_execute(self, request: web.Request) -> web.Response:
+        record = self._webhook_interaction(request)
+        if isinstance(record, web.Response):
+            return record
+        body, files = request["record"].json or {}, request["record"].files
+        original = self.messages.get(str(record.original_message_id))
+        if original is not None and original.loading and not original.deleted:
+            # The first followup after a deferred response replaces the "thinking" message and keeps its flags.
+            self._apply_edit(original, {k: v for k, v in body.items() if k != "flags"}, files)
+            message = original
+        else:
+            flags = int(body.get("flags") or 0) & FLAG_EPHEMERAL
+            message = self._new_message(record.channel_id, {**body, "flags": flags}, files, webhook=True)
+        if request.query.get("wait") in ("1", "true", "True"):
+            return _json_response(message.payload)
+        return web.Response(status=204)
+
+    async def _webhook_get_message(self, request: web.Request) -> web.Response:
+        record = self._webhook_interaction(request)
+        if isinstance(record, web.Response):
+            return record
+        message = self._webhook_target(request, record)
+        return _json_response(message.payload) if message else _error(404, 10008, "Unknown Message")
+
+    async def _webhook_edit_message(self, request: web.Request) -> web.Response:
+        record = self._webhook_interaction(request)
+        if isinstance(record, web.Response):
+            return record
+        message = self._webhook_target(request, record)
+        if message is None:
+            return _error(404, 10008, "Unknown Message")
+        self._apply_edit(message, request["record"].json or {}, request["record"].files)
+        return _json_response(message.payload)
+
+    async def _webhook_delete_message(self, request: web.Request) -> web.Response:
+        record = self._webhook_interaction(request)
+        if isinstance(record, web.Response):
+            return record
+        message = self._webhook_target(request, record)
+        if message is None:
+            return _error(404, 10008, "Unknown Message")
+        message.deleted = True
+        return web.Response(status=204)
+
+    # ------------------------------------------------------------------ REST: channels and DMs
+
+    def _channel_access(self, request: web.Request) -> str | web.Response:
+        if not self._authorized(request):
+            return _error(401, 0, "401: Unauthorized")
+        channel_id = request.match_info["channel"]
+        dm_ids = {channel for channel, _ in self._dm_channels.values()}
+        if channel_id not in self.guild.channel_ids and channel_id not in dm_ids:
+            return _error(404, 10003, "Unknown Channel")
+        if channel_id in self.forbidden_channel_ids:
+            return _error(403, 50001, "Missing Access")
+        return channel_id
+
+    async def _channel_create_message(self, request: web.Request) -> web.Response:
+        channel_id = self._channel_access(request)
+        if isinstance(channel_id, web.Response):
+            return channel_id
+        body, files = request["record"].json or {}, request["record"].files
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):
+            earlier = self._nonces.get((channel_id, str(nonce)))
+            if earlier is not None:
+                return _json_response(self.messages[earlier].payload)
+        flags = int(body.get("flags") or 0) & ~(FLAG_EPHEMERAL | FLAG_LOADING)
+        message = self._new_message(channel_id, {**body, "flags": flags}, files, webhook=False)
+        if nonce is not None:
+            message.payload["nonce"] = nonce
+            self._nonces[(channel_id, str(nonce))] = message.id
+        return _json_response(message.payload)
+
+    async def _channel_list_messages(self, request: web.Request) -> web.Response:
+        channel_id = self._channel_access(request)
+        if isinstance(channel_id, web.Response):
+            return channel_id
+        limit = min(100, int(request.query.get("limit", "50")))
+        visible = [m for m in self.channel_messages(channel_id) if not m.ephemeral]
+        newest_first = sorted(visible, key=lambda m: int(m.id), reverse=True)
+        return _json_response([m.payload for m in newest_first[:limit]])
+
+    def _channel_message(self, request: web.Request) -> StoredMessage | web.Response:
+        channel_id = self._channel_access(request)
+        if isinstance(channel_id, web.Response):
+            return channel_id
+        message = self.messages.get(request.match_info["message"])
+        if message is None or message.deleted or message.payload["channel_id"] != channel_id or message.ephemeral:
+            return _error(404, 10008, "Unknown Message")
+        return message
+
+    async def _channel_get_message(self, request: web.Request) -> web.Response:
+        message = self._channel_message(request)
+        return message if isinstance(message, web.Response) else _json_response(message.payload)
+
+    async def _channel_edit_message(self, request: web.Request) -> web.Response:
+        message = self._channel_message(request)
+        if isinstance(message, web.Response):
+            return message
+        if message.payload["author"]["id"] != self.bot.id:
+            return _error(403, 50005, "Cannot edit a message authored by another user")
+        self._apply_edit(message, request["record"].json or {}, request["record"].files)
+        return _json_response(message.payload)
+
+    async def _channel_delete_message(self, request: web.Request) -> web.Response:
+        message = self._channel_message(request)
+        if isinstance(message, web.Response):
+            return message
+        message.deleted = True
+        return web.Response(status=204)
+
+    async def _create_dm(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, 0, "401: Unauthorized")
+        recipient_id = str((request["record"].json or {}).get("recipient_id", ""))
+        known = {user.id: user for _, user in self._dm_channels.values()}
+        known.update({r.user.id: r.user for r in self.interactions.values()})
+        user = known.get(recipient_id)
+        if user is None:
+            return _error(400, 50007, "Cannot send messages to this user")
+        return _json_response(dm_channel_payload(self.dm_channel_id(user), user))
+
+    # ------------------------------------------------------------------ messages
+
+    def _new_message(
+        self, channel_id: str, body: dict[str, Any], files: list[UploadedFile], *, webhook: bool
+    ) -> StoredMessage:
+        in_guild = channel_id in self.guild.channel_ids
+        payload = message_payload(
+            message_id=self.snowflake(),
+            channel_id=channel_id,
+            author=self.bot,
+            guild_id=self.guild.id if in_guild else None,
+            webhook_id=self.application_id if webhook else None,
+            flags=int(body.get("flags") or 0),
+        )
+        if webhook:
+            payload["application_id"] = self.application_id
+        message = StoredMessage(payload)
+        self._apply_edit(message, body, files, count_edit=False)
+        self.messages[message.id] = message
+        return message
+
+    def _apply_edit(
+        self, message: StoredMessage, body: dict[str, Any], files: list[UploadedFile], *, count_edit: bool = True
+    ) -> None:
+        payload = message.payload
+        if "content" in body:
+            payload["content"] = body["content"] or ""
+        for key in ("components", "embeds"):
+            if key in body:
+                payload[key] = body[key] or []
+        if "attachments" in body or files:
+            kept_ids = {str(a.get("id")) for a in body.get("attachments") or []}
+            if "attachments" in body:
+                keep = [(a, f) for a, f in zip(payload["attachments"], message.files, strict=True)
+                        if a["id"] in kept_ids]
+            else:
+                keep = list(zip(payload["attachments"], message.files, strict=True))
+            new = [(self._attachment(f), f) for f in files]
+            payload["attachments"] = [a for a, _ in keep + new]
+            message.files = [f for _, f in keep + new]
+        if count_edit:
+            payload["flags"] = payload["flags"] & ~FLAG_LOADING
+            payload["edited_timestamp"] = now_iso()
+            message.edits += 1
+
+    def _attachment(self, upload: UploadedFile) -> dict[str, Any]:
+        attachment_id = self.snowflake()
+        url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{upload.filename}"
+        return {
+            "id": attachment_id,
+            "filename": upload.filename,
+            "size": len(upload.data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": upload.content_type,
+        }
+
+
+async def _read_body(request: web.Request) -> tuple[Any, list[UploadedFile]]:
+    """JSON body, or multipart: payload_json plus files[n] parts with their bytes."""
+    if request.content_type.startswith("multipart/"):
+        payload: Any = None
+        files: list[UploadedFile] = []
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            data = await part.read()  # type: ignore[union-attr]
+            name = part.name or ""  # type: ignore[union-attr]
+            if name == "payload_json":
+                payload = json.loads(data)
+            else:
+                content_type = part.headers.get("Content-Type", "application/octet-stream")  # type: ignore[union-attr]
+                files.append(UploadedFile(name, part.filename or name, content_type, bytes(data)))  # type: ignore[union-attr]
+        return payload, files
+    if request.body_exists:
+        raw = await request.read()
+        if raw:
+            return json.loads(raw), []
+    return None, []
