@@ -357,8 +357,12 @@ class Engine:
                 job.publish()
 
     async def _after_generation(self, job: Job, images: dict[tuple[str, int], Any]) -> None:
-        if job.state.finished or job.handed_back:
-            return  # cancelled while running (already reported), or handed back at shutdown
+        if job.state.finished:
+            return  # cancelled while running: already reported
+        if job.handed_back:
+            await self._in_store(self._store_required().set_state, job.id, JobState.QUEUED)
+            job.finish(JobState.QUEUED, error=EngineClosed("the service is restarting; the job will resume"))
+            return
         outcomes = [images.get((job.id, index)) for index in range(job.image_count)]
         if job.past_deadline(time.monotonic()) or any(outcome is None for outcome in outcomes):
             timeout = self._config.job_timeout_s

@@ -70,13 +70,14 @@ class Job:
             queue.put_nowait(event)
 
     async def events(self) -> AsyncIterator[ProgressEvent]:
-        """The current state at once, then every change, ending after a finished state."""
+        """The current state at once, then every change, ending after a finished state (or when the job was
+        handed back at shutdown: it stays journaled as queued and resumes on the next start)."""
         queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
         self._listeners.add(queue)
         try:
             event = self.snapshot()
             yield event
-            while not event.state.finished:
+            while not event.state.finished and not self._result.done():
                 event = await queue.get()
                 yield event
         finally:

@@ -1,0 +1,57 @@
+"""Helpers shared by tests: settings pointing at a temporary folder, and a gate that holds the real pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings, load_settings
+from engine.engine import load_runner
+from engine.runner import PipelineRunner
+
+
+def make_settings(tmp_path: Path, model_dir: Path | str, **engine: Any) -> Settings:
+    """Defaults (no user file, no environment), with the model, images and database under `tmp_path`."""
+    base = load_settings(env={})
+    engine_settings = replace(base.engine, model=str(model_dir), cache_dir=str(tmp_path / "cache"),
+                              output_dir=str(tmp_path / "images"), **engine)
+    return replace(base, engine=engine_settings, store=replace(base.store, url=f"sqlite:///{tmp_path}/imagine.db"))
+
+
+class UnetGate:
+    """Holds the pipeline thread inside chosen UNet calls (numbered from 1) until the test releases them.
+
+    The pipeline itself is real; only the moment it proceeds is chosen by the test, so ordering-dependent
+    behaviour (fairness, batching, cancelling a running job) can be observed without sleeps."""
+
+    def __init__(self, runner: PipelineRunner, *hold_calls: int) -> None:
+        self.calls = 0
+        self._hold_calls = hold_calls or (1,)
+        self._reached = {number: threading.Event() for number in self._hold_calls}
+        self._released = {number: threading.Event() for number in self._hold_calls}
+        unet = runner.pipe.unet
+        original = unet.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls in self._reached:
+                self._reached[self.calls].set()
+                self._released[self.calls].wait(timeout=120)
+            return original(*args, **kwargs)
+
+        unet.forward = forward
+
+    async def wait_reached(self, call: int | None = None) -> None:
+        event = self._reached[call or self._hold_calls[0]]
+        assert await asyncio.to_thread(event.wait, 120), "the pipeline never reached the gate"
+
+    def release(self, call: int | None = None) -> None:
+        self._released[call or self._hold_calls[0]].set()
+
+
+def gated_runner(settings: Settings, *hold_calls: int) -> tuple[PipelineRunner, UnetGate]:
+    runner = load_runner(settings)
+    return runner, UnetGate(runner, *hold_calls)
