@@ -1,0 +1,97 @@
+"""Every user-facing string of the chat service, in one place. No tracebacks, no internal names, no term lists."""
+
+from __future__ import annotations
+
+import math
+
+from engine.requests import JobState, ProgressEvent
+
+FAILURES = {
+    "timeout": "it took too long and was stopped. Please try again, perhaps with fewer steps.",
+    "out_of_memory": "the image generator ran out of memory. Please try again in a moment.",
+    "generation_failed": "something went wrong while drawing. Please try again.",
+    "engine_closed": "the service is restarting. Your request will continue when it is back.",
+}
+UNKNOWN_FAILURE = "something went wrong. Please try again."
+
+QUEUE_FULL = "The image queue is full right now. Please try again in a minute."
+RESTARTING = "The service is restarting. Please try again in a minute."
+WAITING_FOR_REVIEW = "Your prompt needs a quick look from a moderator. You'll get your images here once it is approved."
+UNKNOWN_BUTTON = "That button is not recognised. It may belong to an older version of this bot."
+UNKNOWN_JOB = "I can't find those images any more."
+NOT_YOURS_TO_CANCEL = "Only the person who asked for these images can cancel them."
+ALREADY_FINISHED = "That job has already finished."
+NOT_A_MODERATOR = "Only moderators can approve or reject prompts."
+CANCELLED = "🚫 Cancelled."
+DONE = "✅ Done."
+
+
+def invalid_request(reason: str) -> str:
+    return f"I can't use that request: {reason}."
+
+
+def duration(seconds: float) -> str:
+    """`192` -> '3 min 12 s'; `5400` -> '1 h 30 min'."""
+    seconds = max(1, math.ceil(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+def try_again_in(seconds: float | None) -> str:
+    return f" Try again in {duration(seconds)}." if seconds else ""
+
+
+def status(event: ProgressEvent, prompt: str) -> str:
+    """The one status line a user sees while their job waits and runs."""
+    shown = _quote(prompt)
+    if event.state is JobState.QUEUED:
+        return f"⏳ Queued — position {event.position or 1}. {shown}"
+    if event.state is JobState.RUNNING:
+        if not event.step:
+            return f"🎨 Starting… {shown}"
+        return f"🎨 Imagining… {round(event.fraction * 100)}% (step {event.step}/{event.total_steps}) {shown}"
+    if event.state is JobState.CANCELLED:
+        return f"{CANCELLED} {shown}"
+    if event.state is JobState.FAILED:
+        return f"⚠️ Sorry, {FAILURES.get(event.error_kind or '', UNKNOWN_FAILURE)} {shown}"
+    return f"{DONE} {shown}"
+
+
+def delivery_text(prompt: str, seeds: tuple[int, ...] | list[int], withheld: int = 0) -> str:
+    seed_text = f"seeds {seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    text = f"{_quote(prompt)} — {seed_text}"
+    if withheld:
+        text += f"\n{withheld} image(s) were withheld by the safety filter and sent to a moderator."
+    return text
+
+
+def upscale_text(prompt: str, index: int, seed: int) -> str:
+    return f"Image {index + 1} of {_quote(prompt)} — seed {seed}"
+
+
+def review_post(platform: str, user_id: str, place: str, prompt: str, reasons: list[str] | tuple[str, ...]) -> str:
+    why = "; ".join(reasons) or "flagged"
+    return f"Prompt held for review\nFrom: {platform} user {user_id}{place}\nPrompt: {_quote(prompt)}\nWhy: {why}"
+
+
+def review_decided(approved: bool, moderator: str, reason: str = "") -> str:
+    verdict = "✅ Approved" if approved else "❌ Rejected"
+    return f"{verdict} by {moderator}" + (f": {reason}" if reason else "")
+
+
+def approved_for_requester(prompt: str) -> str:
+    return f"A moderator approved {_quote(prompt)}. Your images are on their way."
+
+
+def rejected_for_requester(prompt: str, reason: str = "") -> str:
+    return f"A moderator declined {_quote(prompt)}" + (f": {reason}." if reason else ".")
+
+
+def _quote(prompt: str, limit: int = 200) -> str:
+    prompt = prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
+    return f"“{prompt}”"
