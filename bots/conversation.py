@@ -1,0 +1,434 @@
+"""The platform-neutral conversation: from a user's `/imagine` to four images posted back, and every button after.
+
+Adapters translate platform events into `imagine()` and `press()` calls and implement `Replier` (bots/replies.py)
+for the answers. This layer owns the flow: admission (limits, moderation, review) before any GPU time, submitting
+to the engine, following progress (throttled status edits), delivering exactly once, and resuming all of it after a
+restart from the engine's job store through each adapter's `replier_for(delivery_context)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bots import messages
+from bots.buttons import Action, BadButton, Button, Style, parse_button
+from bots.replies import Attachment, Delivery, ModeratorChannel, Replier, ReviewPost
+from config.settings import Settings
+from engine.engine import Engine, prepare_record
+from engine.errors import EngineClosed, EngineError, InvalidRequest, NotAllowed, QueueFull
+from engine.jobs import Job
+from engine.requests import GeneratedImage, GenerationRequest, JobState, ProgressEvent, Requester, Variation
+from engine.store import JobRecord
+
+log = logging.getLogger(__name__)
+VARIATION_STRENGTH = 0.25
+
+
+@dataclass(frozen=True)
+class ImagineCommand:
+    prompt: str
+    requester: Requester
+    negative_prompt: str = ""
+    seed: int | None = None
+    aspect: str = "1:1"
+    delivery: dict[str, Any] = field(default_factory=dict)
+    """JSON-able context the adapter needs to reply later, even after a restart."""
+
+
+class AdmissionDecision(Protocol):
+    @property
+    def admitted(self) -> bool: ...
+
+    @property
+    def user_message(self) -> str: ...
+
+    @property
+    def review_item_id(self) -> str | None: ...
+
+    @property
+    def moderator_reasons(self) -> Sequence[str]: ...
+
+
+class AdmissionGate(Protocol):
+    async def check(self, request: GenerationRequest) -> AdmissionDecision: ...
+
+
+class ReviewDecision(Protocol):
+    @property
+    def item_id(self) -> str: ...
+
+    @property
+    def approved(self) -> bool: ...
+
+    @property
+    def request(self) -> GenerationRequest: ...
+
+    @property
+    def moderator(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class ReviewDesk(Protocol):
+    """What the conversation needs of the review queue (moderation/)."""
+
+    async def decide(self, item_id: str, approve: bool, moderator: str, reason: str = "") -> None: ...
+
+    async def record_refused(self, item_id: str, actor: str) -> None: ...
+
+    async def claim_decided(self) -> list[ReviewDecision]: ...
+
+    async def flag_images(self, job_id: str, request: GenerationRequest,
+                          images: Sequence[GeneratedImage]) -> str: ...
+
+
+@dataclass
+class _Platform:
+    replier_for: Callable[[dict[str, Any]], Replier]
+    moderators: ModeratorChannel | None
+
+
+class Conversation:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        admission: AdmissionGate | None = None,
+        review: ReviewDesk | None = None,
+        *,
+        progress_interval_s: float = 1.5,
+        delivery_retry_delays: Sequence[float] = (1.0, 3.0),
+        review_poll_s: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.admission = admission
+        self.review = review
+        self.progress_interval_s = progress_interval_s
+        self.delivery_retry_delays = tuple(delivery_retry_delays)
+        self.review_poll_s = review_poll_s
+        self._platforms: dict[str, _Platform] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._decisions_lock = asyncio.Lock()
+        self._closed = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def add_platform(self, platform: str, replier_for: Callable[[dict[str, Any]], Replier],
+                     moderators: ModeratorChannel | None = None) -> None:
+        self._platforms[platform] = _Platform(replier_for, moderators)
+
+    async def start(self) -> None:
+        """Follow jobs the engine resumed from its journal and deliver results that were never delivered."""
+        for platform, entry in self._platforms.items():
+            for job in self.engine.active_jobs(platform):
+                self._spawn(self._follow(job, entry.replier_for(job.request.delivery)), f"follow-{job.id}")
+            for record in await self.engine.undelivered(platform):
+                replier = entry.replier_for(record.request.delivery)
+                self._spawn(self._deliver_record(record, replier), f"deliver-{record.id}")
+        if self.review is not None:
+            self._spawn(self._poll_review_decisions(), "review-poller")
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- a new prompt ------------------------------------------------------------------------------------
+
+    async def imagine(self, command: ImagineCommand, replier: Replier) -> str | None:
+        """Admit and queue a prompt; returns the job id, or None when it was refused or held for review."""
+        request = GenerationRequest(
+            prompt=command.prompt, requester=command.requester, negative_prompt=command.negative_prompt,
+            seed=command.seed, aspect=command.aspect, delivery=dict(command.delivery),
+        )
+        return await self._admit_and_submit(request, replier)
+
+    async def _admit_and_submit(self, request: GenerationRequest, replier: Replier) -> str | None:
+        try:
+            self._validate(request)
+        except InvalidRequest as exc:
+            await replier.refuse(messages.invalid_request(str(exc)))
+            return None
+        if self.admission is not None:
+            decision = await self.admission.check(request)
+            if decision.review_item_id:
+                await replier.show_status(messages.WAITING_FOR_REVIEW)
+                await self._post_for_review(decision.review_item_id, request, decision.moderator_reasons)
+                return None
+            if not decision.admitted:
+                await replier.refuse(decision.user_message)
+                return None
+        return await self._submit(request, replier)
+
+    def _validate(self, request: GenerationRequest) -> None:
+        prepare_record(request, self.settings.engine)
+
+    async def _submit(self, request: GenerationRequest, replier: Replier) -> str | None:
+        try:
+            job = await self.engine.submit(request)
+        except QueueFull:
+            await replier.refuse(messages.QUEUE_FULL)
+            return None
+        except EngineClosed:
+            await replier.refuse(messages.RESTARTING)
+            return None
+        except InvalidRequest as exc:
+            await replier.refuse(messages.invalid_request(str(exc)))
+            return None
+        status = _ThrottledStatus(replier, job.request.prompt, self.progress_interval_s)
+        await status.show(job.snapshot(), _cancel_button(job.id))  # where they stand, before anything else
+        self._spawn(self._follow(job, replier, status), f"follow-{job.id}")
+        return job.id
+
+    # ---- following a job ---------------------------------------------------------------------------------
+
+    async def _follow(self, job: Job, replier: Replier, status: _ThrottledStatus | None = None) -> None:
+        status = status or _ThrottledStatus(replier, job.request.prompt, self.progress_interval_s)
+        cancel = _cancel_button(job.id)
+        async for event in job.events():
+            if not event.state.finished:
+                await status.show(event, cancel)
+        if job.state is JobState.DONE:
+            await self._deliver_record(await self._record(job.id), replier)
+        if job.state.finished:
+            await status.show(job.snapshot(), (), final=True)
+        # otherwise the job was handed back at shutdown: it resumes, and is followed again, after the restart
+
+    async def _record(self, job_id: str) -> JobRecord:
+        record = await self.engine.lookup(job_id)
+        if record is None:
+            raise LookupError(f"job {job_id} is not in the job store")
+        return record
+
+    async def _deliver_record(self, record: JobRecord, replier: Replier) -> None:
+        """Post the images, retrying transient failures; record delivery only after the post succeeded."""
+        delivery = images_message(record)
+        for attempt, delay in enumerate((*self.delivery_retry_delays, None), start=1):
+            try:
+                await replier.deliver(delivery)
+                break
+            except Exception as exc:  # a platform error must not kill the follower: retry, then leave it journaled
+                if delay is None:
+                    log.error("delivering job %s failed %d times (%s); it stays undelivered", record.id, attempt, exc)
+                    return
+                log.warning("delivering job %s failed (%s); retrying in %.1f s", record.id, exc, delay)
+                await asyncio.sleep(delay)
+        await self.engine.mark_delivered(record.id)
+        log.info("job %s delivered to %s", record.id, record.request.requester.key)
+        if any(image.withheld for image in record.images) and self.review is not None:
+            item_id = await self.review.flag_images(record.id, record.request, record.images)
+            await self._post_for_review(item_id, record.request, ["output image flagged by the image filter"],
+                                        [image.path for image in record.images if image.withheld])
+
+    # ---- buttons -----------------------------------------------------------------------------------------
+
+    async def press(self, custom_id: str, user: Requester, replier: Replier, *, is_moderator: bool = False,
+                    delivery: dict[str, Any] | None = None) -> None:
+        """Act on a button: U/V/reroll/cancel on a job, approve/reject on a review item."""
+        try:
+            button = parse_button(custom_id)
+        except BadButton:
+            await replier.refuse(messages.UNKNOWN_BUTTON)
+            return
+        if button.action in (Action.APPROVE, Action.REJECT):
+            await self._decide(button, user, replier, is_moderator)
+        elif button.action is Action.CANCEL:
+            await self._cancel(button.target, user, replier)
+        else:
+            await self._job_button(button, user, replier, delivery)
+
+    async def _cancel(self, job_id: str, user: Requester, replier: Replier) -> None:
+        try:
+            cancelled = await self.engine.cancel(job_id, by=user)
+        except NotAllowed:
+            await replier.refuse(messages.NOT_YOURS_TO_CANCEL)
+            return
+        if not cancelled:
+            await replier.refuse(messages.ALREADY_FINISHED)
+
+    async def _job_button(self, button: Button, user: Requester, replier: Replier,
+                          delivery: dict[str, Any] | None) -> None:
+        record = await self.engine.lookup(button.target)
+        if record is None or not record.images and button.action is not Action.REROLL:
+            await replier.refuse(messages.UNKNOWN_JOB)
+            return
+        index = button.index or 0
+        if button.action in (Action.UPSCALE, Action.VARIATION) and not 0 <= index < len(record.images):
+            await replier.refuse(messages.UNKNOWN_BUTTON)
+            return
+        if button.action is Action.UPSCALE:
+            await replier.deliver(single_image_message(record, index))
+            return
+        original = record.request
+        variation = None
+        if button.action is Action.VARIATION:
+            variation = Variation(record.images[index].seed, VARIATION_STRENGTH)
+        request = GenerationRequest(
+            prompt=original.prompt, requester=user, negative_prompt=original.negative_prompt,
+            aspect=original.aspect, size=original.size, steps=original.steps, variation=variation,
+            delivery=dict(original.delivery if delivery is None else delivery),
+        )
+        await self._admit_and_submit(request, replier)
+
+    # ---- moderators --------------------------------------------------------------------------------------
+
+    async def _post_for_review(self, item_id: str, request: GenerationRequest, reasons: Sequence[str],
+                               image_paths: Sequence[str] = ()) -> None:
+        entry = self._platforms.get(request.requester.platform)
+        if entry is None or entry.moderators is None:
+            log.warning("review item %s has no moderator channel on %s", item_id, request.requester.platform)
+            return
+        who = request.requester
+        place = f" in {who.server_id or 'a DM'}" + (f" / {who.channel_id}" if who.channel_id else "")
+        post = ReviewPost(
+            item_id=item_id,
+            text=messages.review_post(who.platform, who.user_id, place, request.prompt, list(reasons)),
+            buttons=(Button(Action.APPROVE, item_id, label="Approve", style=Style.SUCCESS),
+                     Button(Action.REJECT, item_id, label="Reject", style=Style.DANGER)),
+            image_paths=tuple(image_paths),
+        )
+        await _logged(entry.moderators.post_review(post), f"posting review item {item_id}")
+
+    async def _decide(self, button: Button, user: Requester, replier: Replier, is_moderator: bool) -> None:
+        if self.review is None:
+            await replier.refuse(messages.UNKNOWN_BUTTON)
+            return
+        if not is_moderator:
+            await self.review.record_refused(button.target, user.key)
+            await replier.refuse(messages.NOT_A_MODERATOR)
+            return
+        try:
+            await self.review.decide(button.target, button.action is Action.APPROVE, user.key)
+        except (ValueError, LookupError) as exc:  # already decided, expired, unknown: the message says which
+            await replier.refuse(str(exc))
+            return
+        await self.process_review_decisions()
+
+    async def process_review_decisions(self) -> None:
+        """Act on decided review items exactly once, wherever they were decided (chat, dashboard or CLI)."""
+        if self.review is None:
+            return
+        async with self._decisions_lock:
+            for decision in await self.review.claim_decided():
+                await self._act_on_decision(decision)
+
+    async def _act_on_decision(self, decision: ReviewDecision) -> None:
+        request = decision.request
+        entry = self._platforms.get(request.requester.platform)
+        if entry is None:
+            log.warning("review item %s belongs to %s, which is not connected", decision.item_id,
+                        request.requester.platform)
+            return
+        replier = entry.replier_for(request.delivery)
+        if entry.moderators is not None:
+            text = messages.review_decided(decision.approved, decision.moderator, decision.reason)
+            await _logged(entry.moderators.close_review(decision.item_id, text), "updating a review message")
+        if not decision.approved:
+            await _logged(replier.notify(messages.rejected_for_requester(request.prompt, decision.reason)),
+                          "telling a requester about a rejection")
+            return
+        if not request.prompt:  # an image-screening item: nothing to generate
+            return
+        await _logged(replier.notify(messages.approved_for_requester(request.prompt)), "telling a requester")
+        await self._submit(request, replier)
+
+    async def _poll_review_decisions(self) -> None:
+        while not self._closed:
+            await _logged(self.process_review_decisions(), "processing review decisions")
+            await asyncio.sleep(self.review_poll_s)
+
+    # ---- helpers -----------------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run `coroutine` as a task this conversation owns: close() cancels it, failures are logged."""
+        task = asyncio.create_task(_logged(coroutine, name), name=name)
+        self._tasks.add(task)
+
+        def forget(done: asyncio.Task[Any]) -> None:
+            self._tasks.discard(done)
+            coroutine.close()  # a task cancelled before it ever ran would leave `coroutine` never awaited
+
+        task.add_done_callback(forget)
+
+
+async def _logged(awaitable: Awaitable[Any], what: str) -> Any:
+    """Run a background step; log a failure instead of letting it vanish or crash a shared task."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        raise
+    except EngineError as exc:
+        log.warning("%s: %s", what, exc)
+    except Exception:
+        log.exception("%s failed", what)
+    return None
+
+
+class _ThrottledStatus:
+    """Edits the status message at most once per interval, and only when the text changes."""
+
+    def __init__(self, replier: Replier, prompt: str, interval_s: float) -> None:
+        self.replier = replier
+        self.prompt = prompt
+        self.interval_s = interval_s
+        self.shown: str | None = None
+        self.shown_at = -math.inf
+
+    async def show(self, event: ProgressEvent, buttons: Sequence[Button], final: bool = False) -> None:
+        text = messages.status(event, self.prompt)
+        if text == self.shown:
+            return
+        wait = self.shown_at + self.interval_s - time.monotonic()
+        if wait > 0:
+            if not final:
+                return
+            await asyncio.sleep(wait)
+        await _logged(self.replier.show_status(text, buttons), "updating a status message")
+        self.shown, self.shown_at = text, time.monotonic()
+
+
+def _cancel_button(job_id: str) -> tuple[Button, ...]:
+    return (Button(Action.CANCEL, job_id, label="Cancel", style=Style.DANGER),)
+
+
+def image_buttons(job_id: str, count: int) -> tuple[tuple[Button, ...], ...]:
+    upscale = tuple(Button(Action.UPSCALE, job_id, i, label=f"U{i + 1}") for i in range(count))
+    variations = tuple(Button(Action.VARIATION, job_id, i, label=f"V{i + 1}") for i in range(count))
+    reroll = (Button(Action.REROLL, job_id, label="🔄", style=Style.PRIMARY),)
+    return upscale, variations, reroll
+
+
+def images_message(record: JobRecord) -> Delivery:
+    attachments = tuple(_attachment(record, image) for image in record.images)
+    withheld = sum(1 for image in record.images if image.withheld)
+    return Delivery(
+        job_id=record.id,
+        text=messages.delivery_text(record.request.prompt, [image.seed for image in record.images], withheld),
+        attachments=attachments,
+        button_rows=image_buttons(record.id, len(record.images)),
+    )
+
+
+def single_image_message(record: JobRecord, index: int) -> Delivery:
+    image = record.images[index]
+    return Delivery(
+        job_id=record.id,
+        text=messages.upscale_text(record.request.prompt, index, image.seed),
+        attachments=(_attachment(record, image),),
+        button_rows=((Button(Action.VARIATION, record.id, index, label=f"V{index + 1}"),),),
+    )
+
+
+def _attachment(record: JobRecord, image: GeneratedImage) -> Attachment:
+    return Attachment(filename=f"imagine-{record.id[:8]}-{image.index + 1}.jpg", path=image.path,
+                      width=image.width, height=image.height)

@@ -1,0 +1,252 @@
+"""The platform-neutral conversation layer against the real engine; the adapter boundary is a recording Replier."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bots import messages
+from bots.buttons import Action, Button
+from bots.conversation import Conversation, ImagineCommand
+from bots.replies import Delivery
+from engine.engine import Engine
+from engine.requests import JobState, Requester
+from tests.support import gated_runner, make_settings
+
+ALICE = Requester(platform="test", user_id="alice", channel_id="c1")
+BOB = Requester(platform="test", user_id="bob", channel_id="c1")
+
+
+class RecordingReplier:
+    """Stands in for an adapter: records what the conversation asked it to show."""
+
+    def __init__(self, fail_deliveries: int = 0) -> None:
+        self.statuses: list[tuple[str, tuple[str, ...]]] = []
+        self.refusals: list[str] = []
+        self.notices: list[str] = []
+        self.deliveries: list[Delivery] = []
+        self.fail_deliveries = fail_deliveries
+        self.delivered = asyncio.Event()
+        self.refused = asyncio.Event()
+        self.changed = asyncio.Event()
+
+    async def until(self, predicate: Any) -> None:
+        """Wait, without sleeping, until `predicate()` holds; every recorded call re-checks it."""
+        while not predicate():
+            self.changed.clear()
+            await wait(self.changed)
+
+    def finished_status(self) -> bool:
+        return bool(self.statuses) and self.statuses[-1][0].startswith((messages.DONE, messages.CANCELLED, "⚠️"))
+
+    async def show_status(self, text: str, buttons: Sequence[Button] = ()) -> None:
+        self.statuses.append((text, tuple(button.custom_id for button in buttons)))
+        self.changed.set()
+
+    async def refuse(self, text: str) -> None:
+        self.refusals.append(text)
+        self.refused.set()
+
+    async def deliver(self, delivery: Delivery) -> None:
+        if self.fail_deliveries:
+            self.fail_deliveries -= 1
+            raise ConnectionError("HTTP 500 from the platform")
+        self.deliveries.append(delivery)
+        self.delivered.set()
+        self.changed.set()
+
+    async def notify(self, text: str) -> None:
+        self.notices.append(text)
+
+
+def all_files(paths: Any) -> bool:
+    return all(Path(path).is_file() for path in paths)
+
+
+async def wait(event: asyncio.Event) -> None:
+    await asyncio.wait_for(event.wait(), timeout=120)
+
+
+def command(prompt: str, who: Requester = ALICE, **fields: Any) -> ImagineCommand:
+    return ImagineCommand(prompt=prompt, requester=who, delivery={"channel": who.channel_id}, **fields)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    return make_settings(tmp_path, tiny_model_dir, base_size=64, steps=2)
+
+
+async def running(settings, **engine_kwargs: Any) -> tuple[Engine, Conversation]:  # type: ignore[no-untyped-def]
+    engine = Engine(settings, **engine_kwargs)
+    await engine.start()
+    conversation = Conversation(settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0))
+    return engine, conversation
+
+
+async def stop(engine: Engine, conversation: Conversation) -> None:
+    await conversation.close()
+    await engine.shutdown()
+
+
+async def test_imagine_shows_progress_then_delivers_four_images_with_buttons(settings) -> None:  # type: ignore[no-untyped-def]
+    engine, conversation = await running(settings)
+    replier = RecordingReplier()
+    try:
+        job_id = await conversation.imagine(command("a red fox in snow", seed=3), replier)
+        await replier.until(replier.finished_status)
+        record = await engine.lookup(job_id)  # type: ignore[arg-type]
+    finally:
+        await stop(engine, conversation)
+    (delivery,) = replier.deliveries
+    assert len(delivery.attachments) == 4 and all_files(a.path for a in delivery.attachments)
+    assert [len(row) for row in delivery.button_rows] == [4, 4, 1]
+    assert delivery.button_rows[0][0].custom_id == f"imagine:u:{job_id}:0"
+    assert "a red fox in snow" in delivery.text and "seeds 3–6" in delivery.text
+    texts = [text for text, _ in replier.statuses]
+    assert texts[0].startswith("⏳ Queued — position 1")
+    assert any(text.startswith("🎨 Imagining… 100% (step 2/2)") for text in texts)
+    assert texts[-1].startswith(messages.DONE)
+    assert replier.statuses[0][1] == (f"imagine:c:{job_id}",)  # a cancel button while it waits
+    assert replier.statuses[-1][1] == ()  # and none once done
+    assert record is not None and record.state is JobState.DELIVERED
+
+
+async def test_a_throttled_status_only_changes_once_per_interval(settings) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(settings)
+    await engine.start()
+    conversation = Conversation(settings, engine, progress_interval_s=3600.0, delivery_retry_delays=())
+    replier = RecordingReplier()
+    try:
+        await conversation.imagine(command("slow edits"), replier)
+        await wait(replier.delivered)
+    finally:
+        await stop(engine, conversation)
+    assert [text[:1] for text, _ in replier.statuses] == ["⏳"]  # the final edit waits out the interval; closed
+
+
+async def test_bad_input_is_refused_and_changes_nothing(settings) -> None:  # type: ignore[no-untyped-def]
+    engine, conversation = await running(settings)
+    replier = RecordingReplier()
+    try:
+        assert await conversation.imagine(command("\u200b \u200b"), replier) is None
+        assert await conversation.imagine(command("x" * 5000), replier) is None
+        assert await conversation.imagine(command("a cat", aspect="50:1"), replier) is None
+    finally:
+        await stop(engine, conversation)
+    assert replier.refusals == [
+        "I can't use that request: prompt must not be empty.",
+        "I can't use that request: prompt is too long: 5000 characters, the limit is 1000.",
+        "I can't use that request: aspect must be between 1:4 and 4:1, got '50:1'.",
+    ]
+    assert engine.pipeline_calls == 0 and not replier.statuses
+
+
+async def test_only_the_requester_can_cancel(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, tiny_model_dir, base_size=64, steps=2)
+    runner, gate = gated_runner(settings)
+    engine, conversation = await running(settings, runner_factory=lambda: runner)
+    alices, bobs = RecordingReplier(), RecordingReplier()
+    try:
+        job_id = await conversation.imagine(command("cancel me"), alices)
+        await gate.wait_reached()
+        await conversation.press(f"imagine:c:{job_id}", BOB, bobs)
+        assert bobs.refusals == [messages.NOT_YOURS_TO_CANCEL]
+        await conversation.press(f"imagine:c:{job_id}", ALICE, alices)
+        gate.release()
+        job = engine.get(job_id)
+        assert job is not None
+        async for _ in job.events():
+            pass
+        await conversation.press(f"imagine:c:{job_id}", ALICE, alices)
+        await conversation.press("imagine:c:nonsense:x", ALICE, alices)
+        await conversation.press("someone-elses-button", ALICE, alices)
+    finally:
+        await stop(engine, conversation)
+    assert job.state is JobState.CANCELLED
+    assert alices.refusals == [messages.ALREADY_FINISHED, messages.UNKNOWN_BUTTON, messages.UNKNOWN_BUTTON]
+    assert not alices.deliveries
+
+
+async def test_upscale_variation_and_reroll_buttons(settings) -> None:  # type: ignore[no-untyped-def]
+    engine, conversation = await running(settings)
+    first = RecordingReplier()
+    try:
+        job_id = await conversation.imagine(command("a lighthouse", seed=10), first)
+        await wait(first.delivered)
+        upscale, variation, reroll = RecordingReplier(), RecordingReplier(), RecordingReplier()
+        await conversation.press(f"imagine:u:{job_id}:2", BOB, upscale)
+        await conversation.press(f"imagine:v:{job_id}:1", BOB, variation)
+        await conversation.press(f"imagine:r:{job_id}", BOB, reroll)
+        await conversation.press(f"imagine:u:{job_id}:9", BOB, upscale)
+        await wait(variation.delivered)
+        await wait(reroll.delivered)
+        variation_record = await engine.lookup(variation.deliveries[0].job_id)
+        reroll_record = await engine.lookup(reroll.deliveries[0].job_id)
+    finally:
+        await stop(engine, conversation)
+    (single,) = upscale.deliveries
+    assert len(single.attachments) == 1 and single.attachments[0].path.endswith(f"{job_id}-2.jpg")
+    assert "seed 12" in single.text
+    assert upscale.refusals == [messages.UNKNOWN_BUTTON]
+    assert variation_record is not None and reroll_record is not None
+    assert variation_record.request.variation is not None and variation_record.request.variation.parent_seed == 11
+    assert variation_record.request.requester == BOB and variation_record.request.prompt == "a lighthouse"
+    assert reroll_record.request.variation is None and reroll_record.seeds[0] != 10
+
+
+async def test_a_failed_post_is_retried_and_delivered_once(settings) -> None:  # type: ignore[no-untyped-def]
+    engine, conversation = await running(settings)
+    replier = RecordingReplier(fail_deliveries=1)
+    try:
+        job_id = await conversation.imagine(command("flaky platform"), replier)
+        await replier.until(replier.finished_status)
+        assert await engine.undelivered() == []
+    finally:
+        await stop(engine, conversation)
+    assert [delivery.job_id for delivery in replier.deliveries] == [job_id]
+
+
+async def test_after_a_restart_jobs_resume_and_results_are_delivered_exactly_once(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, tiny_model_dir, base_size=64, steps=2)
+    runner, gate = gated_runner(settings)
+    engine, conversation = await running(settings, runner_factory=lambda: runner)
+    before = RecordingReplier(fail_deliveries=99)  # this adapter dies before it can post anything
+    running_id = await conversation.imagine(command("running at the restart"), before)
+    await gate.wait_reached()
+    queued_id = await conversation.imagine(command("queued at the restart", BOB), before)
+    await conversation.close()
+    stopping = asyncio.create_task(engine.shutdown(drain=False))
+    gate.release()
+    await stopping
+
+    after: dict[str, RecordingReplier] = {}
+
+    def replier_for(context: dict[str, Any]) -> RecordingReplier:
+        return after.setdefault(context["channel"], RecordingReplier())
+
+    engine, conversation = await running(settings)
+    conversation.add_platform("test", replier_for)
+    try:
+        await conversation.start()
+        replier = after["c1"]
+        await replier.until(lambda: sum(text.startswith(messages.DONE) for text, _ in replier.statuses) == 2)
+        assert await engine.undelivered() == []
+    finally:
+        await stop(engine, conversation)
+    assert sorted(delivery.job_id for delivery in replier.deliveries) == sorted([running_id, queued_id])
+    assert not before.deliveries
+
+    # a third start finds nothing left to do
+    engine, conversation = await running(settings)
+    conversation.add_platform("test", replier_for)
+    try:
+        await conversation.start()
+        assert engine.active_jobs() == [] and await engine.undelivered() == []
+    finally:
+        await stop(engine, conversation)
+    assert len(replier.deliveries) == 2
+    assert Action.UPSCALE.value == "u"
