@@ -24,6 +24,7 @@ ALREADY_FINISHED = "That job has already finished."
 NOT_A_MODERATOR = "Only moderators can approve or reject prompts."
 CANCELLED = "🚫 Cancelled."
 DONE = "✅ Done."
+SOMETHING_WENT_WRONG = "Sorry, something went wrong on our side. Please try again in a moment."
 
 
 def invalid_request(reason: str) -> str:

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from tests.standins.slack_server import BOT_USER_ID, TEAM_ID
+from tests.standins.slack_server import BOT_USER_ID, TEAM_ID, SlackStandIn
 
 JsonDict = dict[str, Any]
 FORM = "application/x-www-form-urlencoded"
@@ -55,12 +55,14 @@ class AppResponse:
 
 
 class SlackSender:
-    """Posts signed requests to an app's HTTP endpoint (`http://127.0.0.1:<port>/slack/events`)."""
+    """Posts signed requests to an app's HTTP endpoint (`http://127.0.0.1:<port>/slack/events`). Messages that
+    users write (mentions, DMs) are also recorded in the stand-in, as Slack knows them."""
 
-    def __init__(self, endpoint: str, signing_secret: str, response_url_base: str = "") -> None:
+    def __init__(self, endpoint: str, signing_secret: str, standin: SlackStandIn | None = None) -> None:
         self.endpoint = endpoint
         self.signing_secret = signing_secret
-        self.response_url_base = response_url_base
+        self.standin = standin
+        self.response_url_base = standin.base_url if standin else "http://127.0.0.1:9"
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> SlackSender:
@@ -134,14 +136,21 @@ class SlackSender:
         return self.signed(json.dumps(envelope).encode(), JSON, **signing)
 
     def app_mention(self, text: str, *, user_id: str = "UALICE", channel_id: str = "CGENERAL",
-                    event_id: str | None = None, **signing: Any) -> SignedRequest:
-        return self.event(app_mention_event(text, user_id=user_id, channel_id=channel_id),
-                          event_id=event_id, **signing)
+                    thread_ts: str | None = None, event_id: str | None = None, **signing: Any) -> SignedRequest:
+        event = app_mention_event(text, user_id=user_id, channel_id=channel_id, thread_ts=thread_ts)
+        self._remember(event)
+        return self.event(event, event_id=event_id, **signing)
 
     def direct_message(self, text: str, *, user_id: str = "UALICE", channel_id: str = "DALICE",
                        event_id: str | None = None, **signing: Any) -> SignedRequest:
-        return self.event(direct_message_event(text, user_id=user_id, channel_id=channel_id),
-                          event_id=event_id, **signing)
+        event = direct_message_event(text, user_id=user_id, channel_id=channel_id)
+        self._remember(event)
+        return self.event(event, event_id=event_id, **signing)
+
+    def _remember(self, event: JsonDict) -> None:
+        if self.standin is not None:
+            self.standin.user_message(event["channel"], event["ts"], event["user"], event["text"],
+                                      event.get("thread_ts"))
 
     def url_verification(self, challenge: str, **signing: Any) -> SignedRequest:
         body = {"token": "deprecated", "challenge": challenge, "type": "url_verification"}
@@ -179,10 +188,14 @@ def event_envelope(event: JsonDict, *, event_id: str | None = None) -> JsonDict:
     }
 
 
-def app_mention_event(text: str, *, user_id: str, channel_id: str, ts: str | None = None) -> JsonDict:
+def app_mention_event(text: str, *, user_id: str, channel_id: str, ts: str | None = None,
+                      thread_ts: str | None = None) -> JsonDict:
     ts = ts or f"{int(time.time())}.{next(_counter):06d}"
-    return {"type": "app_mention", "user": user_id, "text": f"<@{BOT_USER_ID}> {text}", "ts": ts,
-            "channel": channel_id, "event_ts": ts, "team": TEAM_ID}
+    event = {"type": "app_mention", "user": user_id, "text": f"<@{BOT_USER_ID}> {text}", "ts": ts,
+             "channel": channel_id, "event_ts": ts, "team": TEAM_ID}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
 
 
 def direct_message_event(text: str, *, user_id: str, channel_id: str, ts: str | None = None) -> JsonDict:

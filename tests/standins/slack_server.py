@@ -202,6 +202,10 @@ class SlackStandIn:
         async with self._changed:
             return await asyncio.wait_for(self._changed.wait_for(predicate), within)
 
+    def user_message(self, channel: str, ts: str, user: str, text: str, thread_ts: str | None = None) -> None:
+        """A message a person wrote (Slack knows it; the app hears of it through an event)."""
+        self.messages[(channel, ts)] = PostedMessage(channel, ts, text, [], thread_ts, user=user)
+
     def calls_to(self, api: str, *, ok_only: bool = False) -> list[SlackCall]:
         return [c for c in self.calls if c.api == api and (c.ok or not ok_only)]
 

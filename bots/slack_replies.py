@@ -1,0 +1,192 @@
+"""The conversation layer's `Replier` and `ModeratorChannel`, spoken as Slack Web API calls.
+
+Where a conversation lives is a `SlackPlace` (channel, requester, thread, status message), journaled with the job
+as its JSON `delivery` context, so that `SlackPlace.from_context(...)` rebuilds the same replier after a restart.
+
+In a channel the status message is posted in the channel (or in the thread the user spoke in) and the images go
+into its thread; in a direct message both go straight into the DM. Images travel in ONE `files_upload_v2` call
+(one `files.completeUploadExternal` for all four), then a message with the buttons follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots import slack_blocks as blocks
+from bots.buttons import Button
+from bots.replies import Delivery, ReviewPost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SlackPlace:
+    """Where one requester's conversation happens. JSON-able through `to_context()`."""
+
+    channel: str
+    user: str
+    thread_ts: str | None = None
+    """The thread the requester spoke in (a mention in a thread, a button clicked in a thread), if any."""
+    status_ts: str | None = None
+    """Our status message, once posted."""
+
+    @property
+    def is_direct_message(self) -> bool:
+        return self.channel.startswith("D")
+
+    @property
+    def reply_thread(self) -> str | None:
+        """Where results go: the existing thread, else the status message's thread; none in a DM."""
+        if self.thread_ts:
+            return self.thread_ts
+        return None if self.is_direct_message else self.status_ts
+
+    def to_context(self) -> dict[str, Any]:
+        return {"platform": "slack", **asdict(self)}
+
+    @classmethod
+    def from_context(cls, context: dict[str, Any]) -> SlackPlace:
+        try:
+            return cls(
+                channel=str(context["channel"]),
+                user=str(context["user"]),
+                thread_ts=_optional_str(context.get("thread_ts")),
+                status_ts=_optional_str(context.get("status_ts")),
+            )
+        except KeyError as missing:
+            needed = missing.args[0]
+            raise ValueError(f"a Slack delivery context needs {needed!r}, got keys {sorted(context)}") from None
+
+
+class SlackReplier:
+    """One conversation with one requester. Calls are serialised: a status edit never races the delivery."""
+
+    def __init__(self, client: AsyncWebClient, place: SlackPlace) -> None:
+        self.client = client
+        self.place = place
+        self._lock = asyncio.Lock()
+        self._uploaded: set[str] = set()
+        self._buttons_posted: set[str] = set()
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.place.to_context()
+
+    async def show_status(self, text: str, buttons: Sequence[Button] = ()) -> None:
+        rows = (tuple(buttons),) if buttons else ()
+        async with self._lock:
+            if self.place.status_ts is not None and await self._edit_status(text, rows):
+                return
+            posted = await self.client.chat_postMessage(
+                channel=self.place.channel, thread_ts=self.place.thread_ts,
+                text=blocks.fallback_text(text), blocks=blocks.message_blocks(text, rows),
+            )
+            self.place.status_ts = str(posted["ts"])
+
+    async def _edit_status(self, text: str, rows: tuple[tuple[Button, ...], ...]) -> bool:
+        """Edit the status message; False when it is gone (deleted by someone) so a new one is posted."""
+        try:
+            await self.client.chat_update(
+                channel=self.place.channel, ts=self.place.status_ts,
+                text=blocks.fallback_text(text), blocks=blocks.message_blocks(text, rows),
+            )
+        except SlackApiError as error:
+            if error.response.get("error") != "message_not_found":
+                raise
+            log.info("status message %s in %s is gone; posting a new one", self.place.status_ts, self.place.channel)
+            self.place.status_ts = None
+            return False
+        return True
+
+    async def refuse(self, text: str) -> None:
+        await self.client.chat_postEphemeral(
+            channel=self.place.channel, user=self.place.user, thread_ts=self.place.thread_ts,
+            text=blocks.fallback_text(text), blocks=[blocks.section(text)],
+        )
+
+    async def deliver(self, delivery: Delivery) -> None:
+        """Upload the images (one call), then post the buttons. A retry after a failure redoes only the step
+        that failed, so one successful delivery never shows the images twice."""
+        async with self._lock:
+            if delivery.job_id not in self._uploaded:
+                await self._upload(delivery)
+                self._uploaded.add(delivery.job_id)
+            if delivery.button_rows and delivery.job_id not in self._buttons_posted:
+                await self.client.chat_postMessage(
+                    channel=self.place.channel, thread_ts=self.place.reply_thread,
+                    text=blocks.fallback_text(delivery.text),
+                    blocks=blocks.message_blocks(delivery.text, delivery.button_rows),
+                )
+                self._buttons_posted.add(delivery.job_id)
+
+    async def _upload(self, delivery: Delivery) -> None:
+        contents = await asyncio.gather(*(asyncio.to_thread(Path(a.path).read_bytes) for a in delivery.attachments))
+        uploads = [
+            {"file": data, "filename": attachment.filename, "title": attachment.filename}
+            for attachment, data in zip(delivery.attachments, contents, strict=True)
+        ]
+        await self.client.files_upload_v2(
+            file_uploads=uploads, channel=self.place.channel, thread_ts=self.place.reply_thread,
+            initial_comment=blocks.fallback_text(delivery.text, mention=self.place.user),
+        )
+
+    async def notify(self, text: str) -> None:
+        await self.client.chat_postMessage(
+            channel=self.place.channel, thread_ts=self.place.reply_thread,
+            text=blocks.fallback_text(text, mention=self.place.user),
+            blocks=[blocks.section(text, mention=self.place.user)],
+        )
+
+
+@dataclass
+class ReviewMessage:
+    channel: str
+    ts: str
+
+
+@dataclass
+class SlackModerators:
+    """The moderators' channel: review posts with Approve/Reject, edited once someone decides."""
+
+    client: AsyncWebClient
+    channel: str
+    _posted: dict[str, ReviewMessage] = field(default_factory=dict)
+
+    def remember(self, item_id: str, channel: str, ts: str) -> None:
+        """Note where a review message is (from a moderator's click): after a restart this is how we find it."""
+        self._posted[item_id] = ReviewMessage(channel, ts)
+
+    async def post_review(self, post: ReviewPost) -> None:
+        posted = await self.client.chat_postMessage(
+            channel=self.channel, text=blocks.fallback_text(post.text),
+            blocks=blocks.message_blocks(post.text, (post.buttons,)),
+        )
+        self.remember(post.item_id, self.channel, str(posted["ts"]))
+        if post.image_paths:
+            contents = await asyncio.gather(*(asyncio.to_thread(Path(p).read_bytes) for p in post.image_paths))
+            await self.client.files_upload_v2(
+                file_uploads=[{"file": data, "filename": Path(path).name, "title": Path(path).name}
+                              for path, data in zip(post.image_paths, contents, strict=True)],
+                channel=self.channel, thread_ts=str(posted["ts"]),
+            )
+
+    async def close_review(self, item_id: str, text: str) -> None:
+        message = self._posted.get(item_id)
+        if message is None:  # posted before a restart and nobody clicked since: say it in the channel
+            await self.client.chat_postMessage(channel=self.channel, text=blocks.fallback_text(text),
+                                               blocks=[blocks.section(text)])
+            return
+        await self.client.chat_update(channel=message.channel, ts=message.ts, text=blocks.fallback_text(text),
+                                      blocks=[blocks.section(text)])
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)

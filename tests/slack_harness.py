@@ -1,0 +1,106 @@
+"""A running Slack rig for tests: the stand-in Slack, the real engine (tiny pipeline), the real conversation
+layer and the Slack adapter on a free loopback port, plus Slack's side (signed requests) to talk to it."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from bots.conversation import AdmissionGate, Conversation, ReviewDesk
+from bots.slack_app import EVENTS_PATH, SlackAdapter
+from config.settings import Settings
+from engine.engine import Engine
+from engine.runner import PipelineRunner
+from tests.standins.slack_requests import SlackSender
+from tests.standins.slack_server import CompletedUpload, PostedMessage, SlackStandIn
+from tests.support import make_settings
+
+SIGNING_SECRET = "test-signing-secret-0123456789"
+MODERATOR_CHANNEL = "CMODS"
+MODERATOR = "UMOD"
+GROUP_MODERATOR = "UGROUPMOD"
+MODERATOR_GROUP = "SMODERATORS"
+
+
+def slack_settings(tmp_path: Path, model_dir: Path | str, standin: SlackStandIn, *, mode: str = "http",
+                   base_size: int = 128, steps: int = 1, **engine: Any) -> Settings:
+    settings = make_settings(tmp_path, model_dir, base_size=base_size, steps=steps, **engine)
+    slack = replace(
+        settings.slack, bot_token=standin.bot_token, signing_secret=SIGNING_SECRET, app_token=standin.app_token,
+        mode=mode, api_base=standin.api_url, host="127.0.0.1", port=0, moderator_channel_id=MODERATOR_CHANNEL,
+        moderator_user_ids=[MODERATOR], moderator_usergroup_id=MODERATOR_GROUP,
+    )
+    return replace(settings, slack=slack)
+
+
+@dataclass
+class SlackRig:
+    standin: SlackStandIn
+    settings: Settings
+    engine: Engine
+    conversation: Conversation
+    adapter: SlackAdapter
+    sender: SlackSender
+
+    async def stop(self) -> None:
+        """Stop like `imagine serve` on SIGTERM: adapter first, then the conversation, then the engine, which
+        hands unfinished jobs back to its journal."""
+        await self.sender.__aexit__(None, None, None)
+        await self.adapter.close()
+        await self.conversation.close()
+        await self.engine.shutdown(drain=False)
+
+    # ---- what a test waits for -------------------------------------------------------------------------
+
+    async def uploads(self, count: int = 1, within: float = 120.0) -> list[CompletedUpload]:
+        await self.standin.wait_for(lambda: len(self.standin.completed) >= count, within)
+        return self.standin.completed
+
+    async def message_saying(self, text: str, within: float = 120.0) -> PostedMessage:
+        def found() -> PostedMessage | None:
+            return next((m for m in self.standin.messages.values() if text in m.text), None)
+
+        return await self.standin.wait_for(found, within)
+
+    async def ephemeral_saying(self, text: str, within: float = 60.0) -> Any:
+        def found() -> Any:
+            return next((m for m in self.standin.ephemerals if text in m.text), None)
+
+        return await self.standin.wait_for(found, within)
+
+
+async def start_rig(
+    settings: Settings,
+    standin: SlackStandIn,
+    *,
+    runner_factory: Callable[[], PipelineRunner] | None = None,
+    admission: AdmissionGate | None = None,
+    review: ReviewDesk | None = None,
+) -> SlackRig:
+    """Start in `imagine serve`'s order: engine, adapter (registers the platform), conversation (resumes)."""
+    engine = Engine(settings, runner_factory=runner_factory)
+    await engine.start()
+    conversation = Conversation(settings, engine, admission, review, progress_interval_s=0.0,
+                                delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0)
+    adapter = SlackAdapter(settings, conversation)
+    await adapter.start()
+    await conversation.start()
+    endpoint = f"http://127.0.0.1:{adapter.port}{EVENTS_PATH}"
+    sender = await SlackSender(endpoint, SIGNING_SECRET, standin).__aenter__()
+    return SlackRig(standin, settings, engine, conversation, adapter, sender)
+
+
+def jpeg_sizes(upload: CompletedUpload) -> list[tuple[str, tuple[int, int]]]:
+    """(format, size) of every file in one upload, opened with Pillow."""
+    result = []
+    for file in upload.files:
+        assert file.data is not None
+        with Image.open(io.BytesIO(file.data)) as image:
+            result.append((str(image.format), image.size))
+    return result
+
