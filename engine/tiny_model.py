@@ -1,0 +1,279 @@
+"""A tiny Stable-Diffusion-style pipeline with random weights, built offline: the model behind `builtin:tiny`.
+
+Every part is a real diffusers/transformers class (UNet2DConditionModel, AutoencoderKL with 8x downsampling,
+CLIPTextModel, CLIPTokenizer, DDIMScheduler), so the engine exercises the same code paths as with a
+real checkpoint; only the weights are random. Images look like colour fields and noise: that is expected.
+
+Weights are deterministic (a fixed seed per part): building twice gives identical tensors. The model is written
+atomically: it is built in a temporary folder beside the target and renamed into place, so a crash leaves no
+half model and two concurrent builders both end with the same complete one.
+
+Sizing: see `bench/tiny_model.py` (figures to follow).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL_NAME = "imagine-tiny-sd-v1"
+MARKER_FILE = "imagine_tiny_model.json"
+"""Written last inside the model folder: its presence means a complete tiny model."""
+
+WEIGHT_SEED = 1280
+MAX_PROMPT_TOKENS = 77
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class TinyArchitecture:
+    """The sizes that decide how fast the tiny model runs. Cross-attention only at the lowest UNet level."""
+
+    unet_channels: tuple[int, ...] = (16, 32, 64, 64)
+    unet_layers_per_block: int = 1
+    unet_norm_groups: int = 8
+    vae_channels: tuple[int, int, int, int] = (4, 8, 16, 32)
+    vae_layers_per_block: int = 1
+    vae_norm_groups: int = 4
+    text_hidden_size: int = 32
+    text_layers: int = 2
+    text_heads: int = 2
+    vocab_merges: int = 700
+    default_image_size: int = 1280
+
+
+TINY_ARCHITECTURE = TinyArchitecture()
+
+# Text the tokenizer's byte-level BPE learns its merges from: prompt-like English, so common words are one token.
+_TOKENIZER_CORPUS = (
+    "a lighthouse at dawn, oil painting",
+    "a cat sitting on a red chair, watercolor",
+    "portrait of an old fisherman, 35mm photo, soft light",
+    "a castle in the clouds, fantasy art, highly detailed",
+    "a bowl of fruit on a wooden table, still life",
+    "mountains at sunset with a lake in the foreground, landscape photography",
+    "a city street at night in the rain, neon lights, cinematic",
+    "an astronaut riding a horse on the moon, digital art",
+    "a cozy cabin in a snowy forest, warm light from the windows",
+    "a robot reading a book in a library, illustration",
+    "a field of sunflowers under a blue sky, impressionist painting",
+    "a dragon flying over the ocean, epic, dramatic clouds",
+    "a cup of coffee and a croissant, morning, bokeh",
+    "a small boat on a calm river, misty morning, pastel colors",
+    "a fox in the autumn woods, orange leaves, wildlife photo",
+    "an ancient temple in the jungle, ruins, sunlight through the trees",
+    "a futuristic car in the desert, concept art, 4k",
+    "a garden full of roses and butterflies, spring, vibrant",
+    "the skyline of a big city seen from a bridge, black and white photo",
+    "a child's drawing of a house with a tree and the sun",
+    "a steaming bowl of ramen, food photography, close-up",
+    "a whale swimming under the northern lights, surreal",
+    "a knight standing in front of a burning village, dark fantasy",
+    "a vintage poster of a train crossing the mountains",
+    "a colorful parrot on a branch, tropical, sharp focus",
+    "a quiet beach with palm trees and turquoise water, travel photo",
+    "a medieval market square full of people, detailed, painting",
+    "an owl perched on a lantern, moonlight, fairy tale",
+    "a glass of red wine on a balcony overlooking the sea",
+    "a pixel art scene of a village with a windmill and a river",
+)
+
+
+def build_tiny_model(directory: Path, architecture: TinyArchitecture = TINY_ARCHITECTURE) -> Path:
+    """Write the tiny pipeline to `directory` (diffusers layout, safetensors) and return its path.
+
+    A complete tiny model already there is kept as it is (building is deterministic, so it is the same model).
+    An empty folder is replaced; anything else there is an error rather than something to overwrite.
+    """
+    target = Path(directory).expanduser().resolve()
+    if is_tiny_model(target):
+        return target
+    _check_replaceable(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        _save_pipeline(staging, architecture)
+        _move_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("built the tiny model in %s", target)
+    return target
+
+
+def is_tiny_model(directory: Path) -> bool:
+    return (Path(directory) / MARKER_FILE).is_file() and (Path(directory) / "model_index.json").is_file()
+
+
+def _check_replaceable(target: Path) -> None:
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+        raise FileExistsError(errno.EEXIST, "it exists and is not an empty folder or a tiny model", str(target))
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    try:
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        staging.rename(target)  # atomic on one filesystem: readers see no model or a whole one
+    except OSError:
+        if not is_tiny_model(target):  # another builder finishing first is fine; anything else is not
+            raise
+
+
+def _save_pipeline(folder: Path, architecture: TinyArchitecture) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    tokenizer = _build_tokenizer(folder / "_tokenizer_source", architecture.vocab_merges)
+    shutil.rmtree(folder / "_tokenizer_source")
+    pipeline = StableDiffusionPipeline(
+        vae=_seeded(_build_vae, architecture, seed=WEIGHT_SEED),
+        text_encoder=_seeded(_build_text_encoder, architecture, len(tokenizer), tokenizer, seed=WEIGHT_SEED + 1),
+        tokenizer=tokenizer,
+        unet=_seeded(_build_unet, architecture, seed=WEIGHT_SEED + 2),
+        scheduler=_build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    disable_library_progress_bars()
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    marker = {"name": TINY_MODEL_NAME, "weight_seed": WEIGHT_SEED, "architecture": asdict(architecture)}
+    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def disable_library_progress_bars() -> None:
+    """Loading and saving draw tqdm bars on stderr; a service's logs and a CLI's output are better without."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _seeded(build, *args, seed: int):  # type: ignore[no-untyped-def]
+    """Run `build` with the global torch RNG at `seed` (module init draws from it), then restore the RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(*args)
+
+
+def _build_unet(architecture: TinyArchitecture):  # type: ignore[no-untyped-def]
+    from diffusers import UNet2DConditionModel
+
+    levels = len(architecture.unet_channels)
+    # Cross-attention costs grow with the square of the token count: keep it at the lowest resolution only.
+    down = ("DownBlock2D",) * (levels - 1) + ("CrossAttnDownBlock2D",)
+    up = ("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1)
+    return UNet2DConditionModel(
+        sample_size=architecture.default_image_size // 8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=architecture.unet_channels,
+        layers_per_block=architecture.unet_layers_per_block,
+        norm_num_groups=architecture.unet_norm_groups,
+        cross_attention_dim=architecture.text_hidden_size,
+        attention_head_dim=8,
+    )
+
+
+def _build_vae(architecture: TinyArchitecture):  # type: ignore[no-untyped-def]
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,  # four blocks: 8x downsampling, as in Stable Diffusion
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=architecture.vae_channels,
+        layers_per_block=architecture.vae_layers_per_block,
+        norm_num_groups=architecture.vae_norm_groups,
+        latent_channels=4,
+        sample_size=architecture.default_image_size,
+        # Self-attention over a 160x160 latent is 25,600 tokens: far too slow for a model that is only a stand-in.
+        mid_block_add_attention=False,
+    )
+
+
+def _build_text_encoder(architecture: TinyArchitecture, vocab_size: int, tokenizer):  # type: ignore[no-untyped-def]
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=architecture.text_hidden_size,
+        intermediate_size=architecture.text_hidden_size * 2,
+        num_hidden_layers=architecture.text_layers,
+        num_attention_heads=architecture.text_heads,
+        max_position_embeddings=MAX_PROMPT_TOKENS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config).eval()
+
+
+def _build_scheduler():  # type: ignore[no-untyped-def]
+    from diffusers import DDIMScheduler
+
+    # Stable Diffusion's noise schedule; "trailing" spacing makes few-step sampling start from pure noise.
+    # DDIM rather than Euler/DPM-Solver: with torch 2.13 and numpy 2 their set_timesteps emits a numpy
+    # DeprecationWarning on every call (warnings are errors in the tests).
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        timestep_spacing="trailing",
+        steps_offset=1,
+        clip_sample=False,
+        set_alpha_to_one=False,
+    )
+
+
+def _build_tokenizer(folder: Path, merges: int):  # type: ignore[no-untyped-def]
+    """A CLIP tokenizer whose byte-level BPE merges are learned from the built-in corpus.
+
+    The vocabulary is laid out like CLIP's: the 256 byte symbols, the same with the end-of-word suffix, one
+    token per merge, then the two special tokens. Every byte has a token, so no text is ever unknown.
+    """
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    learner = Tokenizer(models.BPE(unk_token=EOS, continuing_subword_prefix="", end_of_word_suffix="</w>"))
+    learner.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    learner.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=len(alphabet) + merges,
+        initial_alphabet=alphabet,
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    learner.train_from_iterator(_TOKENIZER_CORPUS, trainer)
+    folder.mkdir(parents=True)
+    learner.model.save(str(folder))
+    merge_lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]  # skip "#version"
+    symbols = sorted(alphabet)
+    vocab_tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split(" ")) for m in merge_lines]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
+    vocab[BOS], vocab[EOS] = len(vocab), len(vocab) + 1
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merge_lines) + "\n", encoding="utf-8")
+    return CLIPTokenizer.from_pretrained(folder, model_max_length=MAX_PROMPT_TOKENS, local_files_only=True)
+
