@@ -65,6 +65,7 @@ class ModerationSettings:
     enabled: bool = True
     embedding: bool = True
     image_screening: bool = True
+    policy_file: str = ""
     withheld_image: str = "blur"
     strikes_to_ban: int = 3
     strike_window_s: float = 86400.0

@@ -1,0 +1,183 @@
+"""Admission: what every request passes before any GPU time is spent. The conversation layer's one entry point.
+
+    admission = await Admission.open(settings)            # opens the moderation tables, loads the models
+    decision = await admission.check(request, is_moderator=False)
+    if decision.admitted:
+        try:
+            job = await engine.submit(request)
+        except QueueFull:
+            await admission.submission_failed(request.requester)     # refunds the rate limit and the slot
+            raise
+        ...                                                          # when the job ends, whatever the outcome:
+        await admission.job_finished(request.requester)
+    else:
+        reply(decision.message)           # user-facing, never names matched terms; retry_after_s for buttons
+    ...
+    for item in await admission.review.claim_decided():    # poll in the serving process (see review.py)
+        if item.state is ReviewState.APPROVED:
+            await admission.job_started(item.requester)    # approved work bypasses check(): count its slot
+            job = await engine.submit(item.request)
+        else:
+            reply(review_outcome_message(item))
+    await admission.close()
+
+Order: ban check -> rate limits -> prompt moderation -> (block: strike, maybe ban; review: enqueue item).
+Refused requests never reach the engine. Budget: the rate limits count every prompt that gets past them,
+including prompts that moderation then blocks or holds (probing the filter costs budget, and moderation
+itself costs CPU); only an admitted prompt keeps its queue slot. Moderators (as the adapter judges them,
+`is_moderator=True`) and `moderation.admin_user_ids` (e.g. "discord:123") skip the rate limits, not
+moderation. With `moderation.enabled = false` prompts are not moderated (limits and bans still apply).
+If prompt moderation itself fails, the prompt is held for review (fail closed) and the error is logged.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from config.settings import Settings
+from engine.requests import GenerationRequest, Requester
+from moderation.audit import AuditLog
+from moderation.db import ModerationDatabase
+from moderation.limits import InMemoryRateLimiter, RateLimiter
+from moderation.messages import admission_message
+from moderation.prompts import PromptModerator
+from moderation.review import ReviewQueue
+from moderation.strikes import Ban, StrikeBook
+from moderation.verdict import Action, Verdict
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    ADMITTED = "admitted"
+    REVIEW = "review"
+    BLOCKED = "blocked"
+    RATE_LIMITED = "rate_limited"
+    BANNED = "banned"
+
+
+@dataclass(frozen=True)
+class AdmissionDecision:
+    outcome: Outcome
+    message: str = ""
+    """What to tell the requester ("" when admitted)."""
+    reason: str = ""
+    """User-safe category: the verdict's user reason (review, blocked) or the limit that refused
+    (burst, user_window, server_window, daily_quota, queue)."""
+    retry_after_s: float | None = None
+    """Rate limited: seconds until a retry can pass (None for the queue cap). Banned, or blocked with a ban:
+    seconds until the ban ends (None: until a moderator lifts it)."""
+    review_item_id: str | None = None
+    verdict: Verdict | None = None
+    """For moderators and logs only: reasons may quote matched terms."""
+    ban: Ban | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.outcome is Outcome.ADMITTED
+
+
+class Admission:
+    def __init__(self, settings: Settings, *, moderator: PromptModerator, limiter: RateLimiter,
+                 db: ModerationDatabase) -> None:
+        self.settings = settings
+        self.moderator = moderator
+        self.limiter = limiter
+        self.db = db
+        self.audit = AuditLog(db)
+        self.strikes = StrikeBook(db, settings.moderation)
+        self.review = ReviewQueue(db, expiry_s=settings.moderation.review_expiry_s)
+        self._admins = frozenset(settings.moderation.admin_user_ids)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, moderator: PromptModerator | None = None,
+                   limiter: RateLimiter | None = None, clock: Callable[[], float] = time.time,
+                   warm_up: bool = True) -> Admission:
+        """Build from settings; `warm_up` loads the embedding model now (seconds, off the event loop)."""
+        db = ModerationDatabase(settings.store.url, clock)
+        await db.open()
+        moderator = moderator or PromptModerator.from_settings(settings.moderation)
+        if warm_up and settings.moderation.enabled:
+            await moderator.warm_up()
+        limiter = limiter or InMemoryRateLimiter(settings.limits, clock)
+        return cls(settings, moderator=moderator, limiter=limiter, db=db)
+
+    async def close(self) -> None:
+        self.moderator.close()
+        await self.db.close()
+
+    def is_exempt(self, requester: Requester, is_moderator: bool = False) -> bool:
+        return is_moderator or requester.key in self._admins
+
+    async def check(self, request: GenerationRequest, *, is_moderator: bool = False) -> AdmissionDecision:
+        requester = request.requester
+        ban = await self.strikes.active_ban(requester.key)
+        if ban is not None:
+            return self._log(requester, self._banned(ban))
+        server_key = f"{requester.platform}:{requester.server_id}" if requester.server_id else None
+        limit = await self.limiter.acquire(requester.key, server_key,
+                                           exempt=self.is_exempt(requester, is_moderator))
+        if not limit.allowed:
+            reason = limit.limit or "burst"
+            message = admission_message(Outcome.RATE_LIMITED, reason, limit.retry_after_s,
+                                        limits=self.settings.limits)
+            return self._log(requester, AdmissionDecision(Outcome.RATE_LIMITED, message, reason,
+                                                          limit.retry_after_s))
+        verdict = await self._moderate(request.prompt)
+        if verdict.action is Action.ALLOW:
+            return self._log(requester, AdmissionDecision(Outcome.ADMITTED, verdict=verdict))
+        await self.limiter.job_finished(requester.key)  # no job: give the queue slot back
+        if verdict.action is Action.REVIEW:
+            return self._log(requester, await self._hold(request, verdict))
+        return self._log(requester, await self._block(requester, request.prompt, verdict))
+
+    async def job_started(self, requester: Requester) -> None:
+        """A job that did not come through `check` (approved review item, resumed after restart) is running."""
+        await self.limiter.job_started(requester.key)
+
+    async def job_finished(self, requester: Requester) -> None:
+        """An admitted job ended (done, failed or cancelled): free its queue slot."""
+        await self.limiter.job_finished(requester.key)
+
+    async def submission_failed(self, requester: Requester) -> None:
+        """The engine refused an admitted request (queue full, closed): undo its counts."""
+        server_key = f"{requester.platform}:{requester.server_id}" if requester.server_id else None
+        await self.limiter.refund(requester.key, server_key)
+
+    async def _moderate(self, prompt: str) -> Verdict:
+        if not self.settings.moderation.enabled:
+            return Verdict(Action.ALLOW)
+        try:
+            return await self.moderator.check(prompt)
+        except Exception:  # fail closed: a human looks at what the filter could not judge
+            logger.exception("prompt moderation failed; holding the prompt for review")
+            return Verdict(Action.REVIEW, ("moderation_error",), ("prompt moderation failed",), "unsure")
+
+    async def _hold(self, request: GenerationRequest, verdict: Verdict) -> AdmissionDecision:
+        item = await self.review.submit(request, verdict)
+        message = admission_message(Outcome.REVIEW, verdict.user_reason)
+        return AdmissionDecision(Outcome.REVIEW, message, verdict.user_reason, review_item_id=item.id,
+                                 verdict=verdict)
+
+    async def _block(self, requester: Requester, prompt: str, verdict: Verdict) -> AdmissionDecision:
+        evidence = f"{'; '.join(verdict.reasons)} | prompt: {prompt[:500]!r}"
+        outcome = await self.strikes.add_strike(requester.key, verdict.user_reason, evidence, ban_now=verdict.ban)
+        ban = outcome.ban
+        retry = ban.remaining_s(self.db.clock()) if ban is not None else None
+        message = admission_message(Outcome.BLOCKED, verdict.user_reason, retry, banned_now=ban is not None)
+        return AdmissionDecision(Outcome.BLOCKED, message, verdict.user_reason, retry, verdict=verdict, ban=ban)
+
+    def _banned(self, ban: Ban) -> AdmissionDecision:
+        retry = ban.remaining_s(self.db.clock())
+        return AdmissionDecision(Outcome.BANNED, admission_message(Outcome.BANNED, "", retry), "banned", retry,
+                                 ban=ban)
+
+    @staticmethod
+    def _log(requester: Requester, decision: AdmissionDecision) -> AdmissionDecision:
+        logger.info("admission for %s: %s%s", requester.key, decision.outcome.value,
+                    f" ({decision.reason})" if decision.reason else "")
+        return decision

@@ -1,0 +1,73 @@
+"""Helpers for the moderation tests: one real embedding model per test session, settings under tmp_path,
+and a clock the test moves by hand (no sleeps)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import Settings, load_settings
+from moderation import semantic
+from moderation.policy import ModerationPolicy
+from moderation.prompts import PromptModerator
+from moderation.semantic import SemanticScorer
+
+LABELLED_SET = Path(__file__).with_name("data") / "moderation_prompts.jsonl"
+
+
+@functools.cache
+def shared_policy() -> ModerationPolicy:
+    return ModerationPolicy.load()
+
+
+@functools.cache
+def shared_scorer() -> SemanticScorer:
+    """The real all-MiniLM-L6-v2 model, loaded once per test session (it takes seconds)."""
+    scorer = SemanticScorer(shared_policy().semantic)
+    scorer.load()
+    return scorer
+
+
+def moderator(embedding: bool = True) -> PromptModerator:
+    return PromptModerator(shared_policy(), semantic=shared_scorer() if embedding else None)
+
+
+def reuse_loaded_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code that builds its own scorer (the CLI, Admission.open) gets the session's already-loaded model."""
+    model = shared_scorer()._model
+    monkeypatch.setattr(semantic, "_load_model", lambda path: model)
+
+
+def labelled_prompts() -> list[dict[str, str]]:
+    with LABELLED_SET.open(encoding="utf-8") as file:
+        return [json.loads(line) for line in file if line.strip()]
+
+
+def make_settings(tmp_path: Path, *, moderation: dict[str, Any] | None = None,
+                  limits: dict[str, Any] | None = None) -> Settings:
+    """Defaults (no user file, no environment), with the database under tmp_path."""
+    base = load_settings(env={})
+    return replace(
+        base,
+        store=replace(base.store, url=f"sqlite:///{tmp_path}/imagine.db"),
+        moderation=replace(base.moderation, **(moderation or {})),
+        limits=replace(base.limits, **(limits or {})),
+    )
+
+
+class ManualClock:
+    """Unix time that only moves when the test says so."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

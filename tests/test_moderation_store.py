@@ -1,0 +1,217 @@
+"""Strikes, bans, the review queue's state machine and the audit log, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from config.settings import ModerationSettings
+from engine.requests import GenerationRequest, Requester
+from moderation.audit import AuditLog
+from moderation.db import ModerationDatabase
+from moderation.review import AlreadyDecided, ReviewExpired, ReviewItemNotFound, ReviewQueue, ReviewState
+from moderation.strikes import StrikeBook
+from moderation.verdict import Action, Verdict
+from tests.moderation_support import ManualClock
+
+SETTINGS = ModerationSettings(strikes_to_ban=3, strike_window_s=3600.0, ban_duration_s=600.0, review_expiry_s=900.0)
+ALICE = Requester(platform="discord", user_id="111", server_id="g1", channel_id="c1", display_name="alice")
+HELD = Verdict(Action.REVIEW, ("nudity",), ("nudity or adult content (not explicit): 'nude'",), "nudity")
+
+
+def request(prompt: str = "a nude statue", requester: Requester = ALICE) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, requester=requester, negative_prompt="blurry", seed=42, aspect="16:9",
+                             delivery={"interaction_token": "tok", "channel_id": "c1"})
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def db(tmp_path: Path, clock: ManualClock) -> AsyncIterator[ModerationDatabase]:
+    database = ModerationDatabase(f"sqlite:///{tmp_path}/imagine.db", clock)
+    await database.open()
+    yield database
+    await database.close()
+
+
+# -- strikes and bans -------------------------------------------------------------------------------------
+
+
+async def test_strikes_within_the_window_lead_to_a_temporary_ban(db: ModerationDatabase, clock: ManualClock) -> None:
+    book = StrikeBook(db, SETTINGS)
+    assert (await book.add_strike("discord:111", "sexual", "porn")).ban is None
+    clock.advance(1000)
+    assert (await book.add_strike("discord:111", "sexual", "porn")).ban is None
+    clock.advance(1000)
+    outcome = await book.add_strike("discord:111", "gore", "gore")
+    assert outcome.strikes == 3 and outcome.ban is not None
+    assert outcome.ban.expires_at == clock.now + 600.0 and not outcome.ban.pending_review
+    assert await book.active_ban("discord:111") == outcome.ban
+    clock.advance(600)
+    assert await book.active_ban("discord:111") is None
+
+
+async def test_old_strikes_fall_out_of_the_window(db: ModerationDatabase, clock: ManualClock) -> None:
+    book = StrikeBook(db, SETTINGS)
+    await book.add_strike("discord:111", "sexual", "x")
+    await book.add_strike("discord:111", "sexual", "x")
+    clock.advance(3601)
+    outcome = await book.add_strike("discord:111", "sexual", "x")
+    assert (outcome.strikes, outcome.ban) == (1, None)
+
+
+async def test_minors_strike_bans_at_once_until_a_moderator_lifts_it(db: ModerationDatabase,
+                                                                     clock: ManualClock) -> None:
+    book = StrikeBook(db, SETTINGS)
+    outcome = await book.add_strike("discord:111", "minors", "minor + nudity", ban_now=True)
+    assert outcome.ban is not None and outcome.ban.expires_at is None and outcome.ban.pending_review
+    clock.advance(10 * 365 * 86400)
+    assert await book.active_ban("discord:111") == outcome.ban
+    assert await book.unban("discord:111", "discord:999", "reviewed: a misunderstanding") == 1
+    assert await book.active_ban("discord:111") is None
+
+
+async def test_moderators_ban_unban_and_clear_strikes(db: ModerationDatabase, clock: ManualClock) -> None:
+    book = StrikeBook(db, SETTINGS)
+    ban = await book.ban("slack:U7", "slack:UMOD", reason="spam", duration_s=60)
+    assert (await book.active_ban("slack:U7")) == ban and ban.expires_at == clock.now + 60
+    assert [b.user_key for b in await book.bans()] == ["slack:U7"]
+    assert await book.unban("slack:U7", "slack:UMOD") == 1
+    assert await book.unban("slack:U7", "slack:UMOD") == 0
+    await book.add_strike("slack:U7", "sexual", "x")
+    await book.add_strike("slack:U7", "sexual", "x")
+    assert await book.clear_strikes("slack:U7", "slack:UMOD") == 2
+    assert (await book.add_strike("slack:U7", "sexual", "x")).strikes == 1
+    with pytest.raises(ValueError, match="greater than 0"):
+        await book.ban("slack:U7", "slack:UMOD", duration_s=0)
+
+
+async def test_strikes_and_bans_survive_a_restart(tmp_path: Path, clock: ManualClock) -> None:
+    url = f"sqlite:///{tmp_path}/imagine.db"
+    first = ModerationDatabase(url, clock)
+    book = StrikeBook(first, SETTINGS)
+    await book.add_strike("discord:111", "sexual", "x")
+    await book.add_strike("discord:111", "sexual", "x")
+    await book.ban("discord:222", "cli:root")
+    await first.close()
+    second = ModerationDatabase(url, clock)
+    book = StrikeBook(second, SETTINGS)
+    assert await book.strike_count("discord:111") == 2
+    assert (await book.active_ban("discord:222")) is not None
+    assert (await book.add_strike("discord:111", "sexual", "x")).ban is not None
+    await second.close()
+
+
+# -- the review queue -------------------------------------------------------------------------------------
+
+
+async def test_review_item_keeps_the_whole_request(db: ModerationDatabase) -> None:
+    queue = ReviewQueue(db, expiry_s=900)
+    item = await queue.submit(request(), HELD)
+    again = await queue.get(item.id)
+    assert again.request == request() and again.verdict == HELD and again.state is ReviewState.PENDING
+    assert [i.id for i in await queue.list()] == [item.id]
+
+
+async def test_approve_then_claimed_exactly_once(db: ModerationDatabase) -> None:
+    queue = ReviewQueue(db, expiry_s=900)
+    item = await queue.submit(request(), HELD)
+    approved = await queue.approve(item.id, "discord:999", "art")
+    assert (approved.state, approved.decided_by, approved.decision_reason) == (ReviewState.APPROVED, "discord:999",
+                                                                              "art")
+    assert await queue.claim_rejected() == []
+    claimed = await queue.claim_approved()
+    assert [c.id for c in claimed] == [item.id] and claimed[0].request == request()
+    assert await queue.claim_decided() == []
+
+
+async def test_state_machine_rejects_misuse(db: ModerationDatabase, clock: ManualClock) -> None:
+    queue = ReviewQueue(db, expiry_s=900)
+    first = await queue.submit(request("one"), HELD)
+    second = await queue.submit(request("two"), HELD)
+    await queue.approve(first.id, "discord:999")
+    with pytest.raises(AlreadyDecided, match=f"{first.id} was already approved by discord:999"):
+        await queue.approve(first.id, "discord:998")
+    await queue.reject(second.id, "discord:999", "not here")
+    with pytest.raises(AlreadyDecided, match="already rejected"):
+        await queue.approve(second.id, "discord:999")
+    with pytest.raises(ReviewItemNotFound):
+        await queue.reject("0000000000", "discord:999")
+    third = await queue.submit(request("three"), HELD)
+    clock.advance(900)
+    with pytest.raises(ReviewExpired):
+        await queue.approve(third.id, "discord:999")
+    assert (await queue.get(third.id)).state is ReviewState.EXPIRED
+    assert (await queue.get(first.id)).decided_by == "discord:999"  # the refused attempt changed nothing
+
+
+async def test_expired_items_are_handed_out_so_the_requester_hears(db: ModerationDatabase,
+                                                                    clock: ManualClock) -> None:
+    queue = ReviewQueue(db, expiry_s=900)
+    item = await queue.submit(request(), HELD)
+    clock.advance(899)
+    assert await queue.claim_decided() == []
+    clock.advance(1)
+    claimed = await queue.claim_decided()
+    assert [(c.id, c.state) for c in claimed] == [(item.id, ReviewState.EXPIRED)]
+
+
+async def test_concurrent_claims_from_two_processes_never_share_an_item(tmp_path: Path, clock: ManualClock) -> None:
+    url = f"sqlite:///{tmp_path}/imagine.db"
+    serving, other = ModerationDatabase(url, clock), ModerationDatabase(url, clock)
+    queues = [ReviewQueue(serving, expiry_s=900), ReviewQueue(other, expiry_s=900)]
+    ids = [(await queues[0].submit(request(f"p{i}"), HELD)).id for i in range(30)]
+    claims: list[list[str]] = [[], []]
+
+    async def decide_and_claim(index: int) -> None:
+        for item_id in ids[index::2]:
+            await queues[index].approve(item_id, "cli:root")
+            claims[index] += [item.id for item in await queues[index].claim_approved()]
+            claims[1 - index] += [item.id for item in await queues[1 - index].claim_approved()]
+
+    await asyncio.gather(decide_and_claim(0), decide_and_claim(1))
+    everything = claims[0] + claims[1]
+    assert sorted(everything) == sorted(ids)  # each item handed out once, to exactly one caller
+    await serving.close()
+    await other.close()
+
+
+# -- the audit log -------------------------------------------------------------------------------------
+
+
+async def test_every_moderator_action_is_audited(db: ModerationDatabase, clock: ManualClock) -> None:
+    queue, book, audit = ReviewQueue(db, expiry_s=900), StrikeBook(db, SETTINGS), AuditLog(db)
+    item = await queue.submit(request(), HELD)
+    await audit.record_refused("discord:222", "approve", item.target, "not a moderator")
+    clock.advance(1)
+    await queue.approve(item.id, "discord:999", "fine")
+    clock.advance(1)
+    with pytest.raises(AlreadyDecided):
+        await queue.reject(item.id, "discord:998")
+    clock.advance(1)
+    await book.ban("discord:333", "discord:999", reason="spam", duration_s=60)
+    clock.advance(1)
+    await book.unban("discord:333", "discord:999")
+    clock.advance(1)
+    await book.clear_strikes("discord:333", "discord:999")
+    clock.advance(1)
+    await book.add_strike("discord:444", "minors", "minor + nudity", ban_now=True)
+    entries = [(e.actor, e.action, e.target, e.outcome) for e in reversed(await audit.entries())]
+    assert entries == [
+        ("discord:222", "approve", item.target, "refused"),
+        ("discord:999", "approve", item.target, "ok"),
+        ("discord:998", "reject", item.target, "failed"),
+        ("discord:999", "ban", "discord:333", "ok"),
+        ("discord:999", "unban", "discord:333", "ok"),
+        ("discord:999", "clear_strikes", "discord:333", "ok"),
+        ("system", "strike", "discord:444", "ok"),
+        ("system", "auto_ban", "discord:444", "ok"),
+    ]
+    only_item = await audit.entries(target=item.target)
+    assert [e.action for e in only_item] == ["reject", "approve", "approve"]
