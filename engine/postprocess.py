@@ -1,8 +1,8 @@
 """Post-processing: one generated image in, the delivered JPEG bytes out.
 
 The engine calls a `PostProcessor` in its post-processing thread pool (never on the event loop), so it may be
-slow and CPU-bound. `build_postprocessor(settings)` returns the one the service uses: the provenance issue plugs
-the visible label, invisible watermark and AI metadata in here.
+slow and CPU-bound. `build_postprocessor(settings)` returns the one the service uses: `engine.provenance`'s,
+which adds the visible label, the invisible watermark and the AI metadata.
 """
 
 from __future__ import annotations
@@ -55,4 +55,7 @@ class PlainJpeg:
 
 
 def build_postprocessor(settings: Settings) -> PostProcessor:
-    return PlainJpeg(settings.engine.jpeg_quality)
+    """The service's post-processor: visible label, invisible watermark and AI metadata (`settings.provenance`)."""
+    from engine.provenance import ProvenancePostProcessor  # imported here: it builds on this module's types
+
+    return ProvenancePostProcessor(settings.provenance, settings.engine.jpeg_quality)
