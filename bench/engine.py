@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,7 +104,9 @@ def main() -> None:
     base = load_settings()
     runner = load_runner(base)
     warm_up = [ImageTask("warm", index, index, "warm-up", "") for index in range(4)]
-    runner.generate(warm_up, BatchShape(args.size, args.size, base.engine.steps), lambda step, total: None)
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(runner.generate, warm_up, BatchShape(args.size, args.size, base.engine.steps),
+                      lambda step, total: None).result()
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="imagine-bench-") as tmp:
         workdir = Path(tmp)
@@ -111,7 +114,9 @@ def main() -> None:
         for repeat in range(args.repeats):
             raw_dir = workdir / f"raw{repeat}"
             raw_dir.mkdir()
-            raw_times.append(raw_loop(runner, base, args.jobs, args.size, raw_dir))
+            # in a thread of its own, like the engine's pipeline thread: the same threading conditions for both
+            with ThreadPoolExecutor(1) as thread:
+                raw_times.append(thread.submit(raw_loop, runner, base, args.jobs, args.size, raw_dir).result())
             engine_times.append(asyncio.run(engine_run(
                 runner, with_batch(base, 4, workdir, f"engine{repeat}"), args.jobs, args.size)))
         engine_vs_raw = statistics.median(raw_times) / statistics.median(engine_times)
