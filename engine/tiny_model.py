@@ -18,6 +18,8 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ MARKER_FILE = "imagine_tiny_model.json"
 WEIGHT_SEED = 1280
 MAX_PROMPT_TOKENS = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+_GLOBAL_RNG_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -160,8 +163,11 @@ def disable_library_progress_bars() -> None:
 
 
 def _seeded(build, *args, seed: int):  # type: ignore[no-untyped-def]
-    """Run `build` with the global torch RNG at `seed` (module init draws from it), then restore the RNG."""
-    with torch.random.fork_rng(devices=[]):
+    """Run `build` with the global torch RNG at `seed` (module init draws from it), then restore the RNG.
+
+    The lock keeps two builders in one process from drawing from the shared RNG in turn.
+    """
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(*args)
 
@@ -246,34 +252,64 @@ def _build_tokenizer(folder: Path, merges: int):  # type: ignore[no-untyped-def]
     The vocabulary is laid out like CLIP's: the 256 byte symbols, the same with the end-of-word suffix, one
     token per merge, then the two special tokens. Every byte has a token, so no text is ever unknown.
     """
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
-    learner = Tokenizer(models.BPE(unk_token=EOS, continuing_subword_prefix="", end_of_word_suffix="</w>"))
-    learner.normalizer = normalizers.Sequence(
+    merge_pairs = _learn_merges(_TOKENIZER_CORPUS, merges)
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab_tokens = symbols + [s + "</w>" for s in symbols] + [left + right for left, right in merge_pairs]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
+    vocab[BOS], vocab[EOS] = len(vocab), len(vocab) + 1
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    merge_lines = "".join(f"{left} {right}\n" for left, right in merge_pairs)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + merge_lines, encoding="utf-8")
+    return CLIPTokenizer.from_pretrained(folder, model_max_length=MAX_PROMPT_TOKENS, local_files_only=True)
+
+
+def _learn_merges(corpus: tuple[str, ...], limit: int) -> list[tuple[str, str]]:
+    """Byte-level BPE merges, most frequent pair first, ties broken by the pair itself.
+
+    Learned here rather than with `tokenizers`' trainer because that one breaks ties by hash order, which
+    changes from run to run; the model must come out the same every time. The words are split exactly as
+    CLIPTokenizer splits them (its normaliser and pre-tokeniser), so the merges apply to what it sees.
+    """
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
     )
-    learner.pre_tokenizer = pre_tokenizers.Sequence([
+    splitter = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
                              behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False),
     ])
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(
-        vocab_size=len(alphabet) + merges,
-        initial_alphabet=alphabet,
-        end_of_word_suffix="</w>",
-        show_progress=False,
+    word_counts = Counter(
+        word for text in corpus for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text))
     )
-    learner.train_from_iterator(_TOKENIZER_CORPUS, trainer)
-    folder.mkdir(parents=True)
-    learner.model.save(str(folder))
-    merge_lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()[1:]  # skip "#version"
-    symbols = sorted(alphabet)
-    vocab_tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split(" ")) for m in merge_lines]
-    vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
-    vocab[BOS], vocab[EOS] = len(vocab), len(vocab) + 1
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merge_lines) + "\n", encoding="utf-8")
-    return CLIPTokenizer.from_pretrained(folder, model_max_length=MAX_PROMPT_TOKENS, local_files_only=True)
+    spellings = {word: [*word[:-1], word[-1] + "</w>"] for word in word_counts}
+    merges: list[tuple[str, str]] = []
+    while len(merges) < limit:
+        pair_counts: Counter[tuple[str, str]] = Counter()
+        for word, symbols in spellings.items():
+            for pair in zip(symbols, symbols[1:], strict=False):
+                pair_counts[pair] += word_counts[word]
+        if not pair_counts:
+            break
+        best = min(pair_counts, key=lambda pair: (-pair_counts[pair], pair))
+        merges.append(best)
+        spellings = {word: _merge_pair(symbols, best) for word, symbols in spellings.items()}
+    return merges
 
+
+def _merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    merged: list[str] = []
+    index = 0
+    while index < len(symbols):
+        if index + 1 < len(symbols) and (symbols[index], symbols[index + 1]) == pair:
+            merged.append(symbols[index] + symbols[index + 1])
+            index += 2
+        else:
+            merged.append(symbols[index])
+            index += 1
+    return merged
