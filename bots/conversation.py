@@ -13,8 +13,8 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from bots import messages
 from bots.buttons import Action, BadButton, Button, Style, parse_button
@@ -25,9 +25,16 @@ from engine.errors import EngineClosed, EngineError, InvalidRequest, NotAllowed,
 from engine.jobs import Job
 from engine.requests import GeneratedImage, GenerationRequest, JobState, ProgressEvent, Requester, Variation
 from engine.store import JobRecord
+from moderation.admission import Admission
+from moderation.messages import review_outcome_message
+from moderation.review import ReviewError, ReviewItem, ReviewState
+from moderation.verdict import Action as VerdictAction
+from moderation.verdict import Verdict
 
 log = logging.getLogger(__name__)
 VARIATION_STRENGTH = 0.25
+FLAGGED_JOB_KEY = "flagged_job"
+"""In a review item's delivery context: the job whose output images the image filter withheld."""
 
 
 @dataclass(frozen=True)
@@ -41,54 +48,6 @@ class ImagineCommand:
     """JSON-able context the adapter needs to reply later, even after a restart."""
 
 
-class AdmissionDecision(Protocol):
-    @property
-    def admitted(self) -> bool: ...
-
-    @property
-    def user_message(self) -> str: ...
-
-    @property
-    def review_item_id(self) -> str | None: ...
-
-    @property
-    def moderator_reasons(self) -> Sequence[str]: ...
-
-
-class AdmissionGate(Protocol):
-    async def check(self, request: GenerationRequest) -> AdmissionDecision: ...
-
-
-class ReviewDecision(Protocol):
-    @property
-    def item_id(self) -> str: ...
-
-    @property
-    def approved(self) -> bool: ...
-
-    @property
-    def request(self) -> GenerationRequest: ...
-
-    @property
-    def moderator(self) -> str: ...
-
-    @property
-    def reason(self) -> str: ...
-
-
-class ReviewDesk(Protocol):
-    """What the conversation needs of the review queue (moderation/)."""
-
-    async def decide(self, item_id: str, approve: bool, moderator: str, reason: str = "") -> None: ...
-
-    async def record_refused(self, item_id: str, actor: str) -> None: ...
-
-    async def claim_decided(self) -> list[ReviewDecision]: ...
-
-    async def flag_images(self, job_id: str, request: GenerationRequest,
-                          images: Sequence[GeneratedImage]) -> str: ...
-
-
 @dataclass
 class _Platform:
     replier_for: Callable[[dict[str, Any]], Replier]
@@ -100,8 +59,7 @@ class Conversation:
         self,
         settings: Settings,
         engine: Engine,
-        admission: AdmissionGate | None = None,
-        review: ReviewDesk | None = None,
+        admission: Admission | None = None,
         *,
         progress_interval_s: float = 1.5,
         delivery_retry_delays: Sequence[float] = (1.0, 3.0),
@@ -110,7 +68,6 @@ class Conversation:
         self.settings = settings
         self.engine = engine
         self.admission = admission
-        self.review = review
         self.progress_interval_s = progress_interval_s
         self.delivery_retry_delays = tuple(delivery_retry_delays)
         self.review_poll_s = review_poll_s
@@ -129,11 +86,13 @@ class Conversation:
         """Follow jobs the engine resumed from its journal and deliver results that were never delivered."""
         for platform, entry in self._platforms.items():
             for job in self.engine.active_jobs(platform):
+                if self.admission is not None:
+                    await self.admission.job_started(job.request.requester)
                 self._spawn(self._follow(job, entry.replier_for(job.request.delivery)), f"follow-{job.id}")
             for record in await self.engine.undelivered(platform):
                 replier = entry.replier_for(record.request.delivery)
                 self._spawn(self._deliver_record(record, replier), f"deliver-{record.id}")
-        if self.review is not None:
+        if self.admission is not None:
             self._spawn(self._poll_review_decisions(), "review-poller")
 
     async def close(self) -> None:
@@ -153,20 +112,22 @@ class Conversation:
         )
         return await self._admit_and_submit(request, replier)
 
-    async def _admit_and_submit(self, request: GenerationRequest, replier: Replier) -> str | None:
+    async def _admit_and_submit(self, request: GenerationRequest, replier: Replier,
+                                is_moderator: bool = False) -> str | None:
         try:
             self._validate(request)
         except InvalidRequest as exc:
             await replier.refuse(messages.invalid_request(str(exc)))
             return None
         if self.admission is not None:
-            decision = await self.admission.check(request)
+            decision = await self.admission.check(request, is_moderator=is_moderator)
             if decision.review_item_id:
-                await replier.show_status(messages.WAITING_FOR_REVIEW)
-                await self._post_for_review(decision.review_item_id, request, decision.moderator_reasons)
+                await replier.show_status(decision.message or messages.WAITING_FOR_REVIEW)
+                reasons = decision.verdict.reasons if decision.verdict else ()
+                await self._post_for_review(decision.review_item_id, request, reasons)
                 return None
             if not decision.admitted:
-                await replier.refuse(decision.user_message)
+                await replier.refuse(decision.message)
                 return None
         return await self._submit(request, replier)
 
@@ -174,16 +135,13 @@ class Conversation:
         prepare_record(request, self.settings.engine)
 
     async def _submit(self, request: GenerationRequest, replier: Replier) -> str | None:
+        """Queue an admitted request and follow it; a refusal by the engine gives the admission slot back."""
         try:
             job = await self.engine.submit(request)
-        except QueueFull:
-            await replier.refuse(messages.QUEUE_FULL)
-            return None
-        except EngineClosed:
-            await replier.refuse(messages.RESTARTING)
-            return None
-        except InvalidRequest as exc:
-            await replier.refuse(messages.invalid_request(str(exc)))
+        except (QueueFull, EngineClosed, InvalidRequest) as exc:
+            if self.admission is not None:
+                await self.admission.submission_failed(request.requester)
+            await replier.refuse(_engine_refusal(exc))
             return None
         status = _ThrottledStatus(replier, job.request.prompt, self.progress_interval_s)
         await status.show(job.snapshot(), _cancel_button(job.id))  # where they stand, before anything else
@@ -198,11 +156,13 @@ class Conversation:
         async for event in job.events():
             if not event.state.finished:
                 await status.show(event, cancel)
+        if not job.state.finished:
+            return  # handed back at shutdown: it resumes, and is followed again, after the restart
+        if self.admission is not None:
+            await self.admission.job_finished(job.request.requester)
         if job.state is JobState.DONE:
             await self._deliver_record(await self._record(job.id), replier)
-        if job.state.finished:
-            await status.show(job.snapshot(), (), final=True)
-        # otherwise the job was handed back at shutdown: it resumes, and is followed again, after the restart
+        await status.show(job.snapshot(), (), final=True)
 
     async def _record(self, job_id: str) -> JobRecord:
         record = await self.engine.lookup(job_id)
@@ -225,10 +185,20 @@ class Conversation:
                 await asyncio.sleep(delay)
         await self.engine.mark_delivered(record.id)
         log.info("job %s delivered to %s", record.id, record.request.requester.key)
-        if any(image.withheld for image in record.images) and self.review is not None:
-            item_id = await self.review.flag_images(record.id, record.request, record.images)
-            await self._post_for_review(item_id, record.request, ["output image flagged by the image filter"],
-                                        [image.path for image in record.images if image.withheld])
+        if any(image.withheld for image in record.images):
+            await self._flag_withheld_images(record)
+
+    async def _flag_withheld_images(self, record: JobRecord) -> None:
+        """Send a job whose output the image filter withheld to the moderators, with the blurred images."""
+        if self.admission is None:
+            return
+        withheld = [image for image in record.images if image.withheld]
+        reasons = tuple(dict.fromkeys(reason for image in withheld for reason in image.screening_reasons))
+        verdict = Verdict(VerdictAction.REVIEW, ("image_screening",), reasons or ("image filter hit",), "unsure")
+        request = replace(record.request, delivery={**record.request.delivery, FLAGGED_JOB_KEY: record.id})
+        item = await self.admission.review.submit(request, verdict)
+        await self._post_for_review(item.id, request, (f"{len(withheld)} output image(s) withheld", *reasons),
+                                    [image.path for image in withheld])
 
     # ---- buttons -----------------------------------------------------------------------------------------
 
@@ -300,47 +270,64 @@ class Conversation:
         await _logged(entry.moderators.post_review(post), f"posting review item {item_id}")
 
     async def _decide(self, button: Button, user: Requester, replier: Replier, is_moderator: bool) -> None:
-        if self.review is None:
+        if self.admission is None:
             await replier.refuse(messages.UNKNOWN_BUTTON)
             return
+        action = "approve" if button.action is Action.APPROVE else "reject"
         if not is_moderator:
-            await self.review.record_refused(button.target, user.key)
+            await self.admission.audit.record_refused(user.key, action, f"review:{button.target}", "not a moderator")
             await replier.refuse(messages.NOT_A_MODERATOR)
             return
+        review = self.admission.review
         try:
-            await self.review.decide(button.target, button.action is Action.APPROVE, user.key)
-        except (ValueError, LookupError) as exc:  # already decided, expired, unknown: the message says which
+            if button.action is Action.APPROVE:
+                await review.approve(button.target, user.key)
+            else:
+                await review.reject(button.target, user.key)
+        except ReviewError as exc:  # already decided, expired, unknown: the message says which
             await replier.refuse(str(exc))
             return
         await self.process_review_decisions()
 
     async def process_review_decisions(self) -> None:
         """Act on decided review items exactly once, wherever they were decided (chat, dashboard or CLI)."""
-        if self.review is None:
+        if self.admission is None:
             return
         async with self._decisions_lock:
-            for decision in await self.review.claim_decided():
-                await self._act_on_decision(decision)
+            await self.admission.review.expire_due()
+            for item in await self.admission.review.claim_decided():
+                await self._act_on_decision(item)
 
-    async def _act_on_decision(self, decision: ReviewDecision) -> None:
-        request = decision.request
+    async def _act_on_decision(self, item: ReviewItem) -> None:
+        request = item.request
         entry = self._platforms.get(request.requester.platform)
         if entry is None:
-            log.warning("review item %s belongs to %s, which is not connected", decision.item_id,
-                        request.requester.platform)
+            log.warning("review item %s belongs to %s, which is not connected", item.id, request.requester.platform)
             return
         replier = entry.replier_for(request.delivery)
-        if entry.moderators is not None:
-            text = messages.review_decided(decision.approved, decision.moderator, decision.reason)
-            await _logged(entry.moderators.close_review(decision.item_id, text), "updating a review message")
-        if not decision.approved:
-            await _logged(replier.notify(messages.rejected_for_requester(request.prompt, decision.reason)),
-                          "telling a requester about a rejection")
+        approved = item.state is ReviewState.APPROVED
+        if entry.moderators is not None and item.decided_by:
+            text = messages.review_decided(approved, item.decided_by, item.decision_reason or "")
+            await _logged(entry.moderators.close_review(item.id, text), "updating a review message")
+        flagged_job = request.delivery.get(FLAGGED_JOB_KEY)
+        if flagged_job:
+            if approved:  # the moderator judged the filter wrong: release the original images
+                await self._release_withheld(str(flagged_job), replier)
             return
-        if not request.prompt:  # an image-screening item: nothing to generate
+        await _logged(replier.notify(review_outcome_message(item)), "telling a requester about a decision")
+        if approved and self.admission is not None:
+            await self.admission.job_started(request.requester)
+            await self._submit(request, replier)
+
+    async def _release_withheld(self, job_id: str, replier: Replier) -> None:
+        record = await self.engine.lookup(job_id)
+        if record is None:
             return
-        await _logged(replier.notify(messages.approved_for_requester(request.prompt)), "telling a requester")
-        await self._submit(request, replier)
+        originals = [replace(image, path=image.original_path, withheld=False)
+                     for image in record.images if image.withheld and image.original_path]
+        if originals:
+            await _logged(replier.deliver(images_message(replace(record, images=tuple(originals)))),
+                          f"releasing withheld images of job {job_id}")
 
     async def _poll_review_decisions(self) -> None:
         while not self._closed:
@@ -395,6 +382,14 @@ class _ThrottledStatus:
             await asyncio.sleep(wait)
         await _logged(self.replier.show_status(text, buttons), "updating a status message")
         self.shown, self.shown_at = text, time.monotonic()
+
+
+def _engine_refusal(exc: Exception) -> str:
+    if isinstance(exc, QueueFull):
+        return messages.QUEUE_FULL
+    if isinstance(exc, EngineClosed):
+        return messages.RESTARTING
+    return messages.invalid_request(str(exc))
 
 
 def _cancel_button(job_id: str) -> tuple[Button, ...]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from engine.requests import JobState, ProgressEvent
 
 FAILURES = {
@@ -29,22 +27,6 @@ SOMETHING_WENT_WRONG = "Sorry, something went wrong on our side. Please try agai
 
 def invalid_request(reason: str) -> str:
     return f"I can't use that request: {reason}."
-
-
-def duration(seconds: float) -> str:
-    """`192` -> '3 min 12 s'; `5400` -> '1 h 30 min'."""
-    seconds = max(1, math.ceil(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if minutes:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    return f"{secs} s"
-
-
-def try_again_in(seconds: float | None) -> str:
-    return f" Try again in {duration(seconds)}." if seconds else ""
 
 
 def status(event: ProgressEvent, prompt: str) -> str:
@@ -85,14 +67,15 @@ def review_decided(approved: bool, moderator: str, reason: str = "") -> str:
     return f"{verdict} by {moderator}" + (f": {reason}" if reason else "")
 
 
-def approved_for_requester(prompt: str) -> str:
-    return f"A moderator approved {_quote(prompt)}. Your images are on their way."
-
-
-def rejected_for_requester(prompt: str, reason: str = "") -> str:
-    return f"A moderator declined {_quote(prompt)}" + (f": {reason}." if reason else ".")
-
-
 def _quote(prompt: str, limit: int = 200) -> str:
     prompt = prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
     return f"“{prompt}”"
+
+
+# ---- Discord: command help and adapter-level answers ------------------------------------------------------------
+DISCORD_IMAGINE_HELP = "Imagine four pictures from a text prompt"
+DISCORD_PROMPT_HELP = "What to draw, e.g. a lighthouse at dawn, watercolour"
+DISCORD_NEGATIVE_HELP = "What to keep out of the picture, e.g. text, blur"
+DISCORD_SEED_HELP = "A number that makes the result repeatable (random when left out)"
+DISCORD_ASPECT_HELP = "Width:height, e.g. 16:9 or 2:3 (default 1:1)"
+DISCORD_SERVER_NOT_ENABLED = "Imagine is not enabled in this server. You can still use it in a DM with me."
