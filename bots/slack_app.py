@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -29,6 +29,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import messages
@@ -48,6 +49,8 @@ EVENTS_PATH = "/slack/events"
 BUTTON_ACTIONS = re.compile(r"^imagine:")
 # Slack's signatures are valid for 5 minutes; a replay older than that is refused before it gets here.
 REPLAY_WINDOW_S = 600.0
+TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
+SIGNATURE_HEADER = "X-Slack-Signature"
 RATE_LIMIT_RETRIES = 3
 
 Ack = Callable[..., Awaitable[Any]]
@@ -120,6 +123,7 @@ class SlackAdapter:
             self.client, self.config.moderator_user_ids, self.config.moderator_usergroup_id
         )
         self.app = self._build_app()
+        self._verifier = SignatureVerifier(self.config.signing_secret)
         self._recent = RecentRequests()
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -160,8 +164,22 @@ class SlackAdapter:
             self._session = None
 
     async def _handle_http(self, request: web.Request) -> web.Response:
-        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_response)
+        # Check the signature before anything parses the body: bolt parses first and would answer a tampered,
+        # unparsable body with a 500 and a traceback in the log. (Bolt checks the signature again, as usual.)
+        if not self._signed_by_slack(await request.read(), request.headers):
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            bolt_request = await to_bolt_request(request)
+        except ValueError:  # signed by Slack but not JSON/form as announced
+            log.warning("a signed Slack request had a body that could not be parsed")
+            return web.json_response({"error": "bad request"}, status=400)
+        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+
+    def _signed_by_slack(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        try:
+            return self._verifier.is_valid(body, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER))
+        except ValueError:  # a timestamp that is not a number, a body that is not UTF-8
+            return False
 
     # ---- what the conversation layer calls -------------------------------------------------------------------
 

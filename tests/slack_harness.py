@@ -11,11 +11,12 @@ from typing import Any
 
 from PIL import Image
 
-from bots.conversation import AdmissionGate, Conversation, ReviewDesk
+from bots.conversation import Conversation
 from bots.slack_app import EVENTS_PATH, SlackAdapter
 from config.settings import Settings
 from engine.engine import Engine
 from engine.runner import PipelineRunner
+from moderation.admission import Admission
 from tests.standins.slack_requests import SlackSender
 from tests.standins.slack_server import CompletedUpload, PostedMessage, SlackStandIn
 from tests.support import make_settings
@@ -79,13 +80,12 @@ async def start_rig(
     standin: SlackStandIn,
     *,
     runner_factory: Callable[[], PipelineRunner] | None = None,
-    admission: AdmissionGate | None = None,
-    review: ReviewDesk | None = None,
+    admission: Admission | None = None,
 ) -> SlackRig:
     """Start in `imagine serve`'s order: engine, adapter (registers the platform), conversation (resumes)."""
     engine = Engine(settings, runner_factory=runner_factory)
     await engine.start()
-    conversation = Conversation(settings, engine, admission, review, progress_interval_s=0.0,
+    conversation = Conversation(settings, engine, admission, progress_interval_s=0.0,
                                 delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0)
     adapter = SlackAdapter(settings, conversation)
     await adapter.start()

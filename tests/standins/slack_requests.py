@@ -114,21 +114,9 @@ class SlackSender:
         trigger_id: str | None = None,
         **signing: Any,
     ) -> SignedRequest:
-        form = {
-            "token": "deprecated-verification-token",
-            "team_id": TEAM_ID,
-            "team_domain": "standin",
-            "channel_id": channel_id,
-            "channel_name": "directmessage" if channel_id.startswith("D") else channel_name,
-            "user_id": user_id,
-            "user_name": user_id.lower(),
-            "command": command,
-            "text": text,
-            "api_app_id": "ASTANDIN",
-            "is_enterprise_install": "false",
-            "response_url": f"{self.response_url_base}/response/{unique('cmd')}",
-            "trigger_id": trigger_id or unique("trigger."),
-        }
+        form = slash_command_payload(text, user_id=user_id, channel_id=channel_id, channel_name=channel_name,
+                                     command=command, trigger_id=trigger_id,
+                                     response_url=f"{self.response_url_base}/response/{unique('cmd')}")
         return self.signed(urlencode(form).encode(), FORM, **signing)
 
     def event(self, event: JsonDict, *, event_id: str | None = None, **signing: Any) -> SignedRequest:
@@ -173,6 +161,34 @@ class SlackSender:
             value=value, trigger_id=trigger_id, response_url=f"{self.response_url_base}/response/{unique('act')}",
         )
         return self.signed(urlencode({"payload": json.dumps(payload)}).encode(), FORM, **signing)
+
+
+def slash_command_payload(
+    text: str,
+    *,
+    user_id: str = "UALICE",
+    channel_id: str = "CGENERAL",
+    channel_name: str = "general",
+    command: str = "/imagine",
+    trigger_id: str | None = None,
+    response_url: str = "",
+) -> dict[str, str]:
+    """The fields of a slash command (a form over HTTP, a JSON payload over Socket Mode)."""
+    return {
+        "token": "deprecated-verification-token",
+        "team_id": TEAM_ID,
+        "team_domain": "standin",
+        "channel_id": channel_id,
+        "channel_name": "directmessage" if channel_id.startswith("D") else channel_name,
+        "user_id": user_id,
+        "user_name": user_id.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": "ASTANDIN",
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": trigger_id or unique("trigger."),
+    }
 
 
 def event_envelope(event: JsonDict, *, event_id: str | None = None) -> JsonDict:

@@ -1,0 +1,102 @@
+"""Slack failing and the service restarting: images are still delivered, and exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bots import messages
+from config.settings import Settings
+from engine.engine import EngineState
+from engine.requests import JobState
+from engine.store import open_store
+from tests.slack_harness import SlackRig, slack_settings, start_rig
+from tests.standins.slack_server import SlackStandIn
+from tests.support import UnetGate, gated_runner
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def image_messages(standin: SlackStandIn) -> list[str]:
+    """Job ids of the buttons messages that follow each delivery."""
+    return [b["elements"][0]["action_id"].split(":")[2] for m in standin.messages.values() for b in m.blocks
+            if b["type"] == "actions" and b["elements"][0]["action_id"].startswith("imagine:u:")]
+
+
+async def test_rate_limited_and_failing_uploads_are_retried_and_delivered_once(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    async with SlackStandIn() as standin:
+        rig = await start_rig(slack_settings(tmp_path, tiny_model_dir, standin), standin)
+        try:
+            standin.fail("upload", 429, retry_after=0)
+            standin.fail("files.completeUploadExternal", 429, retry_after=1)
+            standin.fail("files.completeUploadExternal", 500)  # not retried by the SDK: the delivery is
+            await rig.sender.post(rig.sender.slash_command("a patient fox"))
+
+            await rig.message_saying(messages.DONE)
+            statuses = [c.status for c in standin.calls_to("files.completeUploadExternal")]
+            assert statuses == [429, 500, 200]
+            assert [c.status for c in standin.calls_to("upload")].count(429) == 1
+            assert len(standin.completed) == 1 and len(standin.completed[0].files) == 4
+            assert len(image_messages(standin)) == 1
+        finally:
+            await rig.stop()
+
+
+async def test_restart_mid_job_and_before_delivery_delivers_each_job_exactly_once(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    async with SlackStandIn() as standin:
+        settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
+        runner, gate = await asyncio.to_thread(gated_runner, settings, 3)
+        rig = await start_rig(settings, standin, runner_factory=lambda: runner)
+        # Job 1 finishes, but Slack refuses every delivery attempt: it stays done-but-undelivered.
+        standin.fail("files.completeUploadExternal", 500, times=3)
+        await rig.sender.post(rig.sender.slash_command("a finished but undelivered fox", channel_id="CONE"))
+        await standin.wait_for(lambda: len(standin.calls_to("files.completeUploadExternal")) == 3)
+        # Job 2 is mid-generation (held in its first UNet call, the 3rd overall) when the service stops.
+        await rig.sender.post(rig.sender.slash_command("an interrupted owl", channel_id="CTWO"))
+        await gate.wait_reached()
+        await stop_mid_job(rig, gate)
+        assert standin.completed == []
+        assert await journaled_states(settings) == {"CONE": JobState.DONE, "CTWO": JobState.QUEUED}
+
+        again = await start_rig(settings, standin)
+        try:
+            await standin.wait_for(lambda: len(image_messages(standin)) == 2, 120)
+            await settled(again)
+            by_channel = sorted((u.channel_id, len(u.files)) for u in standin.completed)
+            assert by_channel == [("CONE", 4), ("CTWO", 4)]
+        finally:
+            await again.stop()
+        assert await journaled_states(settings) == {"CONE": JobState.DELIVERED, "CTWO": JobState.DELIVERED}
+        assert len(standin.completed) == 2
+
+
+async def stop_mid_job(rig: SlackRig, gate: UnetGate) -> None:
+    """`rig.stop()`, with the pipeline held inside a job until the engine has handed that job back."""
+    await rig.sender.__aexit__(None, None, None)
+    await rig.adapter.close()
+    await rig.conversation.close()
+    stopping = asyncio.create_task(rig.engine.shutdown(drain=False))
+    await asyncio.sleep(0)  # one turn of the loop: shutdown hands jobs back before its first await
+    assert rig.engine.state is EngineState.STOPPING
+    gate.release()
+    await stopping
+
+
+async def settled(rig: SlackRig) -> None:
+    """Wait for the conversation's follow/deliver tasks (they end after the job store records delivery)."""
+    await asyncio.wait_for(asyncio.gather(*list(rig.conversation._tasks)), 120)
+
+
+async def journaled_states(settings: Settings) -> dict[str, JobState]:
+    def read() -> dict[str, JobState]:
+        store = open_store(settings.store.url)
+        try:
+            return {r.request.requester.channel_id: r.state for r in store.in_states(list(JobState))}
+        finally:
+            store.close()
+
+    return await asyncio.to_thread(read)
