@@ -47,6 +47,7 @@ class SlackRig:
     conversation: Conversation
     adapter: SlackAdapter
     sender: SlackSender
+    admission: Admission | None = None
 
     async def stop(self) -> None:
         """Stop like `imagine serve` on SIGTERM: adapter first, then the conversation, then the engine, which
@@ -55,6 +56,8 @@ class SlackRig:
         await self.adapter.close()
         await self.conversation.close()
         await self.engine.shutdown(drain=False)
+        if self.admission is not None:
+            await self.admission.close()
 
     # ---- what a test waits for -------------------------------------------------------------------------
 
@@ -92,7 +95,7 @@ async def start_rig(
     await conversation.start()
     endpoint = f"http://127.0.0.1:{adapter.port}{EVENTS_PATH}"
     sender = await SlackSender(endpoint, SIGNING_SECRET, standin).__aenter__()
-    return SlackRig(standin, settings, engine, conversation, adapter, sender)
+    return SlackRig(standin, settings, engine, conversation, adapter, sender, admission)
 
 
 def jpeg_sizes(upload: CompletedUpload) -> list[tuple[str, tuple[int, int]]]:
