@@ -74,6 +74,7 @@ class Conversation:
         self._platforms: dict[str, _Platform] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._decisions_lock = asyncio.Lock()
+        self._poller: asyncio.Task[Any] | None = None
         self._closed = False
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -93,10 +94,17 @@ class Conversation:
                 replier = entry.replier_for(record.request.delivery)
                 self._spawn(self._deliver_record(record, replier), f"deliver-{record.id}")
         if self.admission is not None:
-            self._spawn(self._poll_review_decisions(), "review-poller")
+            self._poller = self._spawn(self._poll_review_decisions(), "review-poller")
 
-    async def close(self) -> None:
+    async def close(self, drain_timeout_s: float = 0.0) -> None:
+        """Stop polling; give followers up to `drain_timeout_s` to deliver what the engine finished; cancel
+        the rest (their jobs stay journaled and are picked up again on the next start)."""
         self._closed = True
+        if self._poller is not None:
+            self._poller.cancel()
+        followers = [task for task in self._tasks if task is not self._poller]
+        if followers and drain_timeout_s > 0:
+            await asyncio.wait(followers, timeout=drain_timeout_s)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -336,7 +344,7 @@ class Conversation:
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run `coroutine` as a task this conversation owns: close() cancels it, failures are logged."""
         task = asyncio.create_task(_logged(coroutine, name), name=name)
         self._tasks.add(task)
@@ -346,6 +354,7 @@ class Conversation:
             coroutine.close()  # a task cancelled before it ever ran would leave `coroutine` never awaited
 
         task.add_done_callback(forget)
+        return task
 
 
 async def _logged(awaitable: Awaitable[Any], what: str) -> Any:
