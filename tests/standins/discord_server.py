@@ -80,6 +80,9 @@ class RecordedRequest:
     status: int = 0
 
 
+RECORD = web.RequestKey("record", RecordedRequest)
+
+
 @dataclass
 class StoredMessage:
     payload: dict[str, Any]
@@ -141,6 +144,7 @@ class _Failure:
     times: int
     retry_after: float
     commit: bool
+    uploads_only: bool
 
 
 class _Connection:
@@ -347,12 +351,13 @@ class DiscordStandIn:
         times: int = 1,
         retry_after: float = 0.05,
         commit: bool = False,
+        uploads_only: bool = False,
     ) -> None:
         """Answer the next `times` matching requests with `status` (429 carries rate-limit headers). With
         `commit`, the request takes effect first and only the response is lost, like a timeout after the
-        write."""
+        write. With `uploads_only`, only requests that carry files match."""
         self._failures.append(
-            _Failure(method, re.compile(path_pattern), status, times, retry_after, commit)
+            _Failure(method, re.compile(path_pattern), status, times, retry_after, commit, uploads_only)
         )
 
     def expire_interaction_tokens(self) -> None:
@@ -563,8 +568,8 @@ class DiscordStandIn:
             headers=dict(request.headers),
         )
         record.json, record.files = await _read_body(request)
-        request["record"] = record
-        failure = self._take_failure(record.method, record.path)
+        request[RECORD] = record
+        failure = self._take_failure(record)
         if failure is not None and not failure.commit:
             response: web.StreamResponse = self._failure_response(failure)
         else:
@@ -576,9 +581,11 @@ class DiscordStandIn:
         self._notify()
         return response
 
-    def _take_failure(self, method: str, path: str) -> _Failure | None:
+    def _take_failure(self, record: RecordedRequest) -> _Failure | None:
         for failure in self._failures:
-            if failure.method == method and failure.path.fullmatch(path):
+            if failure.uploads_only and not record.files:
+                continue
+            if failure.method == record.method and failure.path.fullmatch(record.path):
                 failure.times -= 1
                 if failure.times <= 0:
                     self._failures.remove(failure)
@@ -638,7 +645,7 @@ class DiscordStandIn:
         if request.match_info["app"] != self.application_id:
             return _error(403, 50001, "Missing Access")
         commands = []
-        for command in request["record"].json:
+        for command in request[RECORD].json:
             commands.append(
                 {
                     "type": 1,
@@ -669,7 +676,7 @@ class DiscordStandIn:
         now = time.perf_counter()
         if self.ack_deadline_s is not None and now - record.sent_at > self.ack_deadline_s:
             return _error(404, 10062, "Unknown interaction")
-        body = request["record"].json or {}
+        body = request[RECORD].json or {}
         callback_type = int(body.get("type", 0))
         data = body.get("data") or {}
         record.acked_at = now
@@ -679,12 +686,12 @@ class DiscordStandIn:
             flags = int(data.get("flags") or 0) & FLAG_EPHEMERAL
             if callback_type == CALLBACK_DEFERRED_MESSAGE:
                 flags |= FLAG_LOADING
-            message = self._new_message(record.channel_id, {**data, "flags": flags}, request["record"].files,
+            message = self._new_message(record.channel_id, {**data, "flags": flags}, request[RECORD].files,
                                         webhook=True)
             record.original_message_id = message.id
         elif callback_type == CALLBACK_UPDATE:
             message = self.messages[str(record.original_message_id)]
-            self._apply_edit(message, data, request["record"].files)
+            self._apply_edit(message, data, request[RECORD].files)
         elif callback_type == CALLBACK_DEFERRED_UPDATE:
             message = self.messages.get(str(record.original_message_id))
         elif callback_type != CALLBACK_PONG:
@@ -723,7 +730,7 @@ class DiscordStandIn:
         record = self._webhook_interaction(request)
         if isinstance(record, web.Response):
             return record
-        body, files = request["record"].json or {}, request["record"].files
+        body, files = request[RECORD].json or {}, request[RECORD].files
         original = self.messages.get(str(record.original_message_id))
         if original is not None and original.loading and not original.deleted:
             # The first followup after a deferred response replaces the "thinking" message and keeps its flags.
@@ -750,7 +757,7 @@ class DiscordStandIn:
         message = self._webhook_target(request, record)
         if message is None:
             return _error(404, 10008, "Unknown Message")
-        self._apply_edit(message, request["record"].json or {}, request["record"].files)
+        self._apply_edit(message, request[RECORD].json or {}, request[RECORD].files)
         return _json_response(message.payload)
 
     async def _webhook_delete_message(self, request: web.Request) -> web.Response:
@@ -780,7 +787,7 @@ class DiscordStandIn:
         channel_id = self._channel_access(request)
         if isinstance(channel_id, web.Response):
             return channel_id
-        body, files = request["record"].json or {}, request["record"].files
+        body, files = request[RECORD].json or {}, request[RECORD].files
         nonce = body.get("nonce")
         if nonce is not None and body.get("enforce_nonce"):
             earlier = self._nonces.get((channel_id, str(nonce)))
@@ -821,7 +828,7 @@ class DiscordStandIn:
             return message
         if message.payload["author"]["id"] != self.bot.id:
             return _error(403, 50005, "Cannot edit a message authored by another user")
-        self._apply_edit(message, request["record"].json or {}, request["record"].files)
+        self._apply_edit(message, request[RECORD].json or {}, request[RECORD].files)
         return _json_response(message.payload)
 
     async def _channel_delete_message(self, request: web.Request) -> web.Response:
@@ -834,7 +841,7 @@ class DiscordStandIn:
     async def _create_dm(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return _error(401, 0, "401: Unauthorized")
-        recipient_id = str((request["record"].json or {}).get("recipient_id", ""))
+        recipient_id = str((request[RECORD].json or {}).get("recipient_id", ""))
         known = {user.id: user for _, user in self._dm_channels.values()}
         known.update({r.user.id: r.user for r in self.interactions.values()})
         user = known.get(recipient_id)

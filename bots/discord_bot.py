@@ -1,0 +1,319 @@
+"""The Discord adapter: `/imagine` (servers, DMs, user installs), DM text prompts and every `imagine:` button,
+translated into Conversation calls. Replies go out through bots/discord_replies.py.
+
+Start it with `adapter = DiscordAdapter(settings, conversation); await adapter.start()` before
+`conversation.start()` (which resumes journaled jobs through `adapter.replier_for`), and `await adapter.close()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+
+from bots import messages
+from bots.buttons import Action, BadButton, parse_button
+from bots.conversation import Conversation, ImagineCommand
+from bots.discord_replies import (
+    DeliveryContext,
+    DiscordModeratorChannel,
+    DiscordReplier,
+    ImagineButton,
+    Route,
+)
+from bots.replies import Replier
+from config.settings import ConfigError, DiscordSettings, Settings
+from engine.requests import MAX_SEED, Requester
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+# Buttons that start new work answer with a new "thinking" message (the new job's status message); the others
+# acknowledge silently and answer, if at all, privately.
+NEW_MESSAGE_ACTIONS = frozenset({Action.UPSCALE, Action.VARIATION, Action.REROLL})
+
+
+class DiscordStartError(ConfigError):
+    """Discord refused the token or could not be reached at start. One clear line; `imagine serve` exits 2."""
+
+
+@dataclass(frozen=True)
+class _Endpoints:
+    """discord.py keeps its REST base and default gateway in class attributes: point them at the configured
+    Discord for as long as the adapter runs, and put them back on close."""
+
+    api_base: str
+    gateway: yarl.URL
+
+    @classmethod
+    def point_at(cls, config: DiscordSettings) -> _Endpoints:
+        saved = cls(discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        discord.http.Route.BASE = config.api_base.rstrip("/")
+        if config.gateway_url:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(config.gateway_url)
+        return saved
+
+    def restore(self) -> None:
+        discord.http.Route.BASE = self.api_base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self.gateway
+
+
+class _Client(discord.Client):
+    """discord.Client with the command tree, the dynamic `imagine:` buttons and the adapter's handlers."""
+
+    def __init__(self, adapter: DiscordAdapter, guild_ready_timeout: float) -> None:
+        super().__init__(
+            intents=discord.Intents(guilds=True, dm_messages=True),
+            guild_ready_timeout=guild_ready_timeout,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+        self.tree.add_command(_imagine_command(adapter))
+        self.tree.on_error = adapter.on_command_error  # type: ignore[method-assign]
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(ImagineButton)
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.adapter.on_direct_message(message)
+
+    async def on_imagine_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
+        await self.adapter.on_button(interaction, custom_id)
+
+
+def _imagine_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, None]:
+    @app_commands.command(name="imagine", description=messages.DISCORD_IMAGINE_HELP)
+    @app_commands.describe(
+        prompt=messages.DISCORD_PROMPT_HELP,
+        negative=messages.DISCORD_NEGATIVE_HELP,
+        seed=messages.DISCORD_SEED_HELP,
+        aspect=messages.DISCORD_ASPECT_HELP,
+    )
+    @app_commands.allowed_installs(guilds=True, users=True)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+    async def imagine(
+        interaction: discord.Interaction[Any],
+        prompt: str,
+        negative: str | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        aspect: str | None = None,
+    ) -> None:
+        await adapter.on_imagine(interaction, prompt, negative, seed, aspect)
+
+    return imagine
+
+
+class DiscordAdapter:
+    def __init__(
+        self,
+        settings: Settings,
+        conversation: Conversation,
+        *,
+        clock: Callable[[], float] = time.time,
+        guild_ready_timeout: float = 2.0,
+    ) -> None:
+        self._config = settings.discord
+        self._conversation = conversation
+        self._clock = clock
+        self._guild_ready_timeout = guild_ready_timeout
+        self._moderator_roles = frozenset(self._config.moderator_role_ids)
+        self._allowed_guilds = frozenset(self._config.guild_ids)
+        self._endpoints: _Endpoints | None = None
+        self._client: _Client | None = None
+        self._gateway: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Log in (a bad token raises DiscordStartError), connect the gateway, sync `/imagine`."""
+        if not self._config.token:
+            raise DiscordStartError("discord.token is empty: set IMAGINE_DISCORD__TOKEN to the bot's token")
+        self._endpoints = _Endpoints.point_at(self._config)
+        self._client = _Client(self, self._guild_ready_timeout)
+        try:
+            await self._log_in(self._client)
+            self._gateway = asyncio.create_task(self._client.connect(reconnect=True), name="discord-gateway")
+            await self._until_ready(self._client, self._gateway)
+            synced = await self._client.tree.sync()
+        except BaseException:
+            await self.close()
+            raise
+        moderators = None
+        if self._config.moderator_channel_id:
+            moderators = DiscordModeratorChannel(self._client, self._config.moderator_channel_id)
+        self._conversation.add_platform(PLATFORM, self.replier_for, moderators)
+        log.info("discord: connected as %s, %d command(s) synced", self._client.user, len(synced))
+
+    async def _log_in(self, client: _Client) -> None:
+        try:
+            await client.login(self._config.token)
+        except discord.LoginFailure:
+            raise DiscordStartError(
+                "Discord rejected discord.token (401 Unauthorized): set IMAGINE_DISCORD__TOKEN to a valid bot token"
+            ) from None
+        except (aiohttp.ClientError, OSError, discord.HTTPException) as exc:
+            raise DiscordStartError(f"cannot reach Discord at {self._config.api_base}: {exc}") from None
+
+    @staticmethod
+    async def _until_ready(client: _Client, gateway: asyncio.Task[None]) -> None:
+        ready = asyncio.create_task(client.wait_until_ready(), name="discord-ready")
+        try:
+            await asyncio.wait({ready, gateway}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if not client.is_ready():
+            error = gateway.exception() if gateway.done() and not gateway.cancelled() else None
+            raise DiscordStartError(f"the Discord gateway closed before the bot was ready: {error}")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+        if self._gateway is not None:
+            try:
+                await self._gateway
+            except Exception as exc:  # the connection already failed; close() must still finish
+                log.warning("discord gateway ended with an error: %s", exc)
+            self._gateway = None
+        if self._endpoints is not None:
+            self._endpoints.restore()
+            self._endpoints = None
+
+    @property
+    def client(self) -> discord.Client:
+        if self._client is None:
+            raise RuntimeError("DiscordAdapter.start() has not been called")
+        return self._client
+
+    def replier_for(self, delivery: dict[str, Any]) -> Replier:
+        """Rebuild a Replier from a journaled delivery context (after a restart, for approvals)."""
+        return DiscordReplier(self.client, DeliveryContext.from_dict(delivery), clock=self._clock)
+
+    # ---- events ------------------------------------------------------------------------------------------
+
+    async def on_imagine(
+        self,
+        interaction: discord.Interaction[Any],
+        prompt: str,
+        negative: str | None,
+        seed: int | None,
+        aspect: str | None,
+    ) -> None:
+        replier = await self._acknowledge(interaction, new_message=True)
+        if replier is None:
+            return
+        if not self._server_enabled(interaction.guild_id):
+            await replier.refuse(messages.DISCORD_SERVER_NOT_ENABLED)
+            return
+        command = ImagineCommand(
+            prompt=prompt,
+            requester=self._requester(interaction.user, interaction.guild_id, interaction.channel_id),
+            negative_prompt=negative or "",
+            seed=seed,
+            aspect=aspect or "1:1",
+            delivery=replier.context.to_dict(),
+        )
+        await self._guarded(self._conversation.imagine(command, replier), replier, "an /imagine command")
+
+    async def on_direct_message(self, message: discord.Message) -> None:
+        """A plain DM to the bot is a prompt."""
+        if message.guild is not None or message.author.bot or not message.content.strip():
+            return
+        context = DeliveryContext(route=Route.CHANNEL, channel_id=str(message.channel.id),
+                                  user_id=str(message.author.id))
+        replier = DiscordReplier(self.client, context, clock=self._clock, fresh=True)
+        command = ImagineCommand(
+            prompt=message.content,
+            requester=self._requester(message.author, None, message.channel.id),
+            delivery=context.to_dict(),
+        )
+        await self._guarded(self._conversation.imagine(command, replier), replier, "a DM prompt")
+
+    async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
+        try:
+            action = parse_button(custom_id).action
+        except BadButton:
+            action = None
+        replier = await self._acknowledge(interaction, new_message=action in NEW_MESSAGE_ACTIONS)
+        if replier is None:
+            return
+        user = self._requester(interaction.user, interaction.guild_id, interaction.channel_id)
+        press = self._conversation.press(
+            custom_id, user, replier, is_moderator=self._is_moderator(interaction),
+            delivery=replier.context.to_dict(),
+        )
+        await self._guarded(press, replier, f"button {custom_id}")
+
+    async def on_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        log.error("discord command %s failed", interaction.command and interaction.command.name, exc_info=error)
+
+    # ---- helpers -----------------------------------------------------------------------------------------
+
+    async def _acknowledge(self, interaction: discord.Interaction[Any], *, new_message: bool) -> DiscordReplier | None:
+        """Defer first (Discord allows 3 s). A command, or a button that starts new work, gets a "thinking"
+        message that becomes its status message; other buttons are acknowledged without a message."""
+        try:
+            response = await interaction.response.defer(thinking=new_message)
+        except discord.HTTPException as exc:
+            log.warning("discord interaction %s could not be acknowledged: %s", interaction.id, exc.text or exc)
+            return None
+        if new_message:
+            original = str(response.message_id or "") if response is not None else ""
+        else:
+            original = str(interaction.message.id) if interaction.message is not None else ""
+        context = DeliveryContext(
+            route=Route.INTERACTION,
+            channel_id=str(interaction.channel_id or ""),
+            user_id=str(interaction.user.id),
+            guild_id=str(interaction.guild_id or ""),
+            application_id=str(interaction.application_id),
+            interaction_token=interaction.token,
+            token_issued_at=interaction.created_at.timestamp(),
+            original_message_id=original,
+            deferred_thinking=new_message,
+        )
+        return DiscordReplier(self.client, context, clock=self._clock, fresh=True)
+
+    def _requester(
+        self, user: discord.abc.User, guild_id: int | None, channel_id: int | None
+    ) -> Requester:
+        return Requester(
+            platform=PLATFORM,
+            user_id=str(user.id),
+            server_id=str(guild_id or ""),
+            channel_id=str(channel_id or ""),
+            display_name=user.display_name,
+        )
+
+    def _server_enabled(self, guild_id: int | None) -> bool:
+        """discord.guild_ids, when set, lists the servers that may use the bot; DMs always may."""
+        return guild_id is None or not self._allowed_guilds or guild_id in self._allowed_guilds
+
+    def _is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
+        """A moderator holds one of discord.moderator_role_ids in the guild the click came from."""
+        member = interaction.user
+        if not isinstance(member, discord.Member) or not self._moderator_roles:
+            return False
+        return any(role.id in self._moderator_roles for role in member.roles)
+
+    @staticmethod
+    async def _guarded(work: Awaitable[Any], replier: DiscordReplier, what: str) -> None:
+        """Nothing a user sends may crash the bot: log the failure, tell the user briefly."""
+        try:
+            await work
+        except Exception:
+            log.exception("discord: handling %s failed", what)
+            try:
+                await replier.refuse(messages.SOMETHING_WENT_WRONG)
+            except discord.HTTPException as exc:
+                log.warning("discord: could not tell the user about the failure: %s", exc)

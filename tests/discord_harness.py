@@ -1,0 +1,133 @@
+"""A running Discord rig for tests: the stand-in Discord, the real engine (tiny pipeline), the real conversation
+layer and the Discord adapter (real discord.py) logged in to the stand-in."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from bots.conversation import Conversation
+from bots.discord_bot import DiscordAdapter
+from config.settings import Settings
+from engine.engine import Engine
+from engine.runner import PipelineRunner
+from engine.screening import ImageScreener
+from moderation.admission import Admission
+from tests.standins.discord_server import DiscordStandIn, StoredMessage
+from tests.support import make_settings
+
+
+@dataclass
+class FakeClock:
+    """The adapter's wall clock, so a test can age interaction tokens past 15 minutes without waiting."""
+
+    now: float = field(default_factory=time.time)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def discord_settings(tmp_path: Path, model_dir: Path | str, standin: DiscordStandIn, *, base_size: int = 128,
+                     steps: int = 1, **engine: Any) -> Settings:
+    settings = make_settings(tmp_path, model_dir, base_size=base_size, steps=steps, **engine)
+    discord = replace(
+        settings.discord, token=standin.token, api_base=standin.api_base, gateway_url=standin.gateway_url,
+        moderator_channel_id=int(standin.moderator_channel_id),
+        moderator_role_ids=[int(standin.moderator_role.id)],
+    )
+    return replace(settings, discord=discord)
+
+
+@dataclass
+class DiscordRig:
+    standin: DiscordStandIn
+    settings: Settings
+    engine: Engine
+    conversation: Conversation
+    adapter: DiscordAdapter
+    clock: FakeClock
+    admission: Admission | None = None
+
+    async def stop(self) -> None:
+        """Stop like `imagine serve` on SIGTERM: adapter, conversation, then the engine, which hands unfinished
+        jobs back to its journal."""
+        await self.adapter.close()
+        await self.conversation.close()
+        await self.engine.shutdown(drain=False)
+        if self.admission is not None:
+            await self.admission.close()
+
+    # ---- what a test waits for -------------------------------------------------------------------------
+
+    async def images_messages(self, count: int = 1, channel_id: str | None = None,
+                              within: float = 120.0) -> list[StoredMessage]:
+        def found() -> list[StoredMessage] | None:
+            messages = self.standin.messages_with_files(channel_id)
+            return messages if len(messages) >= count else None
+
+        return await self.standin.wait_until(found, within, what=f"{count} message(s) with images")
+
+    async def message_saying(self, text: str, *, ephemeral: bool | None = None,
+                             within: float = 60.0) -> StoredMessage:
+        def found() -> StoredMessage | None:
+            return next(
+                (m for m in self.standin.messages.values()
+                 if text in m.content and not m.deleted and (ephemeral is None or m.ephemeral == ephemeral)),
+                None,
+            )
+
+        return await self.standin.wait_until(found, within, what=f"a message saying {text!r}")
+
+
+async def start_rig(
+    settings: Settings,
+    standin: DiscordStandIn,
+    *,
+    runner_factory: Callable[[], PipelineRunner] | None = None,
+    screener: ImageScreener | None = None,
+    moderated: bool = False,
+    clock: FakeClock | None = None,
+) -> DiscordRig:
+    """Start in `imagine serve`'s order: engine, admission, adapter (registers the platform), conversation
+    (resumes). With `moderated`, the real admission (limits, prompt rules, review queue) sits in front."""
+    engine = Engine(settings, runner_factory=runner_factory, screener=screener)
+    await engine.start()
+    admission = await Admission.open(settings, warm_up=False) if moderated else None
+    conversation = Conversation(settings, engine, admission, progress_interval_s=0.0,
+                                delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0)
+    clock = clock or FakeClock()
+    adapter = DiscordAdapter(settings, conversation, clock=clock, guild_ready_timeout=0.05)
+    rig = DiscordRig(standin, settings, engine, conversation, adapter, clock, admission)
+    try:
+        await adapter.start()
+        await conversation.start()
+    except BaseException:
+        await rig.stop()
+        raise
+    return rig
+
+
+def jpeg_sizes(message: StoredMessage) -> list[tuple[str, tuple[int, int]]]:
+    """(format, size) of every file attached to a message, opened with Pillow."""
+    result = []
+    for upload in message.files:
+        with Image.open(io.BytesIO(upload.data)) as image:
+            result.append((str(image.format), image.size))
+    return result
+
+
+def button_labels(message: StoredMessage) -> list[list[str]]:
+    return [[c.get("label", "") for c in row["components"]] for row in message.payload.get("components", [])]
+
+
+def custom_ids(message: StoredMessage) -> list[str]:
+    return message.custom_ids

@@ -1,0 +1,178 @@
+"""The Discord adapter when things go wrong: REST 429 and 500, interaction tokens that expire, gateway reconnects,
+a restart in the middle of a job, a bad token. Every image set arrives exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import discord
+import pytest
+
+from bots import messages
+from bots.conversation import Conversation
+from bots.discord_bot import DiscordAdapter, DiscordStartError
+from engine.engine import Engine
+from tests.discord_harness import FakeClock, discord_settings, start_rig
+from tests.standins.discord_server import DiscordStandIn
+from tests.support import gated_runner
+
+pytestmark = pytest.mark.timeout(240)
+WEBHOOK = r"/webhooks/\d+/[^/]+"
+FIFTEEN_MINUTES_AND_MORE = 16 * 60
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[DiscordStandIn]:
+    async with DiscordStandIn() as server:
+        yield server
+
+
+@pytest.mark.parametrize("status", [429, 500])
+async def test_a_failed_upload_is_retried_and_delivered_once(
+    status: int, tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    rig = await start_rig(discord_settings(tmp_path, tiny_model_dir, standin, base_size=64), standin)
+    try:
+        standin.fail_next("POST", WEBHOOK, status, retry_after=0.05, uploads_only=True)
+        await standin.send_command(standin.make_user("alice"), {"prompt": "a windy hill"})
+        await rig.message_saying(messages.DONE)
+        assert await rig.engine.undelivered("discord") == []
+    finally:
+        await rig.stop()
+    uploads = [r for r in standin.requests_to("POST", WEBHOOK) if r.files]
+    assert [r.status for r in uploads] == [status, 200]
+    assert len(standin.messages_with_files()) == 1
+
+
+async def test_a_lost_response_on_a_channel_upload_does_not_post_twice(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    """The upload reaches Discord but the answer is a 500: the retry carries the same nonce (enforce_nonce), and
+    Discord answers it with the first message instead of posting a second one."""
+    rig = await start_rig(discord_settings(tmp_path, tiny_model_dir, standin, base_size=64), standin)
+    try:
+        dave = standin.make_user("dave")
+        channel = standin.dm_channel_id(dave)
+        standin.fail_next("POST", rf"/channels/{channel}/messages", 500, commit=True, uploads_only=True)
+        await standin.send_dm(dave, "a lantern in fog")
+        await rig.message_saying(messages.DONE)
+    finally:
+        await rig.stop()
+    uploads = [r for r in standin.requests_to("POST", rf"/channels/{channel}/messages") if r.files]
+    assert [r.status for r in uploads] == [500, 200]
+    assert uploads[0].json["nonce"] == uploads[1].json["nonce"]
+    assert len(standin.messages_with_files()) == 1
+
+
+@pytest.mark.parametrize("clock_knows", [True, False], ids=["token-aged", "token-rejected"])
+async def test_a_job_that_outlives_its_interaction_token_is_delivered_with_the_bot_token(
+    clock_knows: bool, tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    settings = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
+    runner, gate = gated_runner(settings)
+    clock = FakeClock()
+    rig = await start_rig(settings, standin, runner_factory=lambda: runner, clock=clock)
+    try:
+        command = await standin.send_command(standin.make_user("erin"), {"prompt": "a slow sunset"})
+        await gate.wait_reached()
+        standin.expire_interaction_tokens()
+        if clock_knows:
+            clock.advance(FIFTEEN_MINUTES_AND_MORE)
+        gate.release()
+        (images,) = await rig.images_messages()
+        await rig.message_saying(messages.DONE)
+        assert await rig.engine.undelivered("discord") == []
+    finally:
+        gate.release()
+        await rig.stop()
+    channel = standin.channel_id
+    (upload,) = [r for r in standin.requests_to("POST", rf"/channels/{channel}/messages") if r.files]
+    assert upload.headers["Authorization"] == f"Bot {standin.token}" and upload.json["enforce_nonce"]
+    assert images.payload["channel_id"] == channel and len(images.files) == 4
+    late_edits = standin.requests_to("PATCH", rf"/channels/{channel}/messages/{command.original_message_id}")
+    assert late_edits and late_edits[-1].json["content"].startswith(messages.DONE)
+    assert all(r.status == 401 for r in standin.requests_to("POST", WEBHOOK))
+
+
+async def test_a_gateway_reconnect_mid_job_resumes_and_loses_nothing(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    settings = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
+    runner, gate = gated_runner(settings)
+    rig = await start_rig(settings, standin, runner_factory=lambda: runner)
+    try:
+        await standin.send_command(standin.make_user("frank"), {"prompt": "before the drop"})
+        await gate.wait_reached()
+        await standin.drop_connection()
+        during = await standin.send_command(standin.make_user("grace"), {"prompt": "sent during the drop"})
+        await standin.wait_until(lambda: standin.resume_count == 1, what="a RESUME")
+        await standin.request_reconnect()  # and once more, asked by the server (op 7)
+        await standin.wait_until(lambda: standin.resume_count == 2, what="a second RESUME")
+        gate.release()
+        await rig.images_messages(2)
+        await standin.wait_until(
+            lambda: sum(m.content.startswith(messages.DONE) for m in standin.messages.values()) == 2
+        )
+    finally:
+        gate.release()
+        await rig.stop()
+    assert during.callback_type == 5  # replayed on RESUME and acknowledged in time
+    assert standin.identify_count == 1
+    assert len(standin.messages_with_files()) == 2
+
+
+async def test_a_restart_mid_job_delivers_every_acknowledged_command_exactly_once(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    settings = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
+    runner, gate = gated_runner(settings)
+    first = await start_rig(settings, standin, runner_factory=lambda: runner)
+    running = await standin.send_command(standin.make_user("heidi"), {"prompt": "running at the restart"})
+    await gate.wait_reached()
+    queued = await standin.send_command(standin.make_user("ivan"), {"prompt": "queued at the restart"},
+                                        in_guild=False)
+    await standin.wait_until(lambda: queued.callback_type == 5 and len(first.engine.active_jobs()) == 2)
+    await first.adapter.close()
+    await first.conversation.close()
+    stopping = asyncio.create_task(first.engine.shutdown(drain=False))
+    gate.release()
+    await stopping
+    assert standin.messages_with_files() == []
+
+    second = await start_rig(settings, standin)
+    try:
+        await second.images_messages(2)
+        await standin.wait_until(
+            lambda: sum(m.content.startswith(messages.DONE) for m in standin.messages.values()) == 2
+        )
+        assert await second.engine.undelivered("discord") == []
+    finally:
+        await second.stop()
+    for command in (running, queued):  # each answered on its own interaction, its status message finished
+        uploads = [r for r in standin.requests_to("POST", rf"/webhooks/\d+/{command.token}") if r.files]
+        assert len(uploads) == 1
+        assert standin.messages[str(command.original_message_id)].content.startswith(messages.DONE)
+    assert standin.identify_count == 2
+
+    third = await start_rig(settings, standin)  # nothing left to do
+    await third.stop()
+    assert len(standin.messages_with_files()) == 2
+
+
+async def test_a_bad_token_is_a_clear_start_error(tmp_path: Path, tiny_model_dir: Path,
+                                                  standin: DiscordStandIn) -> None:
+    settings = discord_settings(tmp_path, tiny_model_dir, standin)
+    settings = replace(settings, discord=replace(settings.discord, token="not-the-token"))
+    library_base = discord.http.Route.BASE
+    engine = Engine(settings)
+    conversation = Conversation(settings, engine)
+    adapter = DiscordAdapter(settings, conversation)
+    with pytest.raises(DiscordStartError) as raised:
+        await adapter.start()
+    message = str(raised.value)
+    assert "IMAGINE_DISCORD__TOKEN" in message and "401" in message and "not-the-token" not in message
+    assert discord.http.Route.BASE == library_base
+    assert standin.gateway_log == []  # it never got as far as the gateway
