@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -43,10 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_third_party_output()
     try:
         args = build_parser().parse_args(argv)
+        # One-shot commands print results, not logs; the long-running server logs what it does.
+        quiet = logging.INFO if args.command == "serve" else logging.WARNING
         logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
+            level=logging.DEBUG if args.verbose else quiet,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
@@ -60,6 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_third_party_output() -> None:
+    """transformers and diffusers print import-time notices and progress bars that mean nothing to a user
+    (e.g. that torchvision is absent). Our own logging says what happens; an explicit setting still wins."""
+    for name, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error"),
+                        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(name, value)
 
 
 def _settings_loader(path: str | None) -> Callable[[], Settings]:
