@@ -36,13 +36,14 @@ def add_label(image: Image.Image, text: str) -> Image.Image:
     overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     left, top, right, bottom = box
-    draw.rounded_rectangle(box, radius=(bottom - top) // 2, fill=PILL_RGBA)
+    draw.rounded_rectangle((left, top, right - 1, bottom - 1), radius=(bottom - top) // 2, fill=PILL_RGBA)
     draw.text(((left + right) / 2, (top + bottom) / 2), text, font=font, fill=TEXT_RGBA, anchor="mm")
     return Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
 
 
 def label_box(text: str, width: int, height: int) -> tuple[int, int, int, int] | None:
-    """Where the label goes on a width×height image (left, top, right, bottom), or None if it does not fit."""
+    """Where the label goes on a width×height image (left, top, right, bottom; right and bottom exclusive, as in
+    `Image.crop`), or None if it does not fit."""
     layout = _fit(" ".join(text.split()), width, height)
     return layout[1] if layout else None
 
