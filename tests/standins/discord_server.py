@@ -360,6 +360,9 @@ class DiscordStandIn:
             _Failure(method, re.compile(path_pattern), status, times, retry_after, commit, uploads_only)
         )
 
+    def clear_failures(self) -> None:
+        self._failures.clear()
+
     def expire_interaction_tokens(self) -> None:
         """Every interaction token issued so far is now older than 15 minutes."""
         for record in self.interactions.values():

@@ -1,0 +1,126 @@
+"""`imagine serve` as a process against the stand-in Discord: a bad token is one clear line and a non-zero exit;
+a `kill -9` in the middle of work loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.standins.discord_server import DiscordStandIn, InteractionRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+UPLOAD = r"/webhooks/\d+/[^/]+"
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[DiscordStandIn]:
+    async with DiscordStandIn() as server:
+        yield server
+
+
+def serve_env(tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, token: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGINE_")}
+    return env | {
+        "IMAGINE_DISCORD__TOKEN": token,
+        "IMAGINE_DISCORD__API_BASE": standin.api_base,
+        "IMAGINE_DISCORD__GATEWAY_URL": standin.gateway_url,
+        "IMAGINE_ENGINE__MODEL": str(tiny_model_dir),
+        "IMAGINE_ENGINE__BASE_SIZE": "64",
+        "IMAGINE_ENGINE__STEPS": "1",
+        "IMAGINE_ENGINE__OUTPUT_DIR": str(tmp_path / "images"),
+        "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
+        "IMAGINE_MODERATION__EMBEDDING": "false",
+        "IMAGINE_MODERATION__IMAGE_SCREENING": "false",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+async def start_serve(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
+    with log_path.open("ab") as log:  # a file, not a pipe: nobody has to keep draining it
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bots", "serve", cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+
+
+async def ended(process: asyncio.subprocess.Process, within: float = 120.0) -> int:
+    async with asyncio.timeout(within):
+        return await process.wait()
+
+
+@pytest.mark.timeout(300)
+async def test_serve_with_a_bad_discord_token_exits_with_one_clear_line(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    log_path = tmp_path / "serve.log"
+    process = await start_serve(serve_env(tmp_path, tiny_model_dir, standin, "wrong-token"), log_path)
+    try:
+        code = await ended(process, 240)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = log_path.read_text()
+    assert code == 2, output
+    assert "error: Discord rejected discord.token (401 Unauthorized)" in output
+    assert "Traceback" not in output and "wrong-token" not in output
+
+
+@pytest.mark.timeout(300)
+async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_once(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    env = serve_env(tmp_path, tiny_model_dir, standin, standin.token)
+    log_path = tmp_path / "serve.log"
+    # Deliveries fail in the first process, so it is killed while holding finished, undelivered work.
+    standin.fail_next("POST", UPLOAD, 500, times=10_000, uploads_only=True)
+    first = await start_serve(env, log_path)
+    try:
+        await standin.wait_until(lambda: standin.synced_commands, 240, what="the first serve to connect")
+        users = [standin.make_user(name) for name in ("ann", "ben", "cat")]
+        commands: list[InteractionRecord] = []
+        for user in users[:2]:
+            commands.append(await standin.send_command(user, {"prompt": f"a kite for {user.username}"}))
+        await standin.wait_until(lambda: all(failed_uploads(standin, c) for c in commands), 120,
+                                 what="both deliveries failing")
+        commands.append(await standin.send_command(users[2], {"prompt": "sent just before the kill"}))
+        await standin.wait_until(lambda: status_shown(standin, commands[2]), 60, what="the third job queued")
+        first.send_signal(signal.SIGKILL)
+        assert await ended(first) == -signal.SIGKILL
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    assert standin.messages_with_files() == []
+    standin.clear_failures()
+
+    second = await start_serve(env, log_path)
+    try:
+        await standin.wait_until(lambda: len(standin.messages_with_files()) == 3, 240,
+                                 what="all three deliveries after the restart")
+        second.send_signal(signal.SIGTERM)
+        assert await ended(second) == 0, log_path.read_text()[-3000:]
+    finally:
+        if second.returncode is None:
+            second.kill()
+            await second.wait()
+    for command in commands:  # one images message per acknowledged command, on its own interaction
+        delivered = [r for r in standin.requests_to("POST", rf"/webhooks/\d+/{command.token}")
+                     if r.files and r.status == 200]
+        assert len(delivered) == 1
+    assert len(standin.messages_with_files()) == 3
+    assert "Traceback" not in log_path.read_text()
+
+
+def failed_uploads(standin: DiscordStandIn, command: InteractionRecord) -> bool:
+    return any(r.files and r.status == 500 for r in standin.requests_to("POST", rf"/webhooks/\d+/{command.token}"))
+
+
+def status_shown(standin: DiscordStandIn, command: InteractionRecord) -> bool:
+    """The job is journaled once its status shows (the conversation shows it right after engine.submit)."""
+    return any(r.status == 200 for r in standin.requests_to("PATCH", rf"/webhooks/\d+/{command.token}/messages/\d+"))
