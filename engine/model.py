@@ -143,13 +143,13 @@ def choose_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
 
 def load_model(settings: EngineSettings) -> LoadedModel:
     """Resolve `engine.model`, load it onto the chosen device and tune it for generating a few large images."""
-    from diffusers import AutoPipelineForText2Image
+    from diffusers import DiffusionPipeline
 
     device, dtype = choose_device(settings.device, settings.dtype)
     disable_library_progress_bars()
     path = resolve_model(settings.model, settings.cache_dir)
     try:
-        pipeline = AutoPipelineForText2Image.from_pretrained(
+        pipeline = DiffusionPipeline.from_pretrained(
             path,
             local_files_only=True,
             dtype=dtype,

@@ -41,10 +41,10 @@ _GLOBAL_RNG_LOCK = threading.Lock()
 class TinyArchitecture:
     """The sizes that decide how fast the tiny model runs. Cross-attention only at the lowest UNet level."""
 
-    unet_channels: tuple[int, ...] = (16, 32, 64, 64)
+    unet_channels: tuple[int, ...] = (8, 16, 32, 64)
     unet_layers_per_block: int = 1
     unet_norm_groups: int = 8
-    vae_channels: tuple[int, int, int, int] = (4, 8, 16, 32)
+    vae_channels: tuple[int, int, int, int] = (4, 4, 8, 16)
     vae_layers_per_block: int = 1
     vae_norm_groups: int = 4
     text_hidden_size: int = 32
