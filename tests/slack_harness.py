@@ -61,6 +61,10 @@ class SlackRig:
 
     # ---- what a test waits for -------------------------------------------------------------------------
 
+    async def settled(self) -> None:
+        """Every acknowledged request handled: admitted and journaled as a job, held, or refused."""
+        await self.adapter.intake.settled()
+
     async def uploads(self, count: int = 1, within: float = 120.0) -> list[CompletedUpload]:
         await self.standin.wait_for(lambda: len(self.standin.completed) >= count, within)
         return self.standin.completed
@@ -85,14 +89,15 @@ async def start_rig(
     runner_factory: Callable[[], PipelineRunner] | None = None,
     admission: Admission | None = None,
 ) -> SlackRig:
-    """Start in `imagine serve`'s order: engine, adapter (registers the platform), conversation (resumes)."""
+    """Start in `imagine serve`'s order: engine; adapter built (registers the platform); conversation started
+    (resumes journaled jobs); adapter started (resumes stored requests, takes new ones)."""
     engine = Engine(settings, runner_factory=runner_factory)
     await engine.start()
     conversation = Conversation(settings, engine, admission, progress_interval_s=0.0,
                                 delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0)
     adapter = SlackAdapter(settings, conversation)
-    await adapter.start()
     await conversation.start()
+    await adapter.start()
     endpoint = f"http://127.0.0.1:{adapter.port}{EVENTS_PATH}"
     sender = await SlackSender(endpoint, SIGNING_SECRET, standin).__aenter__()
     return SlackRig(standin, settings, engine, conversation, adapter, sender, admission)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from bots import messages
+from bots.intake import Intake
 from config.settings import Settings
 from engine.engine import EngineState
 from engine.requests import JobState
-from engine.store import open_store
+from engine.store import open_store, sqlite_path
 from tests.slack_harness import SlackRig, slack_settings, start_rig
+from tests.standins.slack_requests import slash_command_payload
 from tests.standins.slack_server import SlackStandIn
 from tests.support import UnetGate, gated_runner
 
@@ -100,3 +104,62 @@ async def journaled_states(settings: Settings) -> dict[str, JobState]:
             store.close()
 
     return await asyncio.to_thread(read)
+
+
+async def test_a_request_acknowledged_just_before_a_crash_is_handled_after_the_restart(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    async with SlackStandIn() as standin:
+        settings = slack_settings(tmp_path, tiny_model_dir, standin)
+        # The process stored the command and acked it; it died before the command reached the engine.
+        never = asyncio.Event()
+        dying = Intake(settings.store.url, "slack", lambda entry: never.wait())
+        await dying.open()
+        command = slash_command_payload("a fox that survived a crash", channel_id="CCRASH")
+        assert await dying.receive(f"command:{command['trigger_id']}", "command", command)
+        await dying.close()
+
+        rig = await start_rig(settings, standin)
+        try:
+            (upload,) = await rig.uploads(1)
+            await rig.message_saying(messages.DONE)
+            assert (upload.channel_id, len(upload.files)) == ("CCRASH", 4)
+            # Slack retrying the same command now changes nothing: the key is remembered across the restart.
+            retry = rig.sender.slash_command("a fox that survived a crash", trigger_id=command["trigger_id"],
+                                             channel_id="CCRASH")
+            assert (await rig.sender.post(retry)).status == 200
+            await rig.settled()
+        finally:
+            await rig.stop()
+        assert len(standin.completed) == 1
+        assert await journaled_states(settings) == {"CCRASH": JobState.DELIVERED}
+
+
+async def test_a_request_that_became_a_job_just_before_a_crash_is_not_submitted_again(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    async with SlackStandIn() as standin:
+        settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
+        runner, gate = await asyncio.to_thread(gated_runner, settings, 1)
+        rig = await start_rig(settings, standin, runner_factory=lambda: runner)
+        await rig.sender.post(rig.sender.slash_command("an owl journaled once", channel_id="CONCE"))
+        await rig.settled()
+        await gate.wait_reached()
+        await stop_mid_job(rig, gate)
+        # As if the crash came after the job was journaled but before the intake noted the request as handled.
+        await asyncio.to_thread(_forget_handled, settings)
+
+        again = await start_rig(settings, standin)
+        try:
+            await again.uploads(1)
+            await again.message_saying(messages.DONE)
+            await again.settled()
+            await settled(again)
+        finally:
+            await again.stop()
+        assert len(standin.completed) == 1
+        assert await journaled_states(settings) == {"CONCE": JobState.DELIVERED}
+
+
+def _forget_handled(settings: Settings) -> None:
+    with closing(sqlite3.connect(sqlite_path(settings.store.url))) as db:
+        assert db.execute("UPDATE intake SET done_at = NULL").rowcount == 1
+        db.commit()

@@ -1,0 +1,252 @@
+"""Slack ack latency: how long Slack waits for the HTTP 200 when 200 `/imagine` slash commands arrive at once.
+
+    .venv/bin/python bench/slack_ack.py                      # 200 commands at once, 3 rounds per variant
+    .venv/bin/python bench/slack_ack.py --requests 50 --rounds 1
+
+Two variants, measured in alternating rounds against the same stand-in Slack:
+  bare bolt   a slack-bolt AsyncApp whose /imagine listener only calls ack(): signature check and dispatch
+  imagine     the Slack adapter's path before its ack: signature checks, bolt dispatch, the request stored in
+              the durable intake (SQLite); admission, the job and the status message follow after the ack
+The load generator and the stand-in Slack Web API run in a child process (Slack is another machine), so the
+server's event loop only serves the app. Latency is from just before each signed POST to its HTTP 200.
+The engine (tiny model) renders the queued jobs in the background meanwhile, as in production. The server-wide
+prompt limit is raised so that every command is admitted (each round uses 200 distinct users).
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request  # noqa: E402
+from slack_bolt.async_app import AsyncApp  # noqa: E402
+from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
+
+from bots.conversation import Conversation  # noqa: E402
+from bots.slack_app import EVENTS_PATH, SlackAdapter  # noqa: E402
+from config.settings import Settings, load_settings  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from moderation.admission import Admission  # noqa: E402
+
+SIGNING_SECRET = "bench-signing-secret"
+SLACK_DEADLINE_MS = 3000.0
+
+
+# ---- the child process: stand-in Slack and the load generator ------------------------------------------------
+
+async def load_generator() -> None:
+    from tests.standins.slack_requests import SlackSender
+    from tests.standins.slack_server import SlackStandIn
+
+    async with SlackStandIn() as standin:
+        print(json.dumps({"api_url": standin.api_url, "bot_token": standin.bot_token}), flush=True)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            order = json.loads(line)
+            if order.get("quit"):
+                return
+            result = await fire(standin, SlackSender(order["url"], SIGNING_SECRET, standin), order)
+            print(json.dumps(result), flush=True)
+
+
+async def fire(standin: Any, sender: Any, order: dict[str, Any]) -> dict[str, Any]:
+    """Post `count` signed slash commands at once; return each one's latency to its response."""
+    requests = [sender.slash_command(f"a lighthouse at dawn, take {i}", user_id=f"U{order['prefix']}{i:04d}",
+                                     channel_id=f"CBENCH{i % 20:02d}") for i in range(order["count"])]
+    calls_before = len(standin.calls)
+    connector = aiohttp.TCPConnector(limit=0)  # all at once: no client-side connection cap
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def post(request: Any) -> tuple[float, int]:
+            started = time.perf_counter()
+            async with session.post(sender.endpoint, data=request.body, headers=request.headers) as response:
+                await response.read()
+                return (time.perf_counter() - started) * 1000, response.status
+
+        results = await asyncio.gather(*(post(r) for r in requests))
+    return {"latencies_ms": [ms for ms, _ in results], "statuses": [status for _, status in results],
+            "web_api_calls": len(standin.calls) - calls_before}
+
+
+# ---- the server process: the two apps ------------------------------------------------------------------------
+
+class BareBolt:
+    """The baseline: bolt verifying and dispatching a slash command to a listener that only acks."""
+
+    def __init__(self, api_url: str, bot_token: str) -> None:
+        self.client = AsyncWebClient(token=bot_token, base_url=api_url)
+        self.app = AsyncApp(client=self.client, signing_secret=SIGNING_SECRET, process_before_response=True)
+        self.app.command("/imagine")(self._ack)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @staticmethod
+    async def _ack(ack: Any) -> None:
+        await ack()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await self.app.async_dispatch(await to_bolt_request(request)))
+
+    async def start(self) -> None:
+        self.client.session = aiohttp.ClientSession()
+        web_app = web.Application()
+        web_app.add_routes([web.post(EVENTS_PATH, self._handle)])
+        self._runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.client.session is not None:
+            await self.client.session.close()
+
+
+class ImagineService:
+    """The engine, admission, conversation and Slack adapter, wired as `imagine serve` wires them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = Engine(settings)
+        self.admission: Admission | None = None
+        self.conversation: Conversation | None = None
+        self.adapter: SlackAdapter | None = None
+
+    async def start(self) -> int:
+        await self.engine.start()
+        self.admission = await Admission.open(self.settings)
+        self.conversation = Conversation(self.settings, self.engine, self.admission)
+        self.adapter = SlackAdapter(self.settings, self.conversation)
+        await self.conversation.start()
+        await self.adapter.start()
+        assert self.adapter.port is not None
+        return self.adapter.port
+
+    async def close(self) -> None:
+        if self.adapter is not None:
+            await self.adapter.close()
+        if self.conversation is not None:
+            await self.conversation.close()
+        await self.engine.shutdown(drain=False)
+        if self.admission is not None:
+            await self.admission.close()
+
+
+def bench_settings(workdir: Path, api_url: str, bot_token: str, args: argparse.Namespace) -> Settings:
+    base = load_settings(env={})
+    return replace(
+        base,
+        engine=replace(base.engine, model=args.model, base_size=args.size, steps=1, queue_size=100_000,
+                       output_dir=str(workdir / "images")),
+        store=replace(base.store, url=f"sqlite:///{workdir}/imagine.db"),
+        limits=replace(base.limits, server_prompts_per_window=1_000_000, daily_quota=1_000_000),
+        slack=replace(base.slack, bot_token=bot_token, signing_secret=SIGNING_SECRET, api_base=api_url,
+                      host="127.0.0.1", port=0),
+    )
+
+
+class Child:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def ask(self, order: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write((json.dumps(order) + "\n").encode())
+        await self.process.stdin.drain()
+        return json.loads(await self.process.stdout.readline())
+
+    async def quit(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b'{"quit": true}\n')
+        await self.process.stdin.drain()
+        await self.process.wait()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def run(args: argparse.Namespace) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--load-generator", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, limit=2**24)
+    assert process.stdout is not None
+    slack = json.loads(await process.stdout.readline())
+    child = Child(process)
+    latencies: dict[str, list[float]] = {"bare bolt": [], "imagine": []}
+    failures = {"bare bolt": 0, "imagine": 0}
+    with tempfile.TemporaryDirectory(prefix="slack-ack-") as tmp:
+        bare = BareBolt(slack["api_url"], slack["bot_token"])
+        service = ImagineService(bench_settings(Path(tmp), slack["api_url"], slack["bot_token"], args))
+        await bare.start()
+        ports = {"bare bolt": bare.port, "imagine": await service.start()}
+        try:
+            for name, port in ports.items():  # warm up: bolt's lazy auth.test, connection pools, first jobs
+                await child.ask({"url": f"http://127.0.0.1:{port}{EVENTS_PATH}", "count": 5,
+                                 "prefix": f"W{name[0]}"})
+            for round_number in range(args.rounds):
+                for name, port in ports.items():
+                    result = await child.ask({"url": f"http://127.0.0.1:{port}{EVENTS_PATH}",
+                                              "count": args.requests, "prefix": f"R{round_number}{name[0]}"})
+                    latencies[name] += result["latencies_ms"]
+                    failures[name] += sum(status != 200 for status in result["statuses"])
+        finally:
+            await service.close()  # before the stand-in goes: deliveries in flight end cleanly
+            await bare.close()
+            await child.quit()
+    report(latencies, failures, args)
+
+
+def report(latencies: dict[str, list[float]], failures: dict[str, int], args: argparse.Namespace) -> None:
+    stats = {name: {"p50": percentile(values, 0.50), "p99": percentile(values, 0.99), "max": max(values),
+                    "mean": statistics.fmean(values)} for name, values in latencies.items()}
+    bare, full = stats["bare bolt"], stats["imagine"]
+    print(f"Slack ack latency: {args.requests} signed /imagine slash commands at once, {args.rounds} rounds per "
+          f"variant ({len(latencies['imagine'])} acks each), engine {args.size}² in the background")
+    print(f"  {'variant':<24} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'non-200':>8}")
+    for name, values in stats.items():
+        print(f"  {name:<24} {values['p50']:9.1f} {values['p99']:9.1f} {values['max']:9.1f} {failures[name]:8d}")
+    print(f"  {'imagine / bare bolt':<24} {full['p50'] / bare['p50']:9.2f} {full['p99'] / bare['p99']:9.2f}")
+    within = sum(ms < SLACK_DEADLINE_MS for ms in latencies["imagine"]) / len(latencies["imagine"])
+    print(f"  imagine acks within Slack's 3 s: {within:.1%}")
+    print(json.dumps({
+        "requests_at_once": args.requests, "rounds": args.rounds,
+        "bare_p50_ms": round(bare["p50"], 1), "bare_p99_ms": round(bare["p99"], 1),
+        "imagine_p50_ms": round(full["p50"], 1), "imagine_p99_ms": round(full["p99"], 1),
+        "imagine_max_ms": round(full["max"], 1),
+        "p50_ratio": round(full["p50"] / bare["p50"], 3), "p99_ratio": round(full["p99"] / bare["p99"], 3),
+        "imagine_within_3s": round(within, 4), "non_200": failures["imagine"] + failures["bare bolt"],
+    }))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="slash commands sent at once (default 200)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per variant (default 3)")
+    parser.add_argument("--size", type=int, default=256, help="image side the engine renders meanwhile")
+    parser.add_argument("--model", default="builtin:tiny")
+    parser.add_argument("--load-generator", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load_generator:
+        asyncio.run(load_generator())
+    else:
+        asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

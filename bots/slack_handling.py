@@ -1,0 +1,119 @@
+"""Stored Slack requests → conversation calls. Runs after the request was acknowledged (see bots/intake.py).
+
+A slash command, a mention or a DM becomes an `ImagineCommand`; a click on an `imagine:` button becomes
+`Conversation.press`. Where to answer is a `SlackPlace`, journaled with the job together with the request's intake
+key, so that a request replayed after a restart can tell whether it already got as far as a job.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots import messages
+from bots.buttons import Action, BadButton, parse_button
+from bots.conversation import Conversation, ImagineCommand
+from bots.intake import IntakeEntry
+from bots.slack_moderators import ModeratorCheck
+from bots.slack_replies import SlackModerators, SlackPlace, SlackReplier
+from bots.slack_text import BadOptions, parse_prompt_text
+from engine.requests import Requester
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+INTAKE_KEY = "intake"
+"""In a job's delivery context: the intake key of the request that created it."""
+
+COMMAND, MENTION, DIRECT_MESSAGE, BUTTON = "command", "mention", "dm", "button"
+
+
+class SlackRequestHandler:
+    def __init__(self, client: AsyncWebClient, conversation: Conversation, moderators: SlackModerators | None,
+                 is_moderator: ModeratorCheck) -> None:
+        self.client = client
+        self.conversation = conversation
+        self.moderators = moderators
+        self.is_moderator = is_moderator
+
+    async def __call__(self, entry: IntakeEntry) -> None:
+        if entry.replayed and await self._submitted_before(entry.key):
+            log.info("request %s already became a job before the restart", entry.key)
+            return
+        body = entry.payload
+        if entry.kind == COMMAND:
+            place = SlackPlace(channel=body["channel_id"], user=body["user_id"])
+            await self._imagine(entry.key, body.get("text", ""), place, body.get("team_id", ""),
+                                body.get("user_name", ""))
+        elif entry.kind in (MENTION, DIRECT_MESSAGE):
+            event = body["event"]
+            # A mention is answered in its thread, so a busy channel is not flooded; a DM in the DM.
+            thread = event.get("thread_ts") or (event["ts"] if entry.kind == MENTION else None)
+            place = SlackPlace(channel=event["channel"], user=event["user"], thread_ts=thread)
+            await self._imagine(entry.key, event.get("text", ""), place, body.get("team_id", ""))
+        elif entry.kind == BUTTON:
+            await self._press(entry.key, body)
+        else:
+            log.warning("ignoring a stored Slack request of unknown kind %r", entry.kind)
+
+    async def _submitted_before(self, key: str) -> bool:
+        engine = self.conversation.engine
+        requests = [job.request for job in engine.active_jobs(PLATFORM)]
+        requests += [record.request for record in await engine.undelivered(PLATFORM)]
+        return any(request.delivery.get(INTAKE_KEY) == key for request in requests)
+
+    async def _imagine(self, key: str, text: str, place: SlackPlace, team_id: str, display_name: str = "") -> None:
+        replier = SlackReplier(self.client, place)
+        try:
+            options = parse_prompt_text(text)
+        except BadOptions as error:
+            await _refuse(replier, messages.invalid_request(str(error)))
+            return
+        command = ImagineCommand(
+            prompt=options.prompt, requester=_requester(place, team_id, display_name),
+            negative_prompt=options.negative_prompt, seed=options.seed, aspect=options.aspect,
+            delivery={**place.to_context(), INTAKE_KEY: key},
+        )
+        try:
+            await self.conversation.imagine(command, replier)
+        except Exception:
+            log.exception("could not take a Slack /imagine from %s", place.user)
+            await _refuse(replier, messages.SOMETHING_WENT_WRONG)
+
+    async def _press(self, key: str, body: dict[str, Any]) -> None:
+        custom_id = str(body["actions"][0].get("action_id", ""))
+        try:
+            button = parse_button(custom_id)
+        except BadButton as error:
+            log.warning("ignoring a click on an unknown Slack button: %s", error)
+            return
+        container = body.get("container") or {}
+        message = body.get("message") or {}
+        channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
+        message_ts = container.get("message_ts") or message.get("ts")
+        thread_ts = container.get("thread_ts") or message.get("thread_ts")
+        if not thread_ts and not channel.startswith("D"):
+            thread_ts = message_ts  # a click on a top-level channel message: answer in its thread
+        place = SlackPlace(channel=channel, user=body["user"]["id"], thread_ts=thread_ts)
+        deciding = button.action in (Action.APPROVE, Action.REJECT)
+        if deciding and self.moderators is not None and message_ts:
+            self.moderators.remember(button.target, channel, message_ts)
+        is_moderator = await self.is_moderator(place.user) if deciding else False
+        requester = _requester(place, (body.get("team") or {}).get("id", ""), body["user"].get("username", ""))
+        # New jobs from this click (variations, reroll) are answered where the click happened.
+        await self.conversation.press(custom_id, requester, SlackReplier(self.client, place),
+                                      is_moderator=is_moderator, delivery={**place.to_context(), INTAKE_KEY: key})
+
+
+async def _refuse(replier: SlackReplier, text: str) -> None:
+    try:
+        await replier.refuse(text)
+    except Exception as error:  # Slack itself is failing: nothing more to tell the user
+        log.warning("could not tell a Slack user that their request was refused: %r", error)
+
+
+def _requester(place: SlackPlace, team_id: str, display_name: str = "") -> Requester:
+    return Requester(platform=PLATFORM, user_id=place.user, server_id=team_id, channel_id=place.channel,
+                     display_name=display_name)

@@ -1,0 +1,97 @@
+"""The durable intake: stored before acknowledged, handled once, resumed after a restart, repeats ignored."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bots.intake import Intake, IntakeEntry
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.entries: list[IntakeEntry] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.hold = False
+
+    async def __call__(self, entry: IntakeEntry) -> None:
+        self.entered.set()
+        if self.hold:
+            await self.release.wait()
+        self.entries.append(entry)
+
+
+async def test_each_key_is_handled_once(tmp_path: Path) -> None:
+    handler = Recorder()
+    intake = Intake(f"sqlite:///{tmp_path}/db.sqlite", "slack", handler)
+    await intake.open()
+    assert await intake.receive("command:t1", "command", {"text": "a fox"})
+    assert not await intake.receive("command:t1", "command", {"text": "a fox"})
+    assert await intake.receive("event:Ev1", "mention", {"event": {}})
+    await intake.settled()
+    await intake.close()
+    assert [(e.key, e.kind, e.payload, e.replayed) for e in handler.entries] == [
+        ("slack:command:t1", "command", {"text": "a fox"}, False), ("slack:event:Ev1", "mention", {"event": {}}, False)]
+
+
+async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembered(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    stopped = Recorder()
+    stopped.hold = True
+    first = Intake(url, "slack", stopped)
+    await first.open()
+    await first.receive("command:t1", "command", {"text": "interrupted"})
+    await first.receive("command:t2", "command", {"text": "never started"})
+    await asyncio.wait_for(stopped.entered.wait(), 10)
+    await first.close()  # the handlers never finished
+    assert stopped.entries == []
+
+    handler = Recorder()
+    second = Intake(url, "slack", handler)
+    other_platform = Intake(url, "discord", Recorder())
+    await second.open()
+    await other_platform.open()
+    await second.settled()
+    replays = sorted((e.key, e.payload["text"]) for e in handler.entries)
+    assert replays == [("slack:command:t1", "interrupted"), ("slack:command:t2", "never started")]
+    assert handler.entries[0].replayed  # its handling had begun: it may have got as far as a job
+    assert not await second.receive("command:t1", "command", {"text": "a retry"})
+    await second.close()
+    await other_platform.close()
+
+    third = Intake(url, "slack", Recorder())
+    await third.open()
+    await third.settled()
+    assert not await third.receive("command:t1", "command", {})
+    await third.close()
+
+
+async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    now = [1000.0]
+    calls = []
+
+    async def failing(entry: IntakeEntry) -> None:
+        calls.append(entry.key)
+        raise RuntimeError("the platform is down")
+
+    intake = Intake(url, "slack", failing, retention_s=60.0, clock=lambda: now[0])
+    await intake.open()
+    await intake.receive("command:t1", "command", {})
+    await intake.settled()
+    await intake.close()
+
+    now[0] += 61.0
+    later = Intake(url, "slack", failing, retention_s=60.0, clock=lambda: now[0])
+    await later.open()
+    await later.settled()
+    assert calls == ["slack:command:t1"]  # handled (and failed) once; not handed over again
+    assert await later.receive("command:t1", "command", {})  # past retention: a new request
+    await later.settled()
+    await later.close()
+    assert calls == ["slack:command:t1", "slack:command:t1"]
