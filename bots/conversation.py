@@ -76,6 +76,8 @@ class Conversation:
         self._decisions_lock = asyncio.Lock()
         self._poller: asyncio.Task[Any] | None = None
         self._closed = False
+        self._followed_before_start: set[str] | None = set()
+        """Jobs submitted (and already followed) while adapters ran before start(): start() skips them."""
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -85,12 +87,17 @@ class Conversation:
 
     async def start(self) -> None:
         """Follow jobs the engine resumed from its journal and deliver results that were never delivered."""
+        already_followed, self._followed_before_start = self._followed_before_start or set(), None
         for platform, entry in self._platforms.items():
             for job in self.engine.active_jobs(platform):
+                if job.id in already_followed:
+                    continue
                 if self.admission is not None:
                     await self.admission.job_started(job.request.requester)
                 self._spawn(self._follow(job, entry.replier_for(job.request.delivery)), f"follow-{job.id}")
             for record in await self.engine.undelivered(platform):
+                if record.id in already_followed:
+                    continue
                 replier = entry.replier_for(record.request.delivery)
                 self._spawn(self._deliver_record(record, replier), f"deliver-{record.id}")
         if self.admission is not None:
@@ -151,6 +158,8 @@ class Conversation:
                 await self.admission.submission_failed(request.requester)
             await replier.refuse(_engine_refusal(exc))
             return None
+        if self._followed_before_start is not None:
+            self._followed_before_start.add(job.id)
         status = _ThrottledStatus(replier, job.request.prompt, self.progress_interval_s)
         await status.show(job.snapshot(), _cancel_button(job.id))  # where they stand, before anything else
         self._spawn(self._follow(job, replier, status), f"follow-{job.id}")
