@@ -131,8 +131,8 @@ class ImagineService:
         self.admission = await Admission.open(self.settings)
         self.conversation = Conversation(self.settings, self.engine, self.admission)
         self.adapter = SlackAdapter(self.settings, self.conversation)
-        await self.conversation.start()
         await self.adapter.start()
+        await self.conversation.start()
         assert self.adapter.port is not None
         return self.adapter.port
 

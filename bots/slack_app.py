@@ -8,8 +8,8 @@ which translates it into conversation calls; the conversation answers through `S
 Slack retries or someone replays (same event id or trigger id) is acknowledged and otherwise ignored.
 
 Lifecycle, as `imagine serve` runs it: `SlackAdapter(settings, conversation)` registers the platform;
-`await conversation.start()` resumes journaled jobs; then `await adapter.start()` resumes stored requests and
-starts taking new ones; `await adapter.close()` on the way out.
+`await adapter.start()` resumes stored requests and takes new ones; `await conversation.start()` follows the
+jobs resumed from the journal; `await adapter.close()` on the way out.
 """
 
 from __future__ import annotations

@@ -88,16 +88,20 @@ async def start_rig(
     *,
     runner_factory: Callable[[], PipelineRunner] | None = None,
     admission: Admission | None = None,
+    slow_start: bool = False,
 ) -> SlackRig:
-    """Start in `imagine serve`'s order: engine; adapter built (registers the platform); conversation started
-    (resumes journaled jobs); adapter started (resumes stored requests, takes new ones)."""
+    """Start in `imagine serve`'s order: engine; adapter built (registers the platform) and started (resumes
+    stored requests, takes new ones); conversation started (follows resumed jobs, delivers undelivered ones).
+    `slow_start`: stored requests are all handled before the conversation starts (a slow connect to Slack)."""
     engine = Engine(settings, runner_factory=runner_factory)
     await engine.start()
     conversation = Conversation(settings, engine, admission, progress_interval_s=0.0,
                                 delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0)
     adapter = SlackAdapter(settings, conversation)
-    await conversation.start()
     await adapter.start()
+    if slow_start:
+        await adapter.intake.settled()
+    await conversation.start()
     endpoint = f"http://127.0.0.1:{adapter.port}{EVENTS_PATH}"
     sender = await SlackSender(endpoint, SIGNING_SECRET, standin).__aenter__()
     return SlackRig(standin, settings, engine, conversation, adapter, sender, admission)
