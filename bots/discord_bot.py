@@ -39,6 +39,8 @@ PLATFORM = "discord"
 # Buttons that start new work answer with a new "thinking" message (the new job's status message); the others
 # acknowledge silently and answer, if at all, privately.
 NEW_MESSAGE_ACTIONS = frozenset({Action.UPSCALE, Action.VARIATION, Action.REROLL})
+HANDLER_DRAIN_S = 10.0
+"""On close, how long commands already being handled may take to finish (their users get an answer)."""
 
 
 class DiscordStartError(ConfigError):
@@ -130,6 +132,8 @@ class DiscordAdapter:
         self._endpoints: _Endpoints | None = None
         self._client: _Client | None = None
         self._gateway: asyncio.Task[None] | None = None
+        self._handling: set[asyncio.Task[Any]] = set()
+        """discord.py's event tasks currently inside a handler of ours; close() lets them finish."""
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -175,6 +179,10 @@ class DiscordAdapter:
             raise DiscordStartError(f"the Discord gateway closed before the bot was ready: {error}")
 
     async def close(self) -> None:
+        if self._handling:
+            _, late = await asyncio.wait(set(self._handling), timeout=HANDLER_DRAIN_S)
+            if late:
+                log.warning("discord: closing with %d command(s) still being handled", len(late))
         if self._client is not None:
             await self._client.close()
         if self._gateway is not None:
@@ -306,14 +314,19 @@ class DiscordAdapter:
             return False
         return any(role.id in self._moderator_roles for role in member.roles)
 
-    @staticmethod
-    async def _guarded(work: Awaitable[Any], replier: DiscordReplier, what: str) -> None:
+    async def _guarded(self, work: Awaitable[Any], replier: DiscordReplier, what: str) -> None:
         """Nothing a user sends may crash the bot: log the failure, tell the user briefly."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handling.add(task)
         try:
             await work
         except Exception:
             log.exception("discord: handling %s failed", what)
             try:
                 await replier.refuse(messages.SOMETHING_WENT_WRONG)
-            except discord.HTTPException as exc:
+            except Exception as exc:  # Discord unreachable or shutting down: the log has the story
                 log.warning("discord: could not tell the user about the failure: %s", exc)
+        finally:
+            if task is not None:
+                self._handling.discard(task)

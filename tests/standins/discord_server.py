@@ -157,11 +157,13 @@ class _Connection:
         self._compressor = zlib.compressobj() if compress else None
         self._lock = asyncio.Lock()
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], on_send: Callable[[], None] | None = None) -> None:
         text = json.dumps(message)
         async with self._lock:
             if self.ws.closed:
                 return
+            if on_send is not None:
+                on_send()
             if self._compressor is None:
                 await self.ws.send_str(text)
             else:
@@ -222,7 +224,9 @@ class DiscordStandIn:
         self._dm_channels: dict[str, tuple[str, User]] = {}  # user id -> (channel id, user)
         self._nonces: dict[tuple[str, str], str] = {}
         self._failures: list[_Failure] = []
+        self._sessions: list[_Session] = []
         self._session: _Session | None = None
+        """The session events go to: the latest to identify, or the one `select_session` chose."""
         self._connections: list[_Connection] = []
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -335,6 +339,10 @@ class DiscordStandIn:
     @property
     def resume_count(self) -> int:
         return sum(1 for kind, _ in self.gateway_log if kind == "resumed")
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
 
     @property
     def ready(self) -> bool:
@@ -467,20 +475,35 @@ class DiscordStandIn:
             message=message.payload if message is not None else None,
         )
         self.interactions[record.token] = record
-        record.sent_at = time.perf_counter()
-        await self.dispatch("INTERACTION_CREATE", record.payload)
+        record.sent_at = time.perf_counter()  # re-stamped when the frame actually goes out
+
+        def stamp() -> None:
+            record.sent_at = time.perf_counter()
+
+        await self.dispatch("INTERACTION_CREATE", record.payload, on_send=stamp)
         return record
 
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a DISPATCH to the current session; kept in its backlog for a RESUME."""
-        session = self._session
+    async def dispatch(
+        self,
+        event: str,
+        data: dict[str, Any],
+        *,
+        session: _Session | None = None,
+        on_send: Callable[[], None] | None = None,
+    ) -> None:
+        """Send a DISPATCH to a session (default: the current one); kept in its backlog for a RESUME."""
+        session = session or self._session
         if session is None:
             raise AssertionError("no gateway session: the bot has not identified yet")
         session.seq += 1
         message = {"op": OP_DISPATCH, "t": event, "s": session.seq, "d": data}
         session.backlog.append(message)
         if session.connection is not None:
-            await session.connection.send(message)
+            await session.connection.send(message, on_send)
+
+    def select_session(self, index: int) -> None:
+        """With several bots connected (a benchmark), send events to the `index`-th to identify."""
+        self._session = self._sessions[index]
 
     def _current_connection(self) -> _Connection:
         if self._session is None or self._session.connection is None:
@@ -504,8 +527,9 @@ class DiscordStandIn:
                 await self._on_gateway_message(connection, json.loads(frame.data))
         finally:
             self._connections.remove(connection)
-            if self._session is not None and self._session.connection is connection:
-                self._session.connection = None
+            for session in self._sessions:
+                if session.connection is connection:
+                    session.connection = None
             self.gateway_log.append(("disconnect", {"code": ws.close_code}))
             self._notify()
         return ws
@@ -525,6 +549,7 @@ class DiscordStandIn:
             await connection.ws.close(code=4004, message=b"Authentication failed.")
             return
         session = _Session(session_id=secrets.token_hex(16), connection=connection)
+        self._sessions.append(session)
         self._session = session
         ready = {
             "v": 10,
@@ -537,13 +562,13 @@ class DiscordStandIn:
             "relationships": [],
             "shard": [0, 1],
         }
-        await self.dispatch("READY", ready)
-        await self.dispatch("GUILD_CREATE", self.guild.create_payload(self.bot))
+        await self.dispatch("READY", ready, session=session)
+        await self.dispatch("GUILD_CREATE", self.guild.create_payload(self.bot), session=session)
         self._notify()
 
     async def _resume(self, connection: _Connection, data: dict[str, Any]) -> None:
-        session = self._session
-        if session is None or data.get("session_id") != session.session_id or data.get("token") != self.token:
+        session = next((s for s in self._sessions if s.session_id == data.get("session_id")), None)
+        if session is None or data.get("token") != self.token:
             self.gateway_log.append(("invalid_session", None))
             await connection.send({"op": OP_INVALID_SESSION, "d": False})
             return
@@ -552,7 +577,7 @@ class DiscordStandIn:
         for message in session.backlog:
             if message["s"] > last_seen:
                 await connection.send(message)
-        await self.dispatch("RESUMED", {})
+        await self.dispatch("RESUMED", {}, session=session)
         self.gateway_log.append(("resumed", {"from_seq": last_seen, "path": connection.path}))
         self._notify()
 

@@ -1,0 +1,287 @@
+"""Discord ack latency: from the INTERACTION_CREATE frame leaving the gateway to the defer callback arriving,
+when 200 `/imagine` commands arrive at once.
+
+    .venv/bin/python bench/discord_ack.py                      # 200 commands at once, 3 rounds per variant
+    .venv/bin/python bench/discord_ack.py --commands 50 --rounds 1
+
+Two bots connected to the same stand-in Discord (zlib-compressed gateway, REST), measured in alternating rounds:
+  bare discord.py  a discord.Client whose /imagine only calls interaction.response.defer()
+  imagine          the Discord adapter as `imagine serve` runs it: defer first, then the conversation layer
+                   (admission with the embedding model, the job journaled in SQLite, status edits), while the
+                   engine (tiny model) renders the queued jobs in the background
+The stand-in runs in a child process (Discord is another machine), so the bots' event loop only serves the bots.
+Each command comes from a distinct user; the server-wide prompt limit is raised so that all are admitted.
+Latency is measured by the stand-in: frame written to the socket -> callback request received. Discord allows 3 s.
+After each imagine round the bench also waits until every user sees their status line (or a refusal), reports
+that time too, and so starts the next round from a quiet bot.
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import discord  # noqa: E402
+import yarl  # noqa: E402
+from discord import app_commands  # noqa: E402
+
+from bots.conversation import Conversation  # noqa: E402
+from bots.discord_bot import DiscordAdapter  # noqa: E402
+from config.settings import Settings, load_settings  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from moderation.admission import Admission  # noqa: E402
+
+DISCORD_DEADLINE_MS = 3000.0
+ACK_WAIT_S = 60.0
+ANSWER_WAIT_S = 600.0
+VARIANTS = ("bare discord.py", "imagine")  # connected in this order: session 0 and session 1 at the stand-in
+
+
+# ---- the child process: the stand-in Discord and the load generator ------------------------------------------
+
+async def stand_in_discord() -> None:
+    from tests.standins.discord_server import DiscordStandIn
+
+    async with DiscordStandIn(ack_deadline_s=None) as standin:
+        print(json.dumps({"api_base": standin.api_base, "gateway_url": standin.gateway_url,
+                          "token": standin.token}), flush=True)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            order = json.loads(line)
+            if order.get("quit"):
+                return
+            if "wait_sessions" in order:
+                wanted = int(order["wait_sessions"])
+                await standin.wait_until(lambda: standin.session_count >= wanted, 120)  # noqa: B023
+                print(json.dumps({"ok": True}), flush=True)
+                continue
+            print(json.dumps(await fire(standin, order)), flush=True)
+
+
+async def fire(standin: Any, order: dict[str, Any]) -> dict[str, Any]:
+    """Dispatch `count` /imagine commands at once to one bot's session; wait for every defer callback."""
+    standin.select_session(order["session"])
+    users = [standin.make_user(f"{order['prefix']}{i:04d}") for i in range(order["count"])]
+    records = await asyncio.gather(*(
+        standin.send_command(user, {"prompt": f"a lighthouse at dawn, take {i}"}) for i, user in enumerate(users)
+    ))
+    try:
+        await standin.wait_until(lambda: all(r.acked_at is not None for r in records), ACK_WAIT_S)
+    except AssertionError:
+        pass  # reported as unacknowledged
+    latencies = [r.ack_latency_s * 1000 for r in records if r.ack_latency_s is not None]
+    answers = await wait_for_answers(standin, records) if order.get("answers") else []
+    return {"latencies_ms": latencies, "unacked": sum(r.acked_at is None for r in records),
+            "deferred": sum(r.callback_type == 5 for r in records), "answers_ms": answers}
+
+
+async def wait_for_answers(standin: Any, records: list[Any]) -> list[float]:
+    """Until every user sees where they stand: the "thinking" message edited into a status line (queued,
+    position N) or replaced by a private refusal. So that the next round starts from a quiet bot."""
+    answered_at: dict[str, float] = {}
+
+    def all_answered() -> bool:
+        for record in records:
+            if record.token not in answered_at and record.original_message_id:
+                original = standin.messages[record.original_message_id]
+                if original.deleted or not original.loading:
+                    answered_at[record.token] = time.perf_counter()
+        return len(answered_at) == len(records)
+
+    try:
+        await standin.wait_until(all_answered, ANSWER_WAIT_S)
+    except AssertionError:
+        pass
+    return [(answered_at[r.token] - r.sent_at) * 1000 for r in records if r.token in answered_at]
+
+
+# ---- the bot process -----------------------------------------------------------------------------------------
+
+class BareDiscordPy:
+    """The baseline: discord.py dispatching /imagine to a handler that only defers."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.client = discord.Client(intents=discord.Intents(guilds=True, dm_messages=True),
+                                     guild_ready_timeout=0.05)
+        self.tree = app_commands.CommandTree(self.client)
+        self._gateway: asyncio.Task[None] | None = None
+
+        @self.tree.command(name="imagine", description="defer only")
+        async def imagine(interaction: discord.Interaction[Any], prompt: str) -> None:
+            await interaction.response.defer()
+
+    async def start(self) -> None:
+        await self.client.login(self.token)
+        self._gateway = asyncio.create_task(self.client.connect(), name="bare-gateway")
+        await self.client.wait_until_ready()
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self._gateway is not None:
+            await self._gateway
+
+
+class ImagineService:
+    """Engine, admission, conversation and the Discord adapter, wired as `imagine serve` wires them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = Engine(settings)
+        self.admission: Admission | None = None
+        self.conversation: Conversation | None = None
+        self.adapter: DiscordAdapter | None = None
+
+    async def start(self) -> None:
+        await self.engine.start()
+        self.admission = await Admission.open(self.settings)
+        self.conversation = Conversation(self.settings, self.engine, self.admission)
+        self.adapter = DiscordAdapter(self.settings, self.conversation, guild_ready_timeout=0.05)
+        await self.adapter.start()
+        await self.conversation.start()
+
+    async def close(self) -> None:
+        if self.adapter is not None:
+            await self.adapter.close()
+        if self.conversation is not None:
+            await self.conversation.close()
+        await self.engine.shutdown(drain=False)
+        if self.admission is not None:
+            await self.admission.close()
+
+
+def bench_settings(workdir: Path, discord_info: dict[str, str], args: argparse.Namespace) -> Settings:
+    base = load_settings(env={})
+    return replace(
+        base,
+        engine=replace(base.engine, model=args.model, base_size=args.size, steps=1, queue_size=100_000,
+                       output_dir=str(workdir / "images")),
+        store=replace(base.store, url=f"sqlite:///{workdir}/imagine.db"),
+        limits=replace(base.limits, server_prompts_per_window=1_000_000, daily_quota=1_000_000),
+        moderation=replace(base.moderation, embedding=not args.rules_only),
+        discord=replace(base.discord, token=discord_info["token"], api_base=discord_info["api_base"],
+                        gateway_url=discord_info["gateway_url"]),
+    )
+
+
+class Child:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def ask(self, order: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write((json.dumps(order) + "\n").encode())
+        await self.process.stdin.drain()
+        return json.loads(await self.process.stdout.readline())
+
+    async def quit(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b'{"quit": true}\n')
+        await self.process.stdin.drain()
+        await self.process.wait()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def run(args: argparse.Namespace) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--stand-in", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        limit=2**24)
+    assert process.stdout is not None
+    info = json.loads(await process.stdout.readline())
+    child = Child(process)
+    # Both bots talk to the same stand-in; the adapter points discord.py there too (and puts this back on close).
+    discord.http.Route.BASE = info["api_base"]
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(info["gateway_url"])
+    latencies: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    answers: list[float] = []
+    unacked = dict.fromkeys(VARIANTS, 0)
+    with tempfile.TemporaryDirectory(prefix="discord-ack-") as tmp:
+        bare = BareDiscordPy(info["token"])
+        service = ImagineService(bench_settings(Path(tmp), info, args))
+        try:
+            await bare.start()
+            await child.ask({"wait_sessions": 1})
+            await service.start()
+            await child.ask({"wait_sessions": 2})
+            for session in range(len(VARIANTS)):  # warm up: connection pools, first jobs, first models
+                await child.ask({"session": session, "count": 5, "prefix": f"w{session}-", "answers": session == 1})
+            for round_number in range(args.rounds):
+                for session, name in enumerate(VARIANTS):
+                    result = await child.ask({"session": session, "count": args.commands,
+                                              "prefix": f"r{round_number}-{session}-",
+                                              "answers": name == "imagine"})
+                    latencies[name] += result["latencies_ms"]
+                    answers += result["answers_ms"]
+                    unacked[name] += result["unacked"]
+                    print(f"round {round_number + 1} {name}: {len(result['latencies_ms'])} defers, "
+                          f"{result['unacked']} unacknowledged", file=sys.stderr)
+        finally:
+            await service.close()  # before the stand-in goes: deliveries in flight end cleanly
+            await bare.close()
+            await child.quit()
+    report(latencies, unacked, answers, args)
+
+
+def report(latencies: dict[str, list[float]], unacked: dict[str, int], answers: list[float],
+           args: argparse.Namespace) -> None:
+    stats = {name: {"p50": percentile(values, 0.50), "p99": percentile(values, 0.99), "max": max(values),
+                    "mean": statistics.fmean(values)} for name, values in latencies.items()}
+    bare, full = stats["bare discord.py"], stats["imagine"]
+    print(f"Discord ack latency: {args.commands} /imagine INTERACTION_CREATEs at once, {args.rounds} rounds per "
+          f"variant ({len(latencies['imagine'])} defers each), engine {args.size}² in the background, "
+          f"moderation {'rules only' if args.rules_only else 'rules + embedding model'}")
+    print(f"  {'variant':<24} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'unacked':>8}")
+    for name, values in stats.items():
+        print(f"  {name:<24} {values['p50']:9.1f} {values['p99']:9.1f} {values['max']:9.1f} {unacked[name]:8d}")
+    print(f"  {'imagine / bare':<24} {full['p50'] / bare['p50']:9.2f} {full['p99'] / bare['p99']:9.2f}")
+    within = sum(ms < DISCORD_DEADLINE_MS for ms in latencies["imagine"]) / max(1, len(latencies["imagine"]))
+    print(f"  imagine defers within Discord's 3 s: {within:.1%}")
+    print(f"  imagine status shown (queued, position N): p50 {percentile(answers, 0.5):.0f} ms, "
+          f"p99 {percentile(answers, 0.99):.0f} ms, {len(answers)} of {len(latencies['imagine'])}")
+    print(json.dumps({
+        "commands_at_once": args.commands, "rounds": args.rounds, "rules_only": args.rules_only,
+        "bare_p50_ms": round(bare["p50"], 1), "bare_p99_ms": round(bare["p99"], 1),
+        "imagine_p50_ms": round(full["p50"], 1), "imagine_p99_ms": round(full["p99"], 1),
+        "imagine_max_ms": round(full["max"], 1),
+        "p50_ratio": round(full["p50"] / bare["p50"], 3), "p99_ratio": round(full["p99"] / bare["p99"], 3),
+        "imagine_within_3s": round(within, 4), "unacked": unacked["imagine"] + unacked["bare discord.py"],
+        "imagine_status_p50_ms": round(percentile(answers, 0.5), 1),
+        "imagine_status_p99_ms": round(percentile(answers, 0.99), 1),
+    }))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=200, help="commands dispatched at once (default 200)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per variant (default 3)")
+    parser.add_argument("--size", type=int, default=256, help="image side the engine renders meanwhile")
+    parser.add_argument("--model", default="builtin:tiny")
+    parser.add_argument("--rules-only", action="store_true",
+                        help="prompt moderation without the embedding model (to see what the model costs)")
+    parser.add_argument("--stand-in", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stand_in:
+        asyncio.run(stand_in_discord())
+    else:
+        started = time.perf_counter()
+        asyncio.run(run(args))
+        print(f"(bench took {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
