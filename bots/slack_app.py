@@ -25,6 +25,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -47,6 +48,9 @@ BUTTON_ACTIONS = re.compile(r"^imagine:")
 TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
 SIGNATURE_HEADER = "X-Slack-Signature"
 RATE_LIMIT_RETRIES = 3
+AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+                         "not_allowed_token_type"})
+"""Web API answers that mean a token is wrong (not that Slack is having a bad moment)."""
 NOT_STORED = ("token",)
 """Payload fields never written to disk: Slack's legacy verification token."""
 
@@ -78,6 +82,12 @@ def request_key(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _raise_if_rejected(error: SlackApiError, key: str, variable: str) -> None:
+    code = str(error.response.get("error", ""))
+    if code in AUTH_ERRORS:
+        raise ConfigError(f"Slack rejected {key} ({code}): check {variable}") from None
+
+
 class SlackAdapter:
     """With `slack.port = 0` the bound port is in `adapter.port` after start()."""
 
@@ -102,7 +112,8 @@ class SlackAdapter:
         handler = SlackRequestHandler(self.client, conversation, self.moderators, moderator_check)
         self.intake = Intake(settings.store.url, PLATFORM, handler)
         self.app = self._build_app()
-        self._verifier = SignatureVerifier(self.config.signing_secret)
+        # Only HTTP requests are signed (Socket Mode needs no signing secret, and SignatureVerifier refuses "").
+        self._verifier = SignatureVerifier(self.config.signing_secret) if self.config.mode == "http" else None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -115,9 +126,12 @@ class SlackAdapter:
         # One pooled HTTP session for every Web API call (without it slack_sdk opens one per request).
         self._session = aiohttp.ClientSession()
         self.client.session = self._session
+        await self._check_bot_token()
         await self.intake.open()
         if self.config.mode == "socket":
             self._socket = AsyncSocketModeHandler(self.app, self.config.app_token, web_client=self.client)
+            # The handler would retry a rejected app token forever: ask for the socket URL ourselves first.
+            self._socket.client.wss_uri = await self._socket_url()
             await self._socket.connect_async()
             log.info("Slack adapter connected over Socket Mode")
             return
@@ -143,6 +157,23 @@ class SlackAdapter:
             await self._session.close()
             self._session = None
 
+    async def _check_bot_token(self) -> None:
+        try:
+            await self.client.auth_test()
+        except SlackApiError as error:
+            _raise_if_rejected(error, "slack.bot_token", "IMAGINE_SLACK__BOT_TOKEN")
+            log.warning("could not check the Slack bot token (%s); going on", error.response.get("error"))
+        except aiohttp.ClientError as error:  # Slack unreachable right now: requests will tell
+            log.warning("could not reach Slack to check the bot token (%r); going on", error)
+
+    async def _socket_url(self) -> str:
+        try:
+            response = await self.client.apps_connections_open(app_token=self.config.app_token)
+        except SlackApiError as error:
+            _raise_if_rejected(error, "slack.app_token", "IMAGINE_SLACK__APP_TOKEN")
+            raise
+        return str(response["url"])
+
     # ---- what the conversation layer calls -------------------------------------------------------------------
 
     def replier_for(self, context: dict[str, Any]) -> SlackReplier:
@@ -164,6 +195,8 @@ class SlackAdapter:
         return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
 
     def _signed_by_slack(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        if self._verifier is None:
+            return False
         try:
             return self._verifier.is_valid(body, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER))
         except ValueError:  # a timestamp that is not a number, a body that is not UTF-8

@@ -197,6 +197,9 @@ class SlackStandIn:
             InjectedFailure(status=status, retry_after=retry_after, error=error, times=times)
         )
 
+    def clear_failures(self) -> None:
+        self._failures.clear()
+
     async def wait_for(self, predicate: Callable[[], Any], within: float = 30.0) -> Any:
         """Wait until `predicate()` is truthy (re-checked after every request and socket message)."""
         async with self._changed:
