@@ -45,6 +45,11 @@ CREATE INDEX IF NOT EXISTS intake_pending ON intake (platform, done_at);
 """
 
 
+class Deferred(Exception):
+    """Raised by a handler that cannot take the request now (the service is stopping): it stays stored and is
+    handed over again at the next `open()`."""
+
+
 @dataclass(frozen=True)
 class IntakeEntry:
     key: str
@@ -116,6 +121,9 @@ class Intake:
             await self._handler(entry)
         except asyncio.CancelledError:
             raise  # shutting down: stays pending, handed over again after the restart
+        except Deferred:
+            log.info("%s request %s deferred to the next start", self._platform, entry.key)
+            return
         except Exception:  # the handler answers the user itself; a failure here must not retry forever
             log.exception("handling %s request %s failed", self._platform, entry.key)
         await self._run(self._mark, entry.key, "done_at")

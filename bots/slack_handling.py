@@ -15,10 +15,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots import messages
 from bots.buttons import Action, BadButton, parse_button
 from bots.conversation import Conversation, ImagineCommand
-from bots.intake import IntakeEntry
+from bots.intake import Deferred, IntakeEntry
 from bots.slack_moderators import ModeratorCheck
 from bots.slack_replies import SlackModerators, SlackPlace, SlackReplier
 from bots.slack_text import BadOptions, parse_prompt_text
+from engine.engine import EngineState
 from engine.requests import Requester
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class SlackRequestHandler:
         self.is_moderator = is_moderator
 
     async def __call__(self, entry: IntakeEntry) -> None:
+        if self.conversation.engine.state is not EngineState.RUNNING:
+            raise Deferred("the engine is not taking work: keep the request for the next start")
         if entry.replayed and await self._submitted_before(entry.key):
             log.info("request %s already became a job before the restart", entry.key)
             return

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.intake import Intake, IntakeEntry
+from bots.intake import Deferred, Intake, IntakeEntry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,3 +95,23 @@ async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_p
     await later.settled()
     await later.close()
     assert calls == ["slack:command:t1", "slack:command:t1"]
+
+
+async def test_a_deferred_request_is_kept_for_the_next_start(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+
+    async def stopping(entry: IntakeEntry) -> None:
+        raise Deferred("not now")
+
+    first = Intake(url, "slack", stopping)
+    await first.open()
+    await first.receive("command:t1", "command", {"text": "later"})
+    await first.settled()
+    await first.close()
+
+    handler = Recorder()
+    second = Intake(url, "slack", handler)
+    await second.open()
+    await second.settled()
+    await second.close()
+    assert [(e.key, e.payload) for e in handler.entries] == [("slack:command:t1", {"text": "later"})]

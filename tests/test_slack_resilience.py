@@ -165,3 +165,24 @@ def _forget_handled(settings: Settings) -> None:
     with closing(sqlite3.connect(sqlite_path(settings.store.url))) as db:
         assert db.execute("UPDATE intake SET done_at = NULL").rowcount == 1
         db.commit()
+
+
+async def test_a_request_acknowledged_while_the_service_stops_is_handled_after_the_restart(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    async with SlackStandIn() as standin:
+        settings = slack_settings(tmp_path, tiny_model_dir, standin)
+        rig = await start_rig(settings, standin)
+        await rig.engine.shutdown(drain=True)  # `imagine serve` drains the engine before closing the adapters
+        response = await rig.sender.post(rig.sender.slash_command("a fox at closing time", channel_id="CLATE"))
+        assert response.status == 200
+        await rig.settled()
+        await rig.stop()
+        assert standin.ephemerals == [] and standin.messages == {}  # not refused: kept for the next start
+
+        again = await start_rig(settings, standin)
+        try:
+            (upload,) = await again.uploads(1)
+            await again.message_saying(messages.DONE)
+        finally:
+            await again.stop()
+        assert (upload.channel_id, len(standin.completed)) == ("CLATE", 1)
