@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,9 @@ class NormalizePolicy:
     allow_phrases: tuple[str, ...]
     """Innocent phrases that contain a listed word ("pussy willow"); blanked out before term matching."""
     max_minor_age: int
+    embedding_masks: Mapping[str, str] = field(default_factory=dict)
+    """Category -> phrase that replaces its matches in the text the embedding model sees: names carry so much
+    weight that "Taylor Swift pleasuring herself" scores far lower than "a person pleasuring herself"."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ def _parse(data: Mapping[str, Any], source: str) -> ModerationPolicy:
         for name, table in _table(reader, data, "categories").items()
     )
     known_cues = {category.name for category in categories}
+    unknown_masks = [name for name in normalize.embedding_masks if name not in known_cues]
+    if unknown_masks:
+        raise reader.fail("normalize.embedding_masks", f"unknown categor(ies) {', '.join(unknown_masks)}")
     semantic = tuple(
         _parse_semantic(reader, name, table)
         for name, table in _table(reader, data, "semantic", required=False).items()
@@ -178,6 +184,10 @@ def _parse_normalize(reader: _Reader, table: Mapping[str, Any]) -> NormalizePoli
         for source, target in mapping.items():
             if len(source) != 1 or not isinstance(target, str) or len(target) != 1:
                 raise reader.fail(f"{where}.{key}", f"entries map one character to one letter, got {source!r}")
+    masks = reader.get(table, "embedding_masks", dict, default={}, where=where)
+    for name, phrase in masks.items():
+        if not isinstance(phrase, str):
+            raise reader.fail(f"{where}.embedding_masks", f"{name} must map to a phrase, got {phrase!r}")
     max_age = reader.get(table, "max_minor_age", int, where=where)
     if not 1 <= max_age <= 30:
         raise reader.fail(f"{where}.max_minor_age", f"must be between 1 and 30, got {max_age}")
@@ -186,6 +196,7 @@ def _parse_normalize(reader: _Reader, table: Mapping[str, Any]) -> NormalizePoli
         leet_alternatives=dict(alternatives),
         allow_phrases=reader.strings(table, "allow_phrases", where=where, default=[]),
         max_minor_age=max_age,
+        embedding_masks=dict(masks),
     )
 
 

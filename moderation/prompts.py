@@ -83,7 +83,7 @@ class PromptModerator:
         """Judge many prompts; the embedding model sees them in one batch (fast for `imagine moderate -`)."""
         texts = [self._normalize(prompt) for prompt in prompts]
         if self.semantic is not None:
-            all_scores = self.semantic.scores_many([text.readable for text in texts])
+            all_scores = self.semantic.scores_many([self._terms.mask(text.readable) for text in texts])
         else:
             all_scores = [{} for _ in texts]
         return [self._judge(text, scores) for text, scores in zip(texts, all_scores, strict=True)]

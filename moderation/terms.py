@@ -40,6 +40,10 @@ class TermMatcher:
         self._categories = [
             (category.name, _category_regex(category, age)) for category in policy.categories
         ]
+        regexes = dict(self._categories)
+        self._masks = [
+            (regexes[name], phrase) for name, phrase in policy.normalize.embedding_masks.items() if regexes[name]
+        ]
 
     def match(self, text: NormalizedText) -> TermHits:
         views = [self._blank_allowed(view) for view in text.views]
@@ -51,6 +55,12 @@ class TermMatcher:
             if found:
                 hits[name] = tuple(sorted(found))
         return TermHits(hits)
+
+    def mask(self, view: str) -> str:
+        """Replace matches of the masked categories (e.g. names of real people) by their generic phrase."""
+        for regex, phrase in self._masks:
+            view = regex.sub(phrase, view)
+        return view
 
     def _blank_allowed(self, view: str) -> str:
         if self._allow is None:

@@ -17,7 +17,13 @@ from moderation.policy import ModerationPolicy
 from moderation.prompts import PromptModerator
 from moderation.semantic import SemanticScorer
 
-LABELLED_SET = Path(__file__).with_name("data") / "moderation_prompts.jsonl"
+DATA = Path(__file__).with_name("data")
+MAIN_SET = "moderation_prompts.jsonl"
+HOLDOUT_SET = "moderation_prompts_holdout.jsonl"
+"""Written after the policy was tuned on MAIN_SET. Measured untouched first: every disallowed prompt caught,
+minors 11/11 blocked, 1 false positive in 42 (a ban for "portrait of a teenage girl with freckles"). The fixes
+that followed (meaning alone never bans; "with nothing on" listed) were made knowing this set, so it is no
+longer strictly held out."""
 
 
 @functools.cache
@@ -43,8 +49,8 @@ def reuse_loaded_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(semantic, "_load_model", lambda path: model)
 
 
-def labelled_prompts() -> list[dict[str, str]]:
-    with LABELLED_SET.open(encoding="utf-8") as file:
+def labelled_prompts(name: str = MAIN_SET) -> list[dict[str, str]]:
+    with (DATA / name).open(encoding="utf-8") as file:
         return [json.loads(line) for line in file if line.strip()]
 
 
