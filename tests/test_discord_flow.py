@@ -4,6 +4,7 @@ pipeline), and the stand-in Discord recording every request."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import discord
@@ -117,3 +118,28 @@ async def test_a_plain_dm_text_is_a_prompt(rig: DiscordRig, standin: DiscordStan
     assert posts[-1].files and posts[-1].json["nonce"] and posts[-1].json["enforce_nonce"] is True
     assert len([p for p in posts if p.files]) == 1
     assert standin.requests_to("PATCH", rf"/channels/{channel}/messages/\d+")
+
+
+async def test_bad_input_is_refused_privately_and_queues_nothing(rig: DiscordRig, standin: DiscordStandIn) -> None:
+    command = await standin.send_command(standin.make_user("dan"), {"prompt": "a cat", "aspect": "50:1"})
+    refusal = await rig.message_saying("aspect must be between 1:4 and 4:1")
+    assert refusal.ephemeral and standin.messages[str(command.original_message_id)].deleted
+    assert rig.engine.pipeline_calls == 0 and standin.messages_with_files() == []
+
+
+async def test_the_server_allow_list_refuses_other_servers_but_not_dms(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    settings = discord_settings(tmp_path, tiny_model_dir, standin)
+    settings = replace(settings, discord=replace(settings.discord, guild_ids=[12345]))
+    rig = await start_rig(settings, standin)
+    try:
+        eve = standin.make_user("eve")
+        await standin.send_command(eve, {"prompt": "a quiet pond"})
+        refusal = await rig.message_saying(messages.DISCORD_SERVER_NOT_ENABLED)
+        await standin.send_command(eve, {"prompt": "a quiet pond"}, in_guild=False)
+        (images,) = await rig.images_messages()
+    finally:
+        await rig.stop()
+    assert refusal.ephemeral and refusal.payload["channel_id"] == standin.channel_id
+    assert images.payload["channel_id"] == standin.dm_channel_id(eve)

@@ -140,3 +140,28 @@ async def test_an_image_filter_hit_shows_moderators_the_blurred_images(
     assert released.files[0].data != delivered.files[0].data  # the originals, not the blurred copies
     with Image.open(io.BytesIO(released.files[0].data)) as image:
         assert image.format == "JPEG"
+
+
+async def test_a_review_decided_after_a_restart_updates_the_old_post(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    """The new process has never seen the review post: the button still works (its id says what to do), and the
+    post is found again in the moderator channel's history to be updated."""
+    settings = moderated_settings(tmp_path, tiny_model_dir, standin)
+    first = await start_rig(settings, standin, moderated=True)
+    try:
+        frank, mod = standin.make_user("frank"), standin.make_user("mod")
+        await standin.send_command(frank, {"prompt": "Elmo holding a bloody knife"})
+        post = await review_post(first)
+    finally:
+        await first.stop()
+
+    second = await start_rig(settings, standin, moderated=True)
+    try:
+        await standin.click(post.id, post.custom_ids[0], mod, role_ids=[standin.moderator_role.id])
+        (images,) = await second.images_messages()
+        await standin.wait_until(lambda: standin.messages[post.id].content.startswith("✅ Approved"))
+    finally:
+        await second.stop()
+    assert standin.messages[post.id].custom_ids == [] and images.payload["channel_id"] == standin.channel_id
+    assert standin.requests_to("GET", rf"/channels/{standin.moderator_channel_id}/messages")  # the history scan

@@ -15,9 +15,10 @@ from bots import messages
 from bots.conversation import Conversation
 from bots.discord_bot import DiscordAdapter, DiscordStartError
 from engine.engine import Engine
+from tests.conftest import NetworkGuardError
 from tests.discord_harness import FakeClock, discord_settings, start_rig
 from tests.standins.discord_server import DiscordStandIn
-from tests.support import gated_runner
+from tests.support import gated_runner, make_settings
 
 pytestmark = pytest.mark.timeout(240)
 WEBHOOK = r"/webhooks/\d+/[^/]+"
@@ -176,3 +177,16 @@ async def test_a_bad_token_is_a_clear_start_error(tmp_path: Path, tiny_model_dir
     assert "IMAGINE_DISCORD__TOKEN" in message and "401" in message and "not-the-token" not in message
     assert discord.http.Route.BASE == library_base
     assert standin.gateway_log == []  # it never got as far as the gateway
+
+
+async def test_the_default_api_base_is_discord_com_and_the_loopback_guard_stops_it(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Proof that discord.api_base drives discord.py: left at its default, the adapter reaches for discord.com."""
+    settings = make_settings(tmp_path, tiny_model_dir)
+    settings = replace(settings, discord=replace(settings.discord, token="a-token"))
+    library_base = discord.http.Route.BASE
+    adapter = DiscordAdapter(settings, Conversation(settings, Engine(settings)))
+    with pytest.raises(NetworkGuardError, match="discord.com"):
+        await adapter.start()
+    assert discord.http.Route.BASE == library_base
