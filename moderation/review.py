@@ -10,7 +10,7 @@ States: pending -> approved | rejected | expired. Deciding an item that is alrea
 an unknown id raises `ReviewItemNotFound`. Because `imagine review approve ID` may run in another process than
 `imagine serve`, a decision only changes the row; the serving process calls `claim_decided()` (or
 `claim_approved()` / `claim_rejected()`), which atomically hands each decided item to exactly one caller,
-once. Pending items past their expiry become `expired` on the next claim or `expire_due()` call, and are
+once (pass `platforms=` to claim only items whose requester that process can reach). Pending items past their expiry become `expired` on the next claim or `expire_due()` call, and are
 handed out by `claim_decided()` too, so that the requester hears that nobody looked in time.
 The whole request is kept (engine.serialize), including the adapter's opaque `delivery` context.
 """
@@ -118,9 +118,11 @@ class ReviewQueue:
         """Mark pending items past their expiry as expired; returns how many."""
         return await self._db.run(self._expire_due)
 
-    async def claim_decided(self, states: Sequence[ReviewState] = DECIDED) -> list[ReviewItem]:
-        """Hand over decided items not yet handed to anyone, each exactly once (across processes)."""
-        return await self._db.run(self._claim, tuple(states))
+    async def claim_decided(self, states: Sequence[ReviewState] = DECIDED,
+                            platforms: Sequence[str] | None = None) -> list[ReviewItem]:
+        """Hand over decided items not yet handed to anyone, each exactly once (across processes). With
+        `platforms`, only items whose requester is on one of them (a process claims only what it can deliver)."""
+        return await self._db.run(self._claim, tuple(states), None if platforms is None else tuple(platforms))
 
     async def claim_approved(self) -> list[ReviewItem]:
         return await self.claim_decided((ReviewState.APPROVED,))
@@ -181,17 +183,18 @@ class ReviewQueue:
             (ReviewState.EXPIRED.value, SYSTEM, now, ReviewState.PENDING.value, now),
         ).rowcount
 
-    def _claim(self, db: sqlite3.Connection, states: tuple[ReviewState, ...]) -> list[ReviewItem]:
+    def _claim(self, db: sqlite3.Connection, states: tuple[ReviewState, ...],
+               platforms: tuple[str, ...] | None) -> list[ReviewItem]:
         now = self._db.clock()
         token = new_id(8)
-        marks = ", ".join("?" for _ in states)
+        where = f"claim_token IS NULL AND state IN ({', '.join('?' for _ in states)})"
+        params: list[object] = [s.value for s in states]
+        if platforms is not None:
+            where += f" AND platform IN ({', '.join('?' for _ in platforms)})" if platforms else " AND 1 = 0"
+            params += platforms
         with transaction(db):
             self._expire(db, now)
-            db.execute(
-                f"UPDATE review_items SET claim_token = ?, claimed_at = ? WHERE claim_token IS NULL"
-                f" AND state IN ({marks})",
-                (token, now, *(s.value for s in states)),
-            )
+            db.execute(f"UPDATE review_items SET claim_token = ?, claimed_at = ? WHERE {where}", (token, now, *params))
             rows = db.execute(
                 f"SELECT {COLUMNS} FROM review_items WHERE claim_token = ? ORDER BY decided_at, id", (token,)
             ).fetchall()

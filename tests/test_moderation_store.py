@@ -151,6 +151,17 @@ async def test_state_machine_rejects_misuse(db: ModerationDatabase, clock: Manua
     assert (await queue.get(first.id)).decided_by == "discord:999"  # the refused attempt changed nothing
 
 
+async def test_a_process_claims_only_the_platforms_it_serves(db: ModerationDatabase) -> None:
+    queue = ReviewQueue(db, expiry_s=900)
+    on_discord = await queue.submit(request(), HELD)
+    on_slack = await queue.submit(request(requester=Requester(platform="slack", user_id="U1")), HELD)
+    for item in (on_discord, on_slack):
+        await queue.approve(item.id, "cli:root")
+    assert await queue.claim_decided(platforms=[]) == []
+    assert [i.id for i in await queue.claim_decided(platforms=["slack", "web"])] == [on_slack.id]
+    assert [i.id for i in await queue.claim_decided()] == [on_discord.id]
+
+
 async def test_expired_items_are_handed_out_so_the_requester_hears(db: ModerationDatabase,
                                                                     clock: ManualClock) -> None:
     queue = ReviewQueue(db, expiry_s=900)
