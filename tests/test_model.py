@@ -17,6 +17,7 @@ from engine.model import (
     TINY_MODEL_FOLDER,
     ModelUnavailable,
     choose_device,
+    cpu_threads,
     load_model,
     model_name,
     resolve_model,
@@ -178,6 +179,21 @@ def test_an_unavailable_device_is_refused_and_auto_picks_what_exists() -> None:
         with pytest.raises(ModelUnavailable, match="IMAGINE_ENGINE__DEVICE"):
             choose_device("cuda", "auto")
     assert choose_device("cpu", "bfloat16") == (torch.device("cpu"), torch.bfloat16)
+
+
+@pytest.mark.parametrize(("load", "expected"), [(0.0, 2), (0.3, 2), (0.8, 1), (5.0, 1)])
+def test_cpu_threads_use_the_cores_other_work_leaves_idle(load: float, expected: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert cpu_threads() == expected
+
+
+def test_cpu_threads_leave_an_explicit_omp_setting_alone(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr("os.getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert cpu_threads() == torch.get_num_threads()
 
 
 def test_loaded_model_reports_what_it_is(tiny, tiny_model_dir: Path) -> None:  # type: ignore[no-untyped-def]
