@@ -99,6 +99,8 @@ def measure_marked(samples: list[tuple[str, Image.Image]], quality: int) -> dict
             sync[attack].append(found.sync_score if found else 0.0)
             if not detected[attack][-1]:
                 print(f"  missed: {name} after {attack}", file=sys.stderr)
+        if (index + 1) % 10 == 0:
+            print(f"  {index + 1}/{len(samples)} marked images checked", file=sys.stderr)
     return {"detected": detected, "sync": sync, "times": times, "psnr": psnr}
 
 
@@ -113,6 +115,8 @@ def measure_unmarked(count: int, tiny: list[Image.Image]) -> dict[str, object]:
         # detect() can only fire where some period passes the sync test: skip the second pass elsewhere
         if peak >= watermark.SYNC_THRESHOLD and watermark.detect(image) is not None:
             false_positives += 1
+        if checked % 100 == 0:
+            print(f"  {checked} unmarked images checked", file=sys.stderr)
     return {"checked": checked, "false_positives": false_positives, "max_sync": max(peaks, default=0.0)}
 
 

@@ -161,3 +161,11 @@ async def test_engine_output_verifies_to_its_job(tmp_path: Path, tiny_model_dir:
         store.close()
     assert report.watermark_found, "the tiny model's image lost its mark after crop + resize + JPEG 60"
     assert (report.job_id, report.image_index) == (result.job_id, 0)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "CMYK", "I;16"])
+def test_flat_images_in_any_mode_are_checked_without_errors(mode: str) -> None:
+    buffer = io.BytesIO()
+    Image.new(mode, (320, 240)).save(buffer, format="JPEG" if mode == "CMYK" else "PNG")
+    report = verify_image(buffer.getvalue())
+    assert report.readable and not report.watermark_found and not report.metadata_found

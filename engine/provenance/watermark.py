@@ -180,7 +180,7 @@ def _autocorrelation_periods(residual: np.ndarray, peaks: int = 2) -> list[float
     """A periodic mark puts lines in the power spectrum and peaks at its period (or a multiple) in the
     autocorrelation. Flattening the spectrum first keeps the lines and drops the image's smooth spectrum."""
     power = np.abs(fft.rfft2(residual)) ** 2
-    flattened = power / (cv2.blur(power, (9, 9)) + 1e-6 * float(power.mean()))
+    flattened = power / (cv2.blur(power, (9, 9)) + 1e-6 * float(power.mean()) + 1e-12)
     autocorrelation = fft.irfft2(flattened, s=residual.shape)
     longest = min(residual.shape) // 2
     profile = autocorrelation[0, :longest] + autocorrelation[:longest, 0]
