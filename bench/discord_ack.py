@@ -63,7 +63,7 @@ async def stand_in_discord() -> None:
                 return
             if "wait_sessions" in order:
                 wanted = int(order["wait_sessions"])
-                await standin.wait_until(lambda: standin.session_count >= wanted, 120)  # noqa: B023
+                await standin.wait_until(lambda: standin.gateway.session_count >= wanted, 120)  # noqa: B023
                 print(json.dumps({"ok": True}), flush=True)
                 continue
             print(json.dumps(await fire(standin, order)), flush=True)
@@ -71,7 +71,7 @@ async def stand_in_discord() -> None:
 
 async def fire(standin: Any, order: dict[str, Any]) -> dict[str, Any]:
     """Dispatch `count` /imagine commands at once to one bot's session; wait for every defer callback."""
-    standin.select_session(order["session"])
+    standin.gateway.select_session(order["session"])
     users = [standin.make_user(f"{order['prefix']}{i:04d}") for i in range(order["count"])]
     records = await asyncio.gather(*(
         standin.send_command(user, {"prompt": f"a lighthouse at dawn, take {i}"}) for i, user in enumerate(users)

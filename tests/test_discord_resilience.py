@@ -107,10 +107,10 @@ async def test_a_gateway_reconnect_mid_job_resumes_and_loses_nothing(
     try:
         await standin.send_command(standin.make_user("frank"), {"prompt": "before the drop"})
         await gate.wait_reached()
-        await standin.drop_connection()
+        await standin.gateway.drop_connection()
         during = await standin.send_command(standin.make_user("grace"), {"prompt": "sent during the drop"})
         await standin.wait_until(lambda: standin.resume_count == 1, what="a RESUME")
-        await standin.request_reconnect()  # and once more, asked by the server (op 7)
+        await standin.gateway.request_reconnect()  # and once more, asked by the server (op 7)
         await standin.wait_until(lambda: standin.resume_count == 2, what="a second RESUME")
         gate.release()
         await rig.images_messages(2)

@@ -110,12 +110,12 @@ async def test_first_followup_after_defer_replaces_the_thinking_message(
 
 async def test_reconnect_and_resume_replays_missed_events(standin: DiscordStandIn, probe: _Probe) -> None:
     carol = standin.make_user("carol")
-    await standin.request_reconnect()
+    await standin.gateway.request_reconnect()
     await standin.send_dm(carol, "sent while reconnecting")
     assert await asyncio.wait_for(probe.dms.get(), 10) == "sent while reconnecting"
     await standin.wait_until(lambda: standin.resume_count == 1, what="RESUME after op 7")
 
-    await standin.drop_connection()
+    await standin.gateway.drop_connection()
     await standin.send_dm(carol, "sent while dropped")
     assert await asyncio.wait_for(probe.dms.get(), 10) == "sent while dropped"
     await standin.wait_until(lambda: standin.resume_count == 2, what="RESUME after a dropped socket")

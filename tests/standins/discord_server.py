@@ -4,7 +4,7 @@ commands, receive interactions and messages, answer them, post files and reconne
 It records every REST request (method, path, query, headers, JSON, multipart parts with their bytes) and keeps
 the messages it holds, so tests can assert on what a user would see. Tests inject gateway events
 (`send_command`, `click`, `send_dm`), failures (`fail_next`: 429 with rate-limit headers, 500, optionally after
-the request took effect), gateway reconnects (`request_reconnect`, `drop_connection`) and token expiry
+the request took effect), gateway reconnects (`gateway.request_reconnect`, `gateway.drop_connection`) and token expiry
 (`expire_interaction_tokens`). Behaviour modelled on the real API where a bot can get it wrong:
 - the first followup after a deferred response edits the deferred "thinking" message and keeps its flags
   (an ephemeral flag on it is ignored), later followups are new messages;
@@ -20,13 +20,13 @@ import logging
 import re
 import secrets
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from tests.standins.discord_gateway import Gateway
 from tests.standins.discord_payloads import (
     APPLICATION_COMMAND,
     CALLBACK_DEFERRED_MESSAGE,
@@ -55,8 +55,6 @@ T = TypeVar("T")
 
 API_PREFIX = "/api/v10"
 INTERACTION_TOKEN_LIFETIME_S = 15 * 60
-OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME, OP_RECONNECT = 0, 1, 2, 6, 7
-OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 9, 10, 11
 
 
 @dataclass(frozen=True)
@@ -147,38 +145,6 @@ class _Failure:
     uploads_only: bool
 
 
-class _Connection:
-    """One gateway websocket; with compress=zlib-stream every message is one Z_SYNC_FLUSHed chunk of a single
-    zlib stream that lives as long as the connection."""
-
-    def __init__(self, ws: web.WebSocketResponse, compress: bool, path: str) -> None:
-        self.ws = ws
-        self.path = path
-        self._compressor = zlib.compressobj() if compress else None
-        self._lock = asyncio.Lock()
-
-    async def send(self, message: dict[str, Any], on_send: Callable[[], None] | None = None) -> None:
-        text = json.dumps(message)
-        async with self._lock:
-            if self.ws.closed:
-                return
-            if on_send is not None:
-                on_send()
-            if self._compressor is None:
-                await self.ws.send_str(text)
-            else:
-                data = self._compressor.compress(text.encode()) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
-                await self.ws.send_bytes(data)
-
-
-@dataclass
-class _Session:
-    session_id: str
-    seq: int = 0
-    backlog: list[dict[str, Any]] = field(default_factory=list)
-    connection: _Connection | None = None
-
-
 def _json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     # Exactly application/json: discord.py's json_or_text() only parses that content type.
     all_headers = {"Content-Type": "application/json", **(headers or {})}
@@ -220,15 +186,11 @@ class DiscordStandIn:
         self.interactions: dict[str, InteractionRecord] = {}
         self.synced_commands: list[dict[str, Any]] = []
         self.forbidden_channel_ids: set[str] = set()
-        self.gateway_log: list[tuple[str, Any]] = []
         self._dm_channels: dict[str, tuple[str, User]] = {}  # user id -> (channel id, user)
         self._nonces: dict[tuple[str, str], str] = {}
         self._failures: list[_Failure] = []
-        self._sessions: list[_Session] = []
-        self._session: _Session | None = None
-        """The session events go to: the latest to identify, or the one `select_session` chose."""
-        self._connections: list[_Connection] = []
         self._changed = asyncio.Event()
+        self.gateway = Gateway(token, heartbeat_interval_ms, self._welcome, self._notify)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -243,8 +205,8 @@ class DiscordStandIn:
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._record_middleware], client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/gateway", self._gateway)
-        app.router.add_get("/resume", self._gateway)
+        app.router.add_get("/gateway", self.gateway.handle)
+        app.router.add_get("/resume", self.gateway.handle)  # the resume_gateway_url READY hands out
         api = API_PREFIX
         routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
             ("GET", "/users/@me", self._get_me),
@@ -272,8 +234,7 @@ class DiscordStandIn:
         self.port = self._runner.addresses[0][1]
 
     async def close(self) -> None:
-        for connection in list(self._connections):
-            await connection.ws.close(code=1001)
+        await self.gateway.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -333,20 +294,16 @@ class DiscordStandIn:
         return User(id=self.snowflake(), username=name)
 
     @property
+    def gateway_log(self) -> list[tuple[str, Any]]:
+        return self.gateway.log
+
+    @property
     def identify_count(self) -> int:
-        return sum(1 for kind, _ in self.gateway_log if kind == "identify")
+        return self.gateway.identify_count
 
     @property
     def resume_count(self) -> int:
-        return sum(1 for kind, _ in self.gateway_log if kind == "resumed")
-
-    @property
-    def session_count(self) -> int:
-        return len(self._sessions)
-
-    @property
-    def ready(self) -> bool:
-        return self._session is not None and self._session.connection is not None
+        return self.gateway.resume_count
 
     # ------------------------------------------------------------------ injecting
 
@@ -375,16 +332,6 @@ class DiscordStandIn:
         """Every interaction token issued so far is now older than 15 minutes."""
         for record in self.interactions.values():
             record.expired = True
-
-    async def request_reconnect(self) -> None:
-        """Send op 7 RECONNECT: the client must reconnect and RESUME."""
-        connection = self._current_connection()
-        await connection.send({"op": OP_RECONNECT, "d": None})
-
-    async def drop_connection(self, code: int = 4000) -> None:
-        """Close the gateway socket from the server side with a resumable close code."""
-        connection = self._current_connection()
-        await connection.ws.close(code=code)
 
     async def send_command(
         self,
@@ -433,7 +380,7 @@ class DiscordStandIn:
             message_id=self.snowflake(), channel_id=channel_id, author=user, content=content
         )
         self.messages[message["id"]] = StoredMessage(message)
-        await self.dispatch("MESSAGE_CREATE", message)
+        await self.gateway.dispatch("MESSAGE_CREATE", message)
         return str(message["id"])
 
     async def _send_interaction(
@@ -480,106 +427,22 @@ class DiscordStandIn:
         def stamp() -> None:
             record.sent_at = time.perf_counter()
 
-        await self.dispatch("INTERACTION_CREATE", record.payload, on_send=stamp)
+        await self.gateway.dispatch("INTERACTION_CREATE", record.payload, on_send=stamp)
         return record
 
-    async def dispatch(
-        self,
-        event: str,
-        data: dict[str, Any],
-        *,
-        session: _Session | None = None,
-        on_send: Callable[[], None] | None = None,
-    ) -> None:
-        """Send a DISPATCH to a session (default: the current one); kept in its backlog for a RESUME."""
-        session = session or self._session
-        if session is None:
-            raise AssertionError("no gateway session: the bot has not identified yet")
-        session.seq += 1
-        message = {"op": OP_DISPATCH, "t": event, "s": session.seq, "d": data}
-        session.backlog.append(message)
-        if session.connection is not None:
-            await session.connection.send(message, on_send)
-
-    def select_session(self, index: int) -> None:
-        """With several bots connected (a benchmark), send events to the `index`-th to identify."""
-        self._session = self._sessions[index]
-
-    def _current_connection(self) -> _Connection:
-        if self._session is None or self._session.connection is None:
-            raise AssertionError("no live gateway connection")
-        return self._session.connection
-
-    # ------------------------------------------------------------------ gateway
-
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
-        await ws.prepare(request)
-        connection = _Connection(ws, request.query.get("compress") == "zlib-stream", request.path)
-        self._connections.append(connection)
-        self.gateway_log.append(("connect", {"path": request.path, "query": dict(request.query)}))
-        self._notify()
-        try:
-            await connection.send({"op": OP_HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
-            async for frame in ws:
-                if frame.type.name != "TEXT":
-                    continue
-                await self._on_gateway_message(connection, json.loads(frame.data))
-        finally:
-            self._connections.remove(connection)
-            for session in self._sessions:
-                if session.connection is connection:
-                    session.connection = None
-            self.gateway_log.append(("disconnect", {"code": ws.close_code}))
-            self._notify()
-        return ws
-
-    async def _on_gateway_message(self, connection: _Connection, message: dict[str, Any]) -> None:
-        op, data = message.get("op"), message.get("d")
-        if op == OP_HEARTBEAT:
-            await connection.send({"op": OP_HEARTBEAT_ACK})
-        elif op == OP_IDENTIFY:
-            await self._identify(connection, data)
-        elif op == OP_RESUME:
-            await self._resume(connection, data)
-
-    async def _identify(self, connection: _Connection, data: dict[str, Any]) -> None:
-        self.gateway_log.append(("identify", {k: v for k, v in data.items() if k != "token"}))
-        if data.get("token") != self.token:
-            await connection.ws.close(code=4004, message=b"Authentication failed.")
-            return
-        session = _Session(session_id=secrets.token_hex(16), connection=connection)
-        self._sessions.append(session)
-        self._session = session
+    def _welcome(self, session_id: str) -> list[tuple[str, dict[str, Any]]]:
         ready = {
             "v": 10,
             "user": self.bot.payload(),
             "guilds": [{"id": self.guild.id, "unavailable": True}],
-            "session_id": session.session_id,
+            "session_id": session_id,
             "resume_gateway_url": f"ws://127.0.0.1:{self.port}/resume",
             "application": {"id": self.application_id, "flags": 0},
             "private_channels": [],
             "relationships": [],
             "shard": [0, 1],
         }
-        await self.dispatch("READY", ready, session=session)
-        await self.dispatch("GUILD_CREATE", self.guild.create_payload(self.bot), session=session)
-        self._notify()
-
-    async def _resume(self, connection: _Connection, data: dict[str, Any]) -> None:
-        session = next((s for s in self._sessions if s.session_id == data.get("session_id")), None)
-        if session is None or data.get("token") != self.token:
-            self.gateway_log.append(("invalid_session", None))
-            await connection.send({"op": OP_INVALID_SESSION, "d": False})
-            return
-        session.connection = connection
-        last_seen = int(data.get("seq") or 0)
-        for message in session.backlog:
-            if message["s"] > last_seen:
-                await connection.send(message)
-        await self.dispatch("RESUMED", {}, session=session)
-        self.gateway_log.append(("resumed", {"from_seq": last_seen, "path": connection.path}))
-        self._notify()
+        return [("READY", ready), ("GUILD_CREATE", self.guild.create_payload(self.bot))]
 
     # ------------------------------------------------------------------ recording, auth, failures
 
