@@ -23,6 +23,7 @@ from engine.errors import (
     NotAllowed,
     QueueFull,
 )
+from engine.postprocess import PlainJpeg
 from engine.requests import GenerationRequest, JobState, Requester, Variation
 from engine.runner import PipelineRunner
 from engine.store import open_store
@@ -69,7 +70,8 @@ async def test_four_1280_jpegs_with_their_own_seeds(tmp_path: Path, tiny_model_d
 
 
 async def test_same_seed_same_image_and_one_image_rerenders_alone(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = await started(Engine(settings))
+    # a plain encode: each job's watermark differs on purpose, and this test is about the pixels generated
+    engine = await started(Engine(settings, postprocessor=PlainJpeg()))
     try:
         first = await (await engine.submit(small("red fox", seed=7))).result()
         again = await (await engine.submit(small("red fox", seed=7))).result()
@@ -120,7 +122,7 @@ async def test_round_robin_serves_a_light_user_before_a_heavy_users_backlog(tmp_
 async def test_compatible_jobs_of_two_users_share_one_pipeline_call(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir, max_batch_images=8)
     runner, gate = gated_runner(settings)
-    engine = await started(Engine(settings, runner_factory=lambda: runner))
+    engine = await started(Engine(settings, runner_factory=lambda: runner, postprocessor=PlainJpeg()))
     try:
         blocker = await engine.submit(small("blocker", CAROL, num_images=1))
         await gate.wait_reached()
@@ -381,7 +383,7 @@ async def test_handed_back_jobs_resume_after_restart_and_results_wait_for_delive
 
 
 async def test_variations_stay_close_to_their_parent(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = await started(Engine(settings))
+    engine = await started(Engine(settings, postprocessor=PlainJpeg()))
     try:
         parent = await (await engine.submit(small("a castle", seed=300, num_images=1))).result()
         variation = await (await engine.submit(
