@@ -57,10 +57,6 @@ NOT_STORED = ("token",)
 Ack = Callable[..., Awaitable[Any]]
 
 
-def slack_configured(settings: Settings) -> bool:
-    return bool(settings.slack.bot_token)
-
-
 def check_slack_settings(config: SlackSettings) -> None:
     """Raise ConfigError naming the environment variable to set when a needed secret is missing."""
     if not config.bot_token:
