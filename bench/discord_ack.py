@@ -221,7 +221,10 @@ async def run(args: argparse.Namespace) -> None:
             for session in range(len(VARIANTS)):  # warm up: connection pools, first jobs, first models
                 await child.ask({"session": session, "count": 5, "prefix": f"w{session}-", "answers": session == 1})
             for round_number in range(args.rounds):
-                for session, name in enumerate(VARIANTS):
+                # Alternate which variant goes first: the engine renders the previous imagine round's jobs in
+                # the background, and neither variant should always be the one that runs right after it.
+                order = list(enumerate(VARIANTS))
+                for session, name in order if round_number % 2 == 0 else reversed(order):
                     result = await child.ask({"session": session, "count": args.commands,
                                               "prefix": f"r{round_number}-{session}-",
                                               "answers": name == "imagine"})
