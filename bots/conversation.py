@@ -162,6 +162,7 @@ class Conversation:
             self._followed_before_start.add(job.id)
         status = _ThrottledStatus(replier, job.request.prompt, self.progress_interval_s)
         await status.show(job.snapshot(), _cancel_button(job.id))  # where they stand, before anything else
+        await self._journal_place(job.id, replier)
         self._spawn(self._follow(job, replier, status), f"follow-{job.id}")
         return job.id
 
@@ -173,6 +174,7 @@ class Conversation:
         async for event in job.events():
             if not event.state.finished:
                 await status.show(event, cancel)
+                await self._journal_place(job.id, replier)
         if not job.state.finished:
             return  # handed back at shutdown: it resumes, and is followed again, after the restart
         if self.admission is not None:
@@ -180,6 +182,12 @@ class Conversation:
         if job.state is JobState.DONE:
             await self._deliver_record(await self._record(job.id), replier)
         await status.show(job.snapshot(), (), final=True)
+
+    async def _journal_place(self, job_id: str, replier: Replier) -> None:
+        """Keep the job's journaled delivery context in step with the replier's (see bots/replies.py)."""
+        context = getattr(replier, "context", None)
+        if isinstance(context, dict):
+            await self.engine.update_delivery(job_id, context)
 
     async def _record(self, job_id: str) -> JobRecord:
         record = await self.engine.lookup(job_id)

@@ -46,6 +46,10 @@ class Replier(Protocol):
     async def notify(self, text: str) -> None:
         """A plain message to the requester (e.g. a moderator's decision)."""
 
+    # Optional: a Replier may also expose `context: dict[str, Any]`, its current delivery context. After a status
+    # update the conversation journals it with the job when it changed (e.g. now naming the status message
+    # posted), so that after a restart `replier_for(context)` edits that message rather than posting another.
+
 
 @dataclass(frozen=True)
 class ReviewPost:

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -212,6 +213,21 @@ class Engine:
         """Finished jobs whose images nobody has confirmed delivering (e.g. the bot restarted in between)."""
         records = await self._in_store(self._store_required().in_states, [JobState.DONE])
         return [record for record in records if platform is None or record.request.requester.platform == platform]
+
+    async def update_delivery(self, job_id: str, changes: dict[str, Any]) -> None:
+        """Merge `changes` into the job's journaled delivery context (e.g. the status message an adapter just
+        posted), so that after a restart the adapter edits that message instead of posting another."""
+        job = self._jobs.get(job_id)
+        record = job.record if job is not None else await self.lookup(job_id)
+        if record is None:
+            return
+        delivery = {**record.request.delivery, **changes}
+        if delivery == record.request.delivery:
+            return
+        request = replace(record.request, delivery=delivery)
+        await self._in_store(self._store_required().set_request, job_id, request)
+        if job is not None:
+            job.record = replace(job.record, request=request)
 
     async def mark_delivered(self, job_id: str) -> None:
         await self._in_store(self._store_required().set_state, job_id, JobState.DELIVERED)

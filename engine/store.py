@@ -72,6 +72,8 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> JobRecord | None: ...
 
+    def set_request(self, job_id: str, request: GenerationRequest) -> None: ...
+
     def in_states(self, states: Sequence[JobState]) -> list[JobRecord]: ...
 
     def find_image_by_watermark(self, watermark_id: str) -> tuple[str, int] | None: ...
@@ -123,6 +125,11 @@ class SqliteJobStore:
                 "INSERT OR REPLACE INTO job_images (watermark_id, job_id, image_index) VALUES (?, ?, ?)",
                 [(image.watermark_id, job_id, image.index) for image in images if image.watermark_id],
             )
+
+    def set_request(self, job_id: str, request: GenerationRequest) -> None:
+        with self._lock:
+            self._db.execute("UPDATE jobs SET request_json = ?, updated_at = ? WHERE id = ?",
+                             (request_to_json(request), time.time(), job_id))
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:

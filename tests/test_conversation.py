@@ -250,3 +250,28 @@ async def test_after_a_restart_jobs_resume_and_results_are_delivered_exactly_onc
         await stop(engine, conversation)
     assert len(replier.deliveries) == 2
     assert Action.UPSCALE.value == "u"
+
+
+class PlacedReplier(RecordingReplier):
+    """A replier whose context names the status message once it has posted one (as the Slack adapter's does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.context: dict[str, Any] = {"channel": "c1"}
+
+    async def show_status(self, text: str, buttons: Sequence[Button] = ()) -> None:
+        self.context = {"channel": "c1", "status_message": "m-1"}
+        await super().show_status(text, buttons)
+
+
+async def test_the_status_message_is_journaled_so_a_restart_edits_it(settings) -> None:  # type: ignore[no-untyped-def]
+    engine, conversation = await running(settings)
+    replier = PlacedReplier()
+    try:
+        job_id = await conversation.imagine(command("remember where"), replier)
+        assert job_id is not None
+        record = await engine.lookup(job_id)
+        await replier.until(replier.finished_status)
+    finally:
+        await stop(engine, conversation)
+    assert record is not None and record.request.delivery == {"channel": "c1", "status_message": "m-1"}
