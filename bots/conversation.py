@@ -149,13 +149,16 @@ class Conversation:
     def _validate(self, request: GenerationRequest) -> None:
         prepare_record(request, self.settings.engine)
 
-    async def _submit(self, request: GenerationRequest, replier: Replier) -> str | None:
-        """Queue an admitted request and follow it; a refusal by the engine gives the admission slot back."""
+    async def _submit(self, request: GenerationRequest, replier: Replier, *, checked: bool = True) -> str | None:
+        """Queue an admitted request and follow it. If the engine refuses it, undo what admission counted:
+        the rate budget and queue slot of a `checked` request, or just the slot of an approved review item."""
         try:
             job = await self.engine.submit(request)
         except (QueueFull, EngineClosed, InvalidRequest) as exc:
-            if self.admission is not None:
+            if self.admission is not None and checked:
                 await self.admission.submission_failed(request.requester)
+            elif self.admission is not None:
+                await self.admission.job_finished(request.requester)
             await replier.refuse(_engine_refusal(exc))
             return None
         if self._followed_before_start is not None:
@@ -320,7 +323,7 @@ class Conversation:
             return
         async with self._decisions_lock:
             await self.admission.review.expire_due()
-            for item in await self.admission.review.claim_decided():
+            for item in await self.admission.review.claim_decided(platforms=list(self._platforms)):
                 await self._act_on_decision(item)
 
     async def _act_on_decision(self, item: ReviewItem) -> None:
@@ -342,7 +345,7 @@ class Conversation:
         await _logged(replier.notify(review_outcome_message(item)), "telling a requester about a decision")
         if approved and self.admission is not None:
             await self.admission.job_started(request.requester)
-            await self._submit(request, replier)
+            await self._submit(request, replier, checked=False)
 
     async def _release_withheld(self, job_id: str, replier: Replier) -> None:
         record = await self.engine.lookup(job_id)
