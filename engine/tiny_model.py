@@ -30,9 +30,11 @@ import logging
 import shutil
 import tempfile
 import threading
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -105,13 +107,15 @@ _TOKENIZER_CORPUS = (
 def build_tiny_model(directory: Path, architecture: TinyArchitecture = TINY_ARCHITECTURE) -> Path:
     """Write the tiny pipeline to `directory` (diffusers layout, safetensors) and return its path.
 
-    A complete tiny model already there is kept as it is (building is deterministic, so it is the same model).
-    An empty folder is replaced; anything else there is an error rather than something to overwrite.
+    A complete tiny model of this architecture already there is kept as it is (building is deterministic, so it is
+    the same model). A tiny model of another architecture (an older version of this module) or an empty folder is
+    replaced; anything else there is an error rather than something to overwrite.
     """
     target = Path(directory).expanduser().resolve()
-    if is_tiny_model(target):
+    if _read_marker(target) == _marker(architecture):
         return target
-    _check_replaceable(target)
+    if not is_tiny_model(target):
+        _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
@@ -133,13 +137,33 @@ def _check_replaceable(target: Path) -> None:
 
 
 def _move_into_place(staging: Path, target: Path) -> None:
+    outdated = target.with_name(f".{target.name}.outdated-{uuid.uuid4().hex[:8]}")
     try:
         if target.is_dir() and not any(target.iterdir()):
             target.rmdir()
+        elif is_tiny_model(target):
+            target.rename(outdated)  # a model of an older architecture: set aside, removed once replaced
         staging.rename(target)  # atomic on one filesystem: readers see no model or a whole one
     except OSError:
         if not is_tiny_model(target):  # another builder finishing first is fine; anything else is not
             raise
+    finally:
+        shutil.rmtree(outdated, ignore_errors=True)
+
+
+def _marker(architecture: TinyArchitecture) -> dict[str, Any]:
+    """What the marker file of a model of this architecture says (through JSON, so tuples read back as lists)."""
+    marker = {"name": TINY_MODEL_NAME, "weight_seed": WEIGHT_SEED, "architecture": asdict(architecture)}
+    return json.loads(json.dumps(marker))
+
+
+def _read_marker(directory: Path) -> dict[str, Any] | None:
+    if not is_tiny_model(directory):
+        return None
+    try:
+        return json.loads((directory / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _save_pipeline(folder: Path, architecture: TinyArchitecture) -> None:
@@ -160,8 +184,7 @@ def _save_pipeline(folder: Path, architecture: TinyArchitecture) -> None:
     pipeline.set_progress_bar_config(disable=True)
     disable_library_progress_bars()
     pipeline.save_pretrained(folder, safe_serialization=True)
-    marker = {"name": TINY_MODEL_NAME, "weight_seed": WEIGHT_SEED, "architecture": asdict(architecture)}
-    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    (folder / MARKER_FILE).write_text(json.dumps(_marker(architecture), indent=2) + "\n", encoding="utf-8")
 
 
 def disable_library_progress_bars() -> None:

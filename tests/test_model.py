@@ -234,3 +234,19 @@ def test_cli_build_tiny_prints_the_folder(tmp_path: Path, tiny_model_dir: Path, 
     (occupied / "file").write_text("x")
     assert cli_main(["model", "build-tiny", str(occupied)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_a_tiny_model_of_an_older_architecture_is_rebuilt(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from engine.tiny_model import TINY_ARCHITECTURE, build_tiny_model
+
+    target = tmp_path / "tiny"
+    older = replace(TINY_ARCHITECTURE, text_layers=TINY_ARCHITECTURE.text_layers + 1)
+    build_tiny_model(target, older)
+    assert json.loads((target / "imagine_tiny_model.json").read_text())["architecture"]["text_layers"] == \
+        older.text_layers
+    build_tiny_model(target)
+    marker = json.loads((target / "imagine_tiny_model.json").read_text())
+    assert marker["architecture"]["text_layers"] == TINY_ARCHITECTURE.text_layers
+    assert [path.name for path in tmp_path.iterdir()] == ["tiny"]  # the outdated copy is gone
