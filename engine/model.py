@@ -186,21 +186,16 @@ def _tune(pipeline: DiffusionPipeline, device: torch.device) -> None:
 
 
 def cpu_threads() -> int:
-    """Threads for CPU inference: the usable cores that other work leaves idle, at least one.
+    """Threads for CPU inference: every core this process may use; OMP_NUM_THREADS, when set, wins.
 
-    With OpenMP every operator ends in a barrier, so a thread that loses its core stalls the whole call: on
-    2 cores already busy with other processes, 2 threads made a 4x1280² call 4x slower than 1 thread
-    (bench/tiny_model.py --cold). On an idle machine every usable core is used. OMP_NUM_THREADS, when set, wins.
+    With OpenMP every operator ends in a barrier, so a thread that loses its core stalls the whole call: on a
+    machine whose cores are busy with other work, set OMP_NUM_THREADS=1 (measured on 2 cores kept busy by other
+    processes: 2 threads made a 4x1280² call 4x slower than 1; on the same cores idle, 2 threads took the call
+    from 5.9 s to 3.5-4.6 s). Guessing from the load average misjudged our own previous runs as other work.
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    usable = _usable_cpus()
-    try:
-        others = os.getloadavg()[0]  # runnable processes, averaged over a minute, on all os.cpu_count() CPUs
-    except (AttributeError, OSError):  # not available on this platform
-        others = 0.0
-    idle = (os.cpu_count() or usable) - round(others)
-    return max(1, min(usable, idle))
+    return _usable_cpus()
 
 
 def _usable_cpus() -> int:
