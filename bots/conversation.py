@@ -99,7 +99,7 @@ class Conversation:
                 if record.id in already_followed:
                     continue
                 replier = entry.replier_for(record.request.delivery)
-                self._spawn(self._deliver_record(record, replier), f"deliver-{record.id}")
+                self._spawn(self._deliver_after_restart(record, replier), f"deliver-{record.id}")
         if self.admission is not None:
             self._poller = self._spawn(self._poll_review_decisions(), "review-poller")
 
@@ -198,7 +198,14 @@ class Conversation:
             raise LookupError(f"job {job_id} is not in the job store")
         return record
 
-    async def _deliver_record(self, record: JobRecord, replier: Replier) -> None:
+    async def _deliver_after_restart(self, record: JobRecord, replier: Replier) -> None:
+        """Deliver a result finished before a restart, then close its status message (it still shows progress
+        and a Cancel button from before the restart)."""
+        if await self._deliver_record(record, replier):
+            done = ProgressEvent(job_id=record.id, state=JobState.DONE)
+            await _logged(replier.show_status(messages.status(done, record.request.prompt)), "closing a status")
+
+    async def _deliver_record(self, record: JobRecord, replier: Replier) -> bool:
         """Post the images, retrying transient failures; record delivery only after the post succeeded."""
         delivery = images_message(record)
         for attempt, delay in enumerate((*self.delivery_retry_delays, None), start=1):
@@ -208,13 +215,14 @@ class Conversation:
             except Exception as exc:  # a platform error must not kill the follower: retry, then leave it journaled
                 if delay is None:
                     log.error("delivering job %s failed %d times (%s); it stays undelivered", record.id, attempt, exc)
-                    return
+                    return False
                 log.warning("delivering job %s failed (%s); retrying in %.1f s", record.id, exc, delay)
                 await asyncio.sleep(delay)
         await self.engine.mark_delivered(record.id)
         log.info("job %s delivered to %s", record.id, record.request.requester.key)
         if any(image.withheld for image in record.images):
             await self._flag_withheld_images(record)
+        return True
 
     async def _flag_withheld_images(self, record: JobRecord) -> None:
         """Send a job whose output the image filter withheld to the moderators, with the blurred images."""

@@ -275,3 +275,24 @@ async def test_the_status_message_is_journaled_so_a_restart_edits_it(settings) -
     finally:
         await stop(engine, conversation)
     assert record is not None and record.request.delivery == {"channel": "c1", "status_message": "m-1"}
+
+
+async def test_a_result_finished_but_never_delivered_is_delivered_after_restart(settings) -> None:  # type: ignore[no-untyped-def]
+    engine, conversation = await running(settings)
+    unreachable = RecordingReplier(fail_deliveries=99)  # the platform was down until the restart
+    job_id = await conversation.imagine(command("delivered later"), unreachable)
+    await unreachable.until(unreachable.finished_status)
+    await stop(engine, conversation)
+    assert not unreachable.deliveries
+
+    later = RecordingReplier()
+    engine, conversation = await running(settings)
+    conversation.add_platform("test", lambda context: later)
+    try:
+        await conversation.start()
+        await later.until(later.finished_status)
+        assert await engine.undelivered() == []
+    finally:
+        await stop(engine, conversation)
+    assert [delivery.job_id for delivery in later.deliveries] == [job_id]
+    assert later.statuses == [(f"{messages.DONE} “delivered later”", ())]
