@@ -37,7 +37,7 @@ class EngineSettings:
     guidance_scale: float = 5.0
     images_per_prompt: int = 4
     base_size: int = 1280
-    max_batch_images: int = 4
+    max_batch_images: int = 8
     queue_size: int = 100
     job_timeout_s: float = 600.0
     max_prompt_chars: int = 1000
