@@ -30,6 +30,8 @@ bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/provenance.py
 	$(BIN)/python bench/moderation.py
+	$(BIN)/python bench/discord_ack.py
+	$(BIN)/python bench/slack_ack.py
 
 clean:
 	rm -rf $(VENV) out var .pytest_cache
