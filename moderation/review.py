@@ -10,8 +10,9 @@ States: pending -> approved | rejected | expired. Deciding an item that is alrea
 an unknown id raises `ReviewItemNotFound`. Because `imagine review approve ID` may run in another process than
 `imagine serve`, a decision only changes the row; the serving process calls `claim_decided()` (or
 `claim_approved()` / `claim_rejected()`), which atomically hands each decided item to exactly one caller,
-once (pass `platforms=` to claim only items whose requester that process can reach). Pending items past their expiry become `expired` on the next claim or `expire_due()` call, and are
-handed out by `claim_decided()` too, so that the requester hears that nobody looked in time.
+once (pass `platforms=` to claim only items whose requester that process can reach). Pending items past their
+expiry become `expired` on the next claim or `expire_due()` call, and are handed out by `claim_decided()` too, so
+that the requester hears that nobody looked in time.
 The whole request is kept (engine.serialize), including the adapter's opaque `delivery` context.
 """
 
