@@ -36,6 +36,7 @@ import discord  # noqa: E402
 import yarl  # noqa: E402
 from discord import app_commands  # noqa: E402
 
+from bench.child_process import Child, percentile  # noqa: E402
 from bots.conversation import Conversation  # noqa: E402
 from bots.discord_bot import DiscordAdapter  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
@@ -173,28 +174,6 @@ def bench_settings(workdir: Path, discord_info: dict[str, str], args: argparse.N
         discord=replace(base.discord, token=discord_info["token"], api_base=discord_info["api_base"],
                         gateway_url=discord_info["gateway_url"]),
     )
-
-
-class Child:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def ask(self, order: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write((json.dumps(order) + "\n").encode())
-        await self.process.stdin.drain()
-        return json.loads(await self.process.stdout.readline())
-
-    async def quit(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(b'{"quit": true}\n')
-        await self.process.stdin.drain()
-        await self.process.wait()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -37,6 +37,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request  # n
 from slack_bolt.async_app import AsyncApp  # noqa: E402
 from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
 
+from bench.child_process import Child, percentile  # noqa: E402
 from bots.conversation import Conversation  # noqa: E402
 from bots.slack_app import EVENTS_PATH, SlackAdapter  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
@@ -169,28 +170,6 @@ def bench_settings(workdir: Path, api_url: str, bot_token: str, args: argparse.N
         slack=replace(base.slack, bot_token=bot_token, signing_secret=SIGNING_SECRET, api_base=api_url,
                       host="127.0.0.1", port=0),
     )
-
-
-class Child:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def ask(self, order: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write((json.dumps(order) + "\n").encode())
-        await self.process.stdin.drain()
-        return json.loads(await self.process.stdout.readline())
-
-    async def quit(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(b'{"quit": true}\n')
-        await self.process.stdin.drain()
-        await self.process.wait()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 async def run(args: argparse.Namespace) -> None:

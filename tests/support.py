@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +13,26 @@ from typing import Any
 from config.settings import Settings, load_settings
 from engine.engine import load_runner
 from engine.runner import PipelineRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def serve_environment(tmp_path: Path, model_dir: Path, **imagine: str) -> dict[str, str]:
+    """The environment for an `imagine serve` child process: this process's, minus any IMAGINE_ setting, with a
+    small fast engine writing under `tmp_path`; `imagine` adds settings, e.g. `SLACK__MODE="socket"`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGINE_")}
+    defaults = {
+        "ENGINE__MODEL": str(model_dir), "ENGINE__BASE_SIZE": "64", "ENGINE__STEPS": "1",
+        "ENGINE__OUTPUT_DIR": str(tmp_path / "images"), "STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
+        "MODERATION__EMBEDDING": "false", "MODERATION__IMAGE_SCREENING": "false",
+    }
+    return env | {f"IMAGINE_{key}": value for key, value in (defaults | imagine).items()} | {"PYTHONPATH": str(ROOT)}
+
+
+async def start_serve(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
+    with log_path.open("ab") as log:  # a file, not a pipe: nobody has to keep draining it
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bots", "serve", cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
 def make_settings(tmp_path: Path, model_dir: Path | str, **engine: Any) -> Settings:

@@ -4,17 +4,15 @@ a `kill -9` in the middle of work loses nothing and duplicates nothing."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.standins.discord_server import DiscordStandIn, InteractionRecord
+from tests.support import serve_environment, start_serve
 
-ROOT = Path(__file__).resolve().parents[1]
 UPLOAD = r"/webhooks/\d+/[^/]+"
 
 
@@ -25,27 +23,8 @@ async def standin() -> AsyncIterator[DiscordStandIn]:
 
 
 def serve_env(tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, token: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGINE_")}
-    return env | {
-        "IMAGINE_DISCORD__TOKEN": token,
-        "IMAGINE_DISCORD__API_BASE": standin.api_base,
-        "IMAGINE_DISCORD__GATEWAY_URL": standin.gateway_url,
-        "IMAGINE_ENGINE__MODEL": str(tiny_model_dir),
-        "IMAGINE_ENGINE__BASE_SIZE": "64",
-        "IMAGINE_ENGINE__STEPS": "1",
-        "IMAGINE_ENGINE__OUTPUT_DIR": str(tmp_path / "images"),
-        "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
-        "IMAGINE_MODERATION__EMBEDDING": "false",
-        "IMAGINE_MODERATION__IMAGE_SCREENING": "false",
-        "PYTHONPATH": str(ROOT),
-    }
-
-
-async def start_serve(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
-    with log_path.open("ab") as log:  # a file, not a pipe: nobody has to keep draining it
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bots", "serve", cwd=ROOT, env=env, stdout=log, stderr=log
-        )
+    return serve_environment(tmp_path, tiny_model_dir, DISCORD__TOKEN=token, DISCORD__API_BASE=standin.api_base,
+                             DISCORD__GATEWAY_URL=standin.gateway_url)
 
 
 async def ended(process: asyncio.subprocess.Process, within: float = 120.0) -> int:

@@ -5,9 +5,7 @@ nothing."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,8 +13,8 @@ import pytest
 
 from tests.standins.slack_requests import slash_command_payload
 from tests.standins.slack_server import SlackStandIn
+from tests.support import serve_environment, start_serve
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -27,25 +25,10 @@ async def standin() -> AsyncIterator[SlackStandIn]:
 
 
 def serve_env(tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn, **slack: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGINE_")}
     settings = {"bot_token": standin.bot_token, "app_token": standin.app_token, "mode": "socket",
                 "api_base": standin.api_url} | slack
-    return env | {f"IMAGINE_SLACK__{key.upper()}": value for key, value in settings.items()} | {
-        "IMAGINE_ENGINE__MODEL": str(tiny_model_dir),
-        "IMAGINE_ENGINE__BASE_SIZE": "64",
-        "IMAGINE_ENGINE__STEPS": "1",
-        "IMAGINE_ENGINE__OUTPUT_DIR": str(tmp_path / "images"),
-        "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
-        "IMAGINE_MODERATION__EMBEDDING": "false",
-        "IMAGINE_MODERATION__IMAGE_SCREENING": "false",
-        "PYTHONPATH": str(ROOT),
-    }
-
-
-async def start_serve(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
-    with log_path.open("ab") as log:  # a file, not a pipe: nobody has to keep draining it
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bots", "serve", cwd=ROOT, env=env, stdout=log, stderr=log)
+    return serve_environment(tmp_path, tiny_model_dir, **{f"SLACK__{key.upper()}": value
+                                                          for key, value in settings.items()})
 
 
 async def ended(process: asyncio.subprocess.Process, within: float = 120.0) -> int:

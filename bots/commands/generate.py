@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any, TextIO
 
 from bots.cli import UsageError
+from bots.commands.arguments import positive_int
 from config.settings import Settings
 from engine.engine import Engine, prepare_record
 from engine.errors import InvalidRequest
@@ -26,7 +27,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=_seed, help="seed of the first image (image i uses seed + i)")
     parser.add_argument("--negative", default="", help="what the images should not show")
     parser.add_argument("--aspect", default="1:1", help="aspect ratio W:H, from 1:4 to 4:1 (default 1:1)")
-    parser.add_argument("--steps", type=_positive_int, help="denoising steps (default: engine.steps)")
+    parser.add_argument("--steps", type=positive_int, help="denoising steps (default: engine.steps)")
     parser.add_argument("--out", default="out", help="folder for the JPEGs (default ./out)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of paths")
     parser.set_defaults(func=run)
@@ -112,12 +113,3 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"seed must not be negative, got {value}")
     return value
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value

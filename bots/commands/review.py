@@ -29,6 +29,7 @@ from dataclasses import asdict
 from typing import Any
 
 from bots.cli import EXIT_FAILURE, UsageError
+from bots.commands.arguments import positive_int
 from config.settings import Settings
 from engine.serialize import request_to_dict
 from moderation.audit import AuditLog
@@ -48,7 +49,7 @@ def register(subparsers: Any) -> None:
 
     listing = actions.add_parser("list", help="items in the review queue (pending by default)")
     listing.add_argument("--state", choices=STATES, default="pending")
-    listing.add_argument("--limit", type=_positive_int, default=50)
+    listing.add_argument("--limit", type=positive_int, default=50)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
     show = actions.add_parser("show", help="one review item in full")
@@ -76,7 +77,7 @@ def register(subparsers: Any) -> None:
     clear.add_argument("user", type=_user_key)
 
     audit = actions.add_parser("audit", help="the moderation audit log, newest first")
-    audit.add_argument("--limit", type=_positive_int, default=50)
+    audit.add_argument("--limit", type=positive_int, default=50)
     audit.add_argument("--target", help="only entries about this user key or review:<id>")
     audit.add_argument("--json", action="store_true")
     parser.set_defaults(func=run)
@@ -212,15 +213,6 @@ def _item_dict(item: ReviewItem) -> dict[str, Any]:
         "request": request_to_dict(item.request), "verdict": item.verdict.to_dict(),
     }
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return value
 
 
 def _duration(text: str) -> float:
