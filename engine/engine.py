@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 import secrets
 import time
 import uuid
@@ -40,11 +39,11 @@ from engine.errors import (
     OutOfMemory,
     QueueFull,
 )
+from engine.finishing import ImageFinisher, Withhold, blur
 from engine.jobs import Job
 from engine.postprocess import ImageContext, PostProcessor, build_postprocessor
 from engine.requests import (
     MAX_SEED,
-    GeneratedImage,
     GenerationRequest,
     JobResult,
     JobState,
@@ -74,7 +73,6 @@ class EngineState(enum.Enum):
 
 
 RunnerFactory = Callable[[], PipelineRunner]
-Withhold = Callable[[Image.Image], Image.Image]
 
 
 class Engine:
@@ -93,10 +91,9 @@ class Engine:
         self._config = settings.engine
         self._runner_factory = runner_factory or (lambda: load_runner(settings))
         self._store = store
-        self._postprocess = postprocessor or build_postprocessor(settings)
-        self._screener = screener
-        self._withhold = withhold or _blur
         self._output_dir = Path(output_dir or self._config.output_dir).expanduser()
+        self._finisher = ImageFinisher(postprocessor or build_postprocessor(settings), self._output_dir, screener,
+                                       withhold or blur)
         self._state = EngineState.NEW
         self._runner: PipelineRunner | None = None
         self._queue: FairQueue[Job] = FairQueue()
@@ -401,7 +398,7 @@ class Engine:
         started = time.monotonic()
         try:
             generated = await asyncio.gather(*(
-                loop.run_in_executor(self._post_threads, self._postprocess_image, job, index, image)
+                loop.run_in_executor(self._post_threads, self._finisher.finish, image, self._context(job, index))
                 for index, image in enumerate(images)
             ))
         except Exception as exc:
@@ -419,29 +416,9 @@ class Engine:
                  job.user_key, timings.queue_wait_s, timings.generate_s, timings.postprocess_s)
         job.finish(JobState.DONE, JobResult(job_id=job.id, images=tuple(generated), timings=timings))
 
-    def _postprocess_image(self, job: Job, index: int, image: Image.Image) -> GeneratedImage:
-        """Runs in the post-processing pool: screen, withhold if flagged, mark, encode, write."""
-        context = ImageContext(job_id=job.id, index=index, seed=job.seeds[index], prompt=job.request.prompt,
-                               model=self.model_name)
-        screening = self._screener(image) if self._screener else None
-        original_path = None
-        if screening is not None and screening.flagged:
-            original_path = self._write(f"{job.id}-{index}-withheld.jpg", self._postprocess(image, context).jpeg)
-            image = self._withhold(image)
-        processed = self._postprocess(image, context)
-        path = self._write(f"{job.id}-{index}.jpg", processed.jpeg)
-        return GeneratedImage(
-            index=index, seed=job.seeds[index], path=path, width=image.width, height=image.height,
-            watermark_id=processed.watermark_id, withheld=original_path is not None,
-            original_path=original_path, screening_reasons=tuple(screening.reasons) if screening else (),
-        )
-
-    def _write(self, name: str, data: bytes) -> str:
-        path = self._output_dir / name
-        partial = path.with_suffix(".partial")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-        return str(path)
+    def _context(self, job: Job, index: int) -> ImageContext:
+        return ImageContext(job_id=job.id, index=index, seed=job.seeds[index], prompt=job.request.prompt,
+                            model=self.model_name)
 
     # ---- endings and helpers -----------------------------------------------------------------------------
 
@@ -512,12 +489,6 @@ def _image_task(job: Job, index: int) -> ImageTask:
     request = job.request
     return ImageTask(job_id=job.id, index=index, seed=job.seeds[index], prompt=request.prompt,
                      negative_prompt=request.negative_prompt, variation=request.variation)
-
-
-def _blur(image: Image.Image) -> Image.Image:
-    from PIL import ImageFilter
-
-    return image.filter(ImageFilter.GaussianBlur(radius=max(image.size) / 20))
 
 
 def load_runner(settings: Settings) -> PipelineRunner:
