@@ -128,7 +128,7 @@ class Settings:
 
 # Values that are known before any section is built: allowed choices for string keys.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "engine.queue": ("memory", "redis"),
+    "engine.queue": ("memory",),  # "redis" arrives with the scale-out mode
     "engine.device": ("auto", "cpu", "cuda", "mps"),
     "engine.dtype": ("auto", "float32", "float16", "bfloat16"),
     "slack.mode": ("http", "socket"),
