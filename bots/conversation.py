@@ -182,8 +182,9 @@ class Conversation:
             return  # handed back at shutdown: it resumes, and is followed again, after the restart
         if self.admission is not None:
             await self.admission.job_finished(job.request.requester)
-        if job.state is JobState.DONE:
-            await self._deliver_record(await self._record(job.id), replier)
+        if job.state is JobState.DONE and not await self._deliver_record(await self._record(job.id), replier):
+            await status.show_text(messages.status_delivery_delayed(job.request.prompt), (), final=True)
+            return
         await status.show(job.snapshot(), (), final=True)
 
     async def _journal_place(self, job_id: str, replier: Replier) -> None:
@@ -409,7 +410,9 @@ class _ThrottledStatus:
         self.shown_at = -math.inf
 
     async def show(self, event: ProgressEvent, buttons: Sequence[Button], final: bool = False) -> None:
-        text = messages.status(event, self.prompt)
+        await self.show_text(messages.status(event, self.prompt), buttons, final)
+
+    async def show_text(self, text: str, buttons: Sequence[Button], final: bool = False) -> None:
         if text == self.shown:
             return
         wait = self.shown_at + self.interval_s - time.monotonic()

@@ -45,6 +45,10 @@ def status(event: ProgressEvent, prompt: str) -> str:
     return f"{DONE} {shown}"
 
 
+def status_delivery_delayed(prompt: str) -> str:
+    return f"⚠️ Your images are ready, but I couldn't post them yet. They will follow. {_quote(prompt)}"
+
+
 def delivery_text(prompt: str, seeds: tuple[int, ...] | list[int], withheld: int = 0) -> str:
     seed_text = f"seeds {seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
     text = f"{_quote(prompt)} — {seed_text}"

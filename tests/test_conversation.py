@@ -281,9 +281,10 @@ async def test_a_result_finished_but_never_delivered_is_delivered_after_restart(
     engine, conversation = await running(settings)
     unreachable = RecordingReplier(fail_deliveries=99)  # the platform was down until the restart
     job_id = await conversation.imagine(command("delivered later"), unreachable)
-    await unreachable.until(unreachable.finished_status)
+    await unreachable.until(lambda: bool(unreachable.statuses) and unreachable.statuses[-1][0].startswith("⚠️"))
     await stop(engine, conversation)
     assert not unreachable.deliveries
+    assert unreachable.statuses[-1][0].startswith("⚠️ Your images are ready, but I couldn't post them yet.")
 
     later = RecordingReplier()
     engine, conversation = await running(settings)
