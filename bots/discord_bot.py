@@ -1,6 +1,11 @@
 """The Discord adapter: `/imagine` (servers, DMs, user installs), DM text prompts and every `imagine:` button,
 translated into Conversation calls. Replies go out through bots/discord_replies.py.
 
+A prompt (`/imagine` or a DM) is deferred, then stored in the durable intake (bots/intake.py) before anything
+slow happens: admission (limits, prompt moderation) may take seconds, and a command the user already saw
+acknowledged must survive a crash in that window. The intake hands each stored prompt to `_handle_stored`, again
+after a restart if it was unfinished. Button clicks go straight to the conversation (a lost click is harmless).
+
 Start it with `adapter = DiscordAdapter(settings, conversation); await adapter.start()` before
 `conversation.start()` (which resumes journaled jobs through `adapter.replier_for`), and `await adapter.close()`.
 """
@@ -11,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
@@ -29,8 +34,9 @@ from bots.discord_replies import (
     ImagineButton,
     Route,
 )
-from bots.replies import Replier
+from bots.intake import INTAKE_KEY, Deferred, Intake, IntakeEntry, became_job
 from config.settings import ConfigError, DiscordSettings, Settings
+from engine.engine import EngineState
 from engine.requests import MAX_SEED, Requester
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,8 @@ PLATFORM = "discord"
 # Buttons that start new work answer with a new "thinking" message (the new job's status message); the others
 # acknowledge silently and answer, if at all, privately.
 NEW_MESSAGE_ACTIONS = frozenset({Action.UPSCALE, Action.VARIATION, Action.REROLL})
+COMMAND, DIRECT_MESSAGE = "command", "dm"
+"""Kinds of stored prompts: an `/imagine` interaction (keyed by its id), a DM text prompt (`dm:<message id>`)."""
 HANDLER_DRAIN_S = 10.0
 """On close, how long commands already being handled may take to finish (their users get an answer)."""
 
@@ -124,6 +132,7 @@ class DiscordAdapter:
         guild_ready_timeout: float = 2.0,
     ) -> None:
         self._config = settings.discord
+        self._store_url = settings.store.url
         self._conversation = conversation
         self._clock = clock
         self._guild_ready_timeout = guild_ready_timeout
@@ -134,6 +143,9 @@ class DiscordAdapter:
         self._gateway: asyncio.Task[None] | None = None
         self._handling: set[asyncio.Task[Any]] = set()
         """discord.py's event tasks currently inside a handler of ours; close() lets them finish."""
+        self._intake: Intake | None = None
+        self._live_repliers: dict[str, DiscordReplier] = {}
+        """Repliers of prompts stored by this process, by intake key: they know their thinking message is new."""
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -155,6 +167,15 @@ class DiscordAdapter:
         if self._config.moderator_channel_id:
             moderators = DiscordModeratorChannel(self._client, self._config.moderator_channel_id)
         self._conversation.add_platform(PLATFORM, self.replier_for, moderators)
+        # Only now: prompts resumed from before a restart reply through replier_for, which needs the client.
+        intake = Intake(self._store_url, PLATFORM, self._handle_stored)
+        try:
+            await intake.open()
+        except BaseException:
+            await intake.close()
+            await self.close()
+            raise
+        self._intake = intake
         log.info("discord: connected as %s, %d command(s) synced", self._client.user, len(synced))
 
     async def _log_in(self, client: _Client) -> None:
@@ -179,6 +200,10 @@ class DiscordAdapter:
             raise DiscordStartError(f"the Discord gateway closed before the bot was ready: {error}")
 
     async def close(self) -> None:
+        if self._intake is not None:  # first: prompts still being handled stay stored for the next start
+            intake, self._intake = self._intake, None
+            await intake.close()
+        self._live_repliers.clear()
         if self._handling:
             _, late = await asyncio.wait(set(self._handling), timeout=HANDLER_DRAIN_S)
             if late:
@@ -201,7 +226,7 @@ class DiscordAdapter:
             raise RuntimeError("DiscordAdapter.start() has not been called")
         return self._client
 
-    def replier_for(self, delivery: dict[str, Any]) -> Replier:
+    def replier_for(self, delivery: dict[str, Any]) -> DiscordReplier:
         """Rebuild a Replier from a journaled delivery context (after a restart, for approvals)."""
         return DiscordReplier(self.client, DeliveryContext.from_dict(delivery), clock=self._clock)
 
@@ -221,15 +246,13 @@ class DiscordAdapter:
         if not self._server_enabled(interaction.guild_id):
             await replier.refuse(messages.DISCORD_SERVER_NOT_ENABLED)
             return
-        command = ImagineCommand(
-            prompt=prompt,
-            requester=self._requester(interaction.user, interaction.guild_id, interaction.channel_id),
-            negative_prompt=negative or "",
-            seed=seed,
-            aspect=aspect or "1:1",
-            delivery=replier.context.to_dict(),
-        )
-        await self._guarded(self._conversation.imagine(command, replier), replier, "an /imagine command")
+        payload = {
+            "prompt": prompt, "negative": negative or "", "seed": seed, "aspect": aspect or "1:1",
+            "requester": asdict(self._requester(interaction.user, interaction.guild_id, interaction.channel_id)),
+            "context": replier.context.to_dict(),
+        }
+        await self._guarded(self._store(str(interaction.id), COMMAND, payload, replier), replier,
+                            "an /imagine command")
 
     async def on_direct_message(self, message: discord.Message) -> None:
         """A plain DM to the bot is a prompt."""
@@ -238,12 +261,13 @@ class DiscordAdapter:
         context = DeliveryContext(route=Route.CHANNEL, channel_id=str(message.channel.id),
                                   user_id=str(message.author.id))
         replier = DiscordReplier(self.client, context, clock=self._clock, fresh=True)
-        command = ImagineCommand(
-            prompt=message.content,
-            requester=self._requester(message.author, None, message.channel.id),
-            delivery=context.to_dict(),
-        )
-        await self._guarded(self._conversation.imagine(command, replier), replier, "a DM prompt")
+        payload = {
+            "prompt": message.content, "negative": "", "seed": None, "aspect": "1:1",
+            "requester": asdict(self._requester(message.author, None, message.channel.id)),
+            "context": context.to_dict(),
+        }
+        await self._guarded(self._store(f"dm:{message.id}", DIRECT_MESSAGE, payload, replier), replier,
+                            "a DM prompt")
 
     async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
         try:
@@ -259,6 +283,37 @@ class DiscordAdapter:
             delivery=replier.context.to_dict(),
         )
         await self._guarded(press, replier, f"button {custom_id}")
+
+    async def _store(self, key: str, kind: str, payload: dict[str, Any], replier: DiscordReplier) -> None:
+        """Keep an acknowledged prompt on disk; the intake then hands it to `_handle_stored`."""
+        if self._intake is None:
+            raise RuntimeError("the Discord adapter is not started (or is closing)")
+        self._live_repliers[f"{PLATFORM}:{key}"] = replier
+        if not await self._intake.receive(key, kind, payload):
+            self._live_repliers.pop(f"{PLATFORM}:{key}", None)
+            log.info("discord: ignoring a prompt seen before (%s)", key)
+
+    async def _handle_stored(self, entry: IntakeEntry) -> None:
+        """A stored prompt → `Conversation.imagine`, answered where it was asked (after a restart too)."""
+        engine = self._conversation.engine
+        if engine.state is not EngineState.RUNNING:
+            raise Deferred("the engine is not taking work: keep the prompt for the next start")
+        replier = self._live_repliers.pop(entry.key, None)
+        if entry.replayed and await became_job(engine, PLATFORM, entry.key):
+            log.info("discord: prompt %s already became a job before the restart", entry.key)
+            return
+        if entry.kind not in (COMMAND, DIRECT_MESSAGE):
+            log.warning("discord: ignoring a stored prompt of unknown kind %r", entry.kind)
+            return
+        body = entry.payload
+        context = body["context"]
+        if replier is None:  # stored by the process before a restart
+            replier = self.replier_for(context)
+        command = ImagineCommand(
+            prompt=body["prompt"], requester=Requester(**body["requester"]), negative_prompt=body["negative"],
+            seed=body["seed"], aspect=body["aspect"], delivery={**context, INTAKE_KEY: entry.key},
+        )
+        await self._guarded(self._conversation.imagine(command, replier), replier, f"stored prompt {entry.key}")
 
     async def on_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError

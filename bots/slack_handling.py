@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots import messages
 from bots.buttons import Action, BadButton, parse_button
 from bots.conversation import Conversation, ImagineCommand
-from bots.intake import Deferred, IntakeEntry
+from bots.intake import INTAKE_KEY, Deferred, IntakeEntry, became_job
 from bots.slack_moderators import ModeratorCheck
 from bots.slack_replies import SlackModerators, SlackPlace, SlackReplier
 from bots.slack_text import BadOptions, parse_prompt_text
@@ -25,8 +25,6 @@ from engine.requests import Requester
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
-INTAKE_KEY = "intake"
-"""In a job's delivery context: the intake key of the request that created it."""
 
 COMMAND, MENTION, DIRECT_MESSAGE, BUTTON = "command", "mention", "dm", "button"
 
@@ -42,7 +40,7 @@ class SlackRequestHandler:
     async def __call__(self, entry: IntakeEntry) -> None:
         if self.conversation.engine.state is not EngineState.RUNNING:
             raise Deferred("the engine is not taking work: keep the request for the next start")
-        if entry.replayed and await self._submitted_before(entry.key):
+        if entry.replayed and await became_job(self.conversation.engine, PLATFORM, entry.key):
             log.info("request %s already became a job before the restart", entry.key)
             return
         body = entry.payload
@@ -60,12 +58,6 @@ class SlackRequestHandler:
             await self._press(entry.key, body)
         else:
             log.warning("ignoring a stored Slack request of unknown kind %r", entry.kind)
-
-    async def _submitted_before(self, key: str) -> bool:
-        engine = self.conversation.engine
-        requests = [job.request for job in engine.active_jobs(PLATFORM)]
-        requests += [record.request for record in await engine.undelivered(PLATFORM)]
-        return any(request.delivery.get(INTAKE_KEY) == key for request in requests)
 
     async def _imagine(self, key: str, text: str, place: SlackPlace, team_id: str, display_name: str = "") -> None:
         replier = SlackReplier(self.client, place)

@@ -4,9 +4,12 @@ a restart in the middle of a job, a bad token. Every image set arrives exactly o
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import discord
 import pytest
@@ -14,10 +17,14 @@ import pytest
 from bots import messages
 from bots.conversation import Conversation
 from bots.discord_bot import DiscordAdapter, DiscordStartError
-from engine.engine import Engine
+from config.settings import Settings
+from engine.engine import Engine, EngineState
+from engine.requests import GenerationRequest, JobState
+from engine.store import open_store, sqlite_path
+from moderation.admission import Admission, AdmissionDecision
 from tests.conftest import NetworkGuardError
 from tests.discord_harness import FakeClock, discord_settings, start_rig
-from tests.standins.discord_server import DiscordStandIn
+from tests.standins.discord_server import DiscordStandIn, InteractionRecord
 from tests.support import gated_runner, make_settings
 
 pytestmark = pytest.mark.timeout(240)
@@ -161,6 +168,100 @@ async def test_a_restart_mid_job_delivers_every_acknowledged_command_exactly_onc
     third = await start_rig(settings, standin)  # nothing left to do
     await third.stop()
     assert len(standin.messages_with_files()) == 2
+
+
+async def test_a_command_acknowledged_just_before_a_crash_is_delivered_once_after_the_restart(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command is deferred (the user sees "thinking") and the service stops while admission still screens
+    it, so no job was journaled: the durable intake hands it over again after the restart."""
+    settings = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
+    settings = replace(settings, moderation=replace(settings.moderation, embedding=False))
+    in_admission, admission_may_go_on = asyncio.Event(), asyncio.Event()
+    real_check = Admission.check
+
+    async def held_check(self: Admission, request: GenerationRequest, **options: Any) -> AdmissionDecision:
+        in_admission.set()
+        await admission_may_go_on.wait()
+        return await real_check(self, request, **options)
+
+    monkeypatch.setattr(Admission, "check", held_check)
+    first = await start_rig(settings, standin, moderated=True)
+    try:
+        command = await standin.send_command(standin.make_user("judy"), {"prompt": "a kite over the dunes"})
+        await asyncio.wait_for(in_admission.wait(), 60)
+        await standin.wait_until(lambda: command.callback_type == 5, what="the deferral")
+    finally:
+        await first.stop()
+    assert await journaled_states(settings) == [] and standin.messages_with_files() == []
+
+    admission_may_go_on.set()
+    second = await start_rig(settings, standin, moderated=True)
+    try:
+        await second.images_messages()
+        await standin.wait_until(lambda: finished_status(standin, command), what="the status message done")
+        assert await second.engine.undelivered("discord") == []
+    finally:
+        await second.stop()
+    third = await start_rig(settings, standin, moderated=True)  # nothing left to do
+    await third.stop()
+    assert uploads_on(standin, command) == 1 and len(standin.messages_with_files()) == 1
+    assert await journaled_states(settings) == [JobState.DELIVERED]
+
+
+async def test_a_replayed_command_that_already_became_a_job_is_not_submitted_again(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    settings = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
+    runner, gate = gated_runner(settings)
+    first = await start_rig(settings, standin, runner_factory=lambda: runner)
+    command = await standin.send_command(standin.make_user("ken"), {"prompt": "an owl journaled once"})
+    await gate.wait_reached()
+    await first.adapter.close()
+    await first.conversation.close()
+    stopping = asyncio.create_task(first.engine.shutdown(drain=False))
+    await asyncio.sleep(0)  # one turn of the loop: shutdown hands the job back before its first await
+    assert first.engine.state is EngineState.STOPPING
+    gate.release()
+    await stopping
+    # As if the crash came after the job was journaled but before the intake noted the command as handled.
+    await asyncio.to_thread(_forget_handled, settings)
+
+    second = await start_rig(settings, standin)
+    try:
+        await second.images_messages()
+        await standin.wait_until(lambda: finished_status(standin, command), what="the status message done")
+        assert await second.engine.undelivered("discord") == []
+    finally:
+        await second.stop()
+    assert uploads_on(standin, command) == 1 and len(standin.messages_with_files()) == 1
+    assert await journaled_states(settings) == [JobState.DELIVERED]
+
+
+def uploads_on(standin: DiscordStandIn, command: InteractionRecord) -> int:
+    return len([r for r in standin.requests_to("POST", rf"/webhooks/\d+/{command.token}") if r.files])
+
+
+def finished_status(standin: DiscordStandIn, command: InteractionRecord) -> bool:
+    status = standin.messages.get(str(command.original_message_id))
+    return status is not None and status.content.startswith(messages.DONE)
+
+
+async def journaled_states(settings: Settings) -> list[JobState]:
+    def read() -> list[JobState]:
+        store = open_store(settings.store.url)
+        try:
+            return [record.state for record in store.in_states(list(JobState))]
+        finally:
+            store.close()
+
+    return await asyncio.to_thread(read)
+
+
+def _forget_handled(settings: Settings) -> None:
+    with closing(sqlite3.connect(sqlite_path(settings.store.url))) as db:
+        assert db.execute("UPDATE intake SET done_at = NULL WHERE platform = 'discord'").rowcount == 1
+        db.commit()
 
 
 async def test_a_bad_token_is_a_clear_start_error(tmp_path: Path, tiny_model_dir: Path,
