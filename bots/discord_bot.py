@@ -51,6 +51,9 @@ HANDLER_DRAIN_S = 10.0
 """On close, how long commands already being handled may take to finish (their users get an answer)."""
 
 
+INTAKE_OPEN_WAIT_S = 60.0
+
+
 class DiscordStartError(ConfigError):
     """Discord refused the token or could not be reached at start. One clear line; `imagine serve` exits 2."""
 
@@ -144,6 +147,8 @@ class DiscordAdapter:
         self._handling: set[asyncio.Task[Any]] = set()
         """discord.py's event tasks currently inside a handler of ours; close() lets them finish."""
         self._intake: Intake | None = None
+        self._intake_opened = asyncio.Event()
+        """Set once start() opened the intake, or when closing: commands arriving earlier wait for it."""
         self._live_repliers: dict[str, DiscordReplier] = {}
         """Repliers of prompts stored by this process, by intake key: they know their thinking message is new."""
 
@@ -176,6 +181,7 @@ class DiscordAdapter:
             await self.close()
             raise
         self._intake = intake
+        self._intake_opened.set()
         log.info("discord: connected as %s, %d command(s) synced", self._client.user, len(synced))
 
     async def _log_in(self, client: _Client) -> None:
@@ -200,6 +206,7 @@ class DiscordAdapter:
             raise DiscordStartError(f"the Discord gateway closed before the bot was ready: {error}")
 
     async def close(self) -> None:
+        self._intake_opened.set()  # wake commands waiting for an intake that will not open now
         if self._intake is not None:  # first: prompts still being handled stay stored for the next start
             intake, self._intake = self._intake, None
             await intake.close()
@@ -286,8 +293,10 @@ class DiscordAdapter:
 
     async def _store(self, key: str, kind: str, payload: dict[str, Any], replier: DiscordReplier) -> None:
         """Keep an acknowledged prompt on disk; the intake then hands it to `_handle_stored`."""
+        # The gateway delivers commands as soon as it is up, a moment before start() opens the intake.
+        await asyncio.wait_for(self._intake_opened.wait(), INTAKE_OPEN_WAIT_S)
         if self._intake is None:
-            raise RuntimeError("the Discord adapter is not started (or is closing)")
+            raise RuntimeError("the Discord adapter is closing")
         self._live_repliers[f"{PLATFORM}:{key}"] = replier
         if not await self._intake.receive(key, kind, payload):
             self._live_repliers.pop(f"{PLATFORM}:{key}", None)
