@@ -135,6 +135,9 @@ class Engine:
     async def shutdown(self, drain: bool = True) -> None:
         """Stop taking work; with `drain`, finish everything queued; without, hand running and queued jobs
         back to the journal (they resume on the next start). Then close threads and the store."""
+        if self._state is EngineState.STOPPING and self._drain and not drain:
+            self._hurry()  # a draining shutdown is under way: hand back instead; that call then finishes
+            return
         if self._state in (EngineState.STOPPING, EngineState.STOPPED):
             return
         if self._state is EngineState.NEW:
@@ -142,9 +145,9 @@ class Engine:
             await self._close_threads()
             return
         self._state = EngineState.STOPPING
-        self._drain = drain
+        self._drain = True
         if not drain:
-            self._hand_back_all()
+            self._hurry()
         self._wakeup.set()
         if self._worker:
             await self._worker
@@ -265,6 +268,11 @@ class Engine:
             self._enqueue(Job(JobRecord(**{**record.__dict__, "state": JobState.QUEUED})))
         if records:
             log.info("resumed %d journaled jobs", len(records))
+
+    def _hurry(self) -> None:
+        self._drain = False
+        self._hand_back_all()
+        self._wakeup.set()
 
     def _hand_back_all(self) -> None:
         """Shutdown without draining: running jobs stop at their next step and stay journaled as queued."""

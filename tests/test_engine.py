@@ -395,3 +395,22 @@ async def test_variations_stay_close_to_their_parent(settings) -> None:  # type:
     near = np.abs(pixels(parent.images[0].path) - pixels(variation.images[0].path)).mean()
     far = np.abs(pixels(parent.images[0].path) - pixels(unrelated.images[0].path)).mean()
     assert near < far
+
+
+async def test_a_second_shutdown_without_drain_hands_back_a_draining_one(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, tiny_model_dir)
+    runner, gate = gated_runner(settings)
+    engine = await started(Engine(settings, runner_factory=lambda: runner))
+    running = await engine.submit(small("running"))
+    await gate.wait_reached()
+    queued = await engine.submit(small("queued", BOB))
+    draining = asyncio.create_task(engine.shutdown(drain=True))
+    await asyncio.sleep(0)  # one loop turn: the draining shutdown has begun
+    assert engine.state is EngineState.STOPPING
+    await engine.shutdown(drain=False)  # e.g. a second SIGTERM: stop at once instead
+    gate.release()
+    await draining
+    assert engine.state is EngineState.STOPPED
+    store = open_store(settings.store.url)
+    assert {record.id for record in store.in_states([JobState.QUEUED])} == {running.id, queued.id}
+    store.close()
