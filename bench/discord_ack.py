@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,9 @@ import yarl  # noqa: E402
 from discord import app_commands  # noqa: E402
 
 from bench.child_process import Child, percentile  # noqa: E402
-from bots.conversation import Conversation  # noqa: E402
 from bots.discord_bot import DiscordAdapter  # noqa: E402
+from bots.service import Service  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
-from engine.engine import Engine  # noqa: E402
-from moderation.admission import Admission  # noqa: E402
 
 DISCORD_DEADLINE_MS = 3000.0
 ACK_WAIT_S = 60.0
@@ -134,34 +133,6 @@ class BareDiscordPy:
             await self._gateway
 
 
-class ImagineService:
-    """Engine, admission, conversation and the Discord adapter, wired as `imagine serve` wires them."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.engine = Engine(settings)
-        self.admission: Admission | None = None
-        self.conversation: Conversation | None = None
-        self.adapter: DiscordAdapter | None = None
-
-    async def start(self) -> None:
-        await self.engine.start()
-        self.admission = await Admission.open(self.settings)
-        self.conversation = Conversation(self.settings, self.engine, self.admission)
-        self.adapter = DiscordAdapter(self.settings, self.conversation, guild_ready_timeout=0.05)
-        await self.adapter.start()
-        await self.conversation.start()
-
-    async def close(self) -> None:
-        if self.adapter is not None:
-            await self.adapter.close()
-        if self.conversation is not None:
-            await self.conversation.close()
-        await self.engine.shutdown(drain=False)
-        if self.admission is not None:
-            await self.admission.close()
-
-
 def bench_settings(workdir: Path, discord_info: dict[str, str], args: argparse.Namespace) -> Settings:
     base = load_settings(env={})
     return replace(
@@ -191,7 +162,8 @@ async def run(args: argparse.Namespace) -> None:
     unacked = dict.fromkeys(VARIANTS, 0)
     with tempfile.TemporaryDirectory(prefix="discord-ack-") as tmp:
         bare = BareDiscordPy(info["token"])
-        service = ImagineService(bench_settings(Path(tmp), info, args))
+        service = Service(bench_settings(Path(tmp), info, args),
+                          adapters=[partial(DiscordAdapter, guild_ready_timeout=0.05)])
         try:
             await bare.start()
             await child.ask({"wait_sessions": 1})

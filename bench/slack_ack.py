@@ -38,11 +38,9 @@ from slack_bolt.async_app import AsyncApp  # noqa: E402
 from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
 
 from bench.child_process import Child, percentile  # noqa: E402
-from bots.conversation import Conversation  # noqa: E402
+from bots.service import Service  # noqa: E402
 from bots.slack_app import EVENTS_PATH, SlackAdapter  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
-from engine.engine import Engine  # noqa: E402
-from moderation.admission import Admission  # noqa: E402
 
 SIGNING_SECRET = "bench-signing-secret"
 SLACK_DEADLINE_MS = 3000.0
@@ -119,44 +117,28 @@ class BareBolt:
             await self.client.session.close()
 
 
-class ImagineService:
-    """The engine, admission, conversation and Slack adapter, wired as `imagine serve` wires them."""
+class ImagineService(Service):
+    """The service as `imagine serve` runs it, with the Slack adapter; knows when it has gone quiet."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.engine = Engine(settings)
-        self.admission: Admission | None = None
-        self.conversation: Conversation | None = None
-        self.adapter: SlackAdapter | None = None
+        super().__init__(settings, adapters=[SlackAdapter])
 
-    async def start(self) -> int:
-        await self.engine.start()
-        self.admission = await Admission.open(self.settings)
-        self.conversation = Conversation(self.settings, self.engine, self.admission)
-        self.adapter = SlackAdapter(self.settings, self.conversation)
-        await self.adapter.start()
-        await self.conversation.start()
-        assert self.adapter.port is not None
-        return self.adapter.port
+    async def start_on_port(self) -> int:
+        await self.start()
+        adapter = self.adapters[0]
+        assert isinstance(adapter, SlackAdapter) and adapter.port is not None
+        return adapter.port
 
     async def quiet(self) -> float:
         """Wait until every command so far is admitted, generated and delivered; seconds it took."""
         started = time.perf_counter()
-        assert self.adapter is not None
-        await self.adapter.intake.settled()
+        adapter = self.adapters[0]
+        assert isinstance(adapter, SlackAdapter)
+        await adapter.intake.settled()
         # The engine has no "all delivered" event to wait on; a benchmark may poll.
         while self.engine.active_jobs() or await self.engine.undelivered():  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         return time.perf_counter() - started
-
-    async def close(self) -> None:
-        if self.adapter is not None:
-            await self.adapter.close()
-        if self.conversation is not None:
-            await self.conversation.close()
-        await self.engine.shutdown(drain=False)
-        if self.admission is not None:
-            await self.admission.close()
 
 
 def bench_settings(workdir: Path, api_url: str, bot_token: str, args: argparse.Namespace) -> Settings:
@@ -186,7 +168,7 @@ async def run(args: argparse.Namespace) -> None:
         bare = BareBolt(slack["api_url"], slack["bot_token"])
         service = ImagineService(bench_settings(Path(tmp), slack["api_url"], slack["bot_token"], args))
         await bare.start()
-        ports = {"bare bolt": bare.port, "imagine": await service.start()}
+        ports = {"bare bolt": bare.port, "imagine": await service.start_on_port()}
         try:
             for name, port in ports.items():  # warm up: bolt's lazy auth.test, connection pools, first jobs
                 await child.ask({"url": f"http://127.0.0.1:{port}{EVENTS_PATH}", "count": 5,
