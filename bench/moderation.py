@@ -2,17 +2,19 @@
 
     .venv/bin/python bench/moderation.py                 # the labelled set × 3 rounds, 20 images at 1280²
     .venv/bin/python bench/moderation.py --rounds 1 --images 5    # a quick look
-    .venv/bin/python bench/moderation.py --torch-threads 1       # the embedding on one intra-op thread
+    .venv/bin/python bench/moderation.py --torch-threads 1       # the PyTorch baseline on one intra-op thread
 
 Prompt latency is one `PromptModerator.moderate()` call per prompt, as admission makes it (the prompts are the
-labelled set's), with the embedding layer (the configured default) and, as the baseline measured in the same
-process and alternating rounds, words only; the CPU time per verdict (all threads) is less sensitive to other
-processes than the latency is. Image screening is NudeNet on 1280×1280 images, against encoding the
-same image as a JPEG (a cost the engine pays anyway). Limiter throughput is `InMemoryRateLimiter` decisions per
-second, direct and through `await`. The machine is shared and noisy: compare ratios, not absolute times; the
-load average is printed with the results. On a crowded CPU, OpenMP threads that spin while they wait for each
-other (the default) make the embedding many times slower; run with OMP_WAIT_POLICY=PASSIVE in the environment
-(it must be set before torch loads), or try `--torch-threads 1`, to see the difference.
+labelled set's), with the embedding layer on ONNX Runtime (the configured default; the first run on a machine
+makes the export under engine.cache_dir) and, as baselines measured in the same process and alternating
+rounds, the embedding on PyTorch (the runtime before the export existed) and words only; the CPU time per
+verdict (all threads) is less sensitive to other processes than the latency is. Image screening is NudeNet
+on 1280×1280 images, against encoding the same image as a JPEG (a cost the engine pays anyway). Limiter
+throughput is `InMemoryRateLimiter` decisions per second, direct and through `await`. The machine is shared
+and noisy: compare ratios, not absolute times; the load average is printed with the results. On a crowded
+CPU, OpenMP threads that spin while they wait for each other (the default) make the PyTorch baseline many
+times slower; run with OMP_WAIT_POLICY=PASSIVE in the environment (it must be set before torch loads), or try
+`--torch-threads 1`, to see the difference (ONNX Runtime's threads are told not to spin).
 Prints a table, then one JSON line.
 """
 
@@ -34,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config.settings import LimitSettings, ModerationSettings  # noqa: E402
+from config.settings import LimitSettings, ModerationSettings, load_settings  # noqa: E402
 from moderation.images import NudityScreener, withheld_version  # noqa: E402
 from moderation.limits import InMemoryRateLimiter  # noqa: E402
 from moderation.policy import ModerationPolicy  # noqa: E402
@@ -59,34 +61,47 @@ def time_each(function: Callable[[object], object], items: list) -> list[float]:
     return samples
 
 
+def load_scorer(policy: ModerationPolicy, runtime: str) -> tuple[SemanticScorer, float]:
+    """A loaded scorer and the seconds it took (for ONNX, the first run on a machine includes the export)."""
+    scorer = SemanticScorer(policy.semantic, runtime=runtime, cache_dir=load_settings().engine.cache_dir)
+    started = time.perf_counter()
+    scorer.load()
+    return scorer, time.perf_counter() - started
+
+
 def prompt_latency(rounds: int) -> dict[str, float]:
     prompts = [json.loads(line)["prompt"] for line in LABELLED_SET.read_text(encoding="utf-8").splitlines() if line]
     policy = ModerationPolicy.load()
-    scorer = SemanticScorer(policy.semantic)
-    started = time.perf_counter()
-    scorer.load()
-    load_s = time.perf_counter() - started
-    full, words = PromptModerator(policy, semantic=scorer), PromptModerator(policy)
-    full.moderate("warm up"), words.moderate("warm up")
-    with_embedding: list[float] = []
-    words_only: list[float] = []
+    onnx_scorer, load_s = load_scorer(policy, "onnx")
+    torch_scorer, torch_load_s = load_scorer(policy, "torch")
+    if onnx_scorer.runtime != "onnx":
+        raise SystemExit("the ONNX encoder could not be opened (see the warning above); nothing to compare")
+    moderators = {"onnx": PromptModerator(policy, semantic=onnx_scorer),
+                  "torch": PromptModerator(policy, semantic=torch_scorer), "words": PromptModerator(policy)}
+    samples: dict[str, list[float]] = {name: [] for name in moderators}
     cpu_s = 0.0
-    for _ in range(rounds):  # alternate, so that load from other processes hits both alike
+    for moderator in moderators.values():
+        moderator.moderate("warm up")
+    for _ in range(rounds):  # alternate, so that load from other processes hits all alike
         cpu_started = time.process_time()
-        with_embedding += time_each(full.moderate, prompts)
+        samples["onnx"] += time_each(moderators["onnx"].moderate, prompts)
         cpu_s += time.process_time() - cpu_started
-        words_only += time_each(words.moderate, prompts)
+        samples["torch"] += time_each(moderators["torch"].moderate, prompts)
+        samples["words"] += time_each(moderators["words"].moderate, prompts)
     started = time.perf_counter()
-    full.moderate_many(prompts * rounds)
+    moderators["onnx"].moderate_many(prompts * rounds)
     batch_per_s = len(prompts) * rounds / (time.perf_counter() - started)
     return {
         "prompts": len(prompts) * rounds,
         "model_load_s": load_s,
-        "p50_ms": statistics.median(with_embedding),
-        "p99_ms": percentile(with_embedding, 0.99),
-        "cpu_ms": cpu_s * 1000 / len(with_embedding),
-        "words_only_p50_ms": statistics.median(words_only),
-        "words_only_p99_ms": percentile(words_only, 0.99),
+        "torch_model_load_s": torch_load_s,
+        "p50_ms": statistics.median(samples["onnx"]),
+        "p99_ms": percentile(samples["onnx"], 0.99),
+        "cpu_ms": cpu_s * 1000 / len(samples["onnx"]),
+        "torch_p50_ms": statistics.median(samples["torch"]),
+        "torch_p99_ms": percentile(samples["torch"], 0.99),
+        "words_only_p50_ms": statistics.median(samples["words"]),
+        "words_only_p99_ms": percentile(samples["words"], 0.99),
         "batched_prompts_per_s": batch_per_s,
     }
 
@@ -169,14 +184,19 @@ def main() -> None:
     images = image_screening(args.images)
     limits = limiter_throughput(args.decisions)
     rows = [
-        ("prompt verdict p50, with embedding", f"{prompts['p50_ms']:.2f} ms"),
-        ("prompt verdict p99, with embedding", f"{prompts['p99_ms']:.2f} ms"),
-        ("CPU time per verdict, with embedding", f"{prompts['cpu_ms']:.2f} ms"),
+        ("prompt verdict p50, with embedding (ONNX Runtime)", f"{prompts['p50_ms']:.2f} ms"),
+        ("prompt verdict p99, with embedding (ONNX Runtime)", f"{prompts['p99_ms']:.2f} ms"),
+        ("CPU time per verdict, with embedding (ONNX Runtime)", f"{prompts['cpu_ms']:.2f} ms"),
+        ("prompt verdict p50, embedding on PyTorch (baseline)", f"{prompts['torch_p50_ms']:.2f} ms"),
+        ("prompt verdict p99, embedding on PyTorch (baseline)", f"{prompts['torch_p99_ms']:.2f} ms"),
+        ("  PyTorch / ONNX Runtime, p50", f"{prompts['torch_p50_ms'] / prompts['p50_ms']:.1f}×"),
+        ("  PyTorch / ONNX Runtime, p99", f"{prompts['torch_p99_ms'] / prompts['p99_ms']:.1f}×"),
         ("prompt verdict p50, words only (baseline)", f"{prompts['words_only_p50_ms']:.3f} ms"),
         ("prompt verdict p99, words only (baseline)", f"{prompts['words_only_p99_ms']:.3f} ms"),
         ("  embedding / words-only, p50", f"{prompts['p50_ms'] / prompts['words_only_p50_ms']:.0f}×"),
         ("batched verdicts (imagine moderate -)", f"{prompts['batched_prompts_per_s']:.0f} /s"),
-        ("embedding model load", f"{prompts['model_load_s']:.1f} s"),
+        ("embedding model load, ONNX Runtime", f"{prompts['model_load_s']:.1f} s"),
+        ("embedding model load, PyTorch", f"{prompts['torch_model_load_s']:.1f} s"),
         ("image screening, 1280×1280", f"{images['screen_ms']:.1f} ms"),
         ("JPEG encoding, same image (baseline)", f"{images['jpeg_ms']:.1f} ms"),
         ("  screening / JPEG encoding", f"{images['screen_ms'] / images['jpeg_ms']:.1f}×"),
@@ -195,6 +215,8 @@ def main() -> None:
         "prompt_p50_ms": round(prompts["p50_ms"], 3),
         "prompt_p99_ms": round(prompts["p99_ms"], 3),
         "prompt_cpu_ms": round(prompts["cpu_ms"], 3),
+        "prompt_torch_p50_ms": round(prompts["torch_p50_ms"], 3),
+        "prompt_torch_p99_ms": round(prompts["torch_p99_ms"], 3),
         "prompt_words_only_p50_ms": round(prompts["words_only_p50_ms"], 4),
         "prompt_words_only_p99_ms": round(prompts["words_only_p99_ms"], 4),
         "prompt_batched_per_s": round(prompts["batched_prompts_per_s"], 1),

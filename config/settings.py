@@ -64,6 +64,7 @@ class ProvenanceSettings:
 class ModerationSettings:
     enabled: bool = True
     embedding: bool = True
+    embedding_runtime: str = "onnx"
     image_screening: bool = True
     policy_file: str = ""
     withheld_image: str = "blur"
@@ -133,6 +134,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "engine.dtype": ("auto", "float32", "float16", "bfloat16"),
     "slack.mode": ("http", "socket"),
     "moderation.withheld_image": ("blur", "placeholder"),
+    "moderation.embedding_runtime": ("onnx", "torch"),
 }
 POSITIVE: set[str] = {
     "engine.steps", "engine.max_steps", "engine.images_per_prompt", "engine.base_size",

@@ -100,7 +100,7 @@ class Admission:
         """Build from settings; `warm_up` loads the embedding model now (seconds, off the event loop)."""
         db = ModerationDatabase(settings.store.url, clock)
         await db.open()
-        moderator = moderator or PromptModerator.from_settings(settings.moderation)
+        moderator = moderator or PromptModerator.from_settings(settings.moderation, settings.engine.cache_dir)
         if warm_up and settings.moderation.enabled:
             await moderator.warm_up()
         limiter = limiter or InMemoryRateLimiter(settings.limits, clock)

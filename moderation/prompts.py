@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from config.settings import ModerationSettings
+from config.settings import EngineSettings, ModerationSettings
 from moderation.normalize import NormalizedText, Normalizer
 from moderation.policy import SEMANTIC_PREFIX, ModerationPolicy
 from moderation.semantic import SemanticScorer
@@ -49,9 +49,13 @@ class PromptModerator:
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_settings(cls, settings: ModerationSettings) -> PromptModerator:
+    def from_settings(cls, settings: ModerationSettings, cache_dir: str = EngineSettings.cache_dir
+                      ) -> PromptModerator:
+        """`cache_dir` (engine.cache_dir) keeps the embedding model's ONNX export."""
         policy = ModerationPolicy.load(settings.policy_file or None)
-        semantic = SemanticScorer(policy.semantic) if settings.embedding and policy.semantic else None
+        semantic = None
+        if settings.embedding and policy.semantic:
+            semantic = SemanticScorer(policy.semantic, runtime=settings.embedding_runtime, cache_dir=cache_dir)
         return cls(policy, semantic=semantic)
 
     # -- async API (event loop never blocks) ------------------------------------------------------------

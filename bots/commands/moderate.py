@@ -33,7 +33,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> int:
     if args.prompt is None:
         raise UsageError("give a PROMPT to judge, or - to read prompts from stdin")
-    moderator = PromptModerator.from_settings(settings_loader().moderation)
+    settings = settings_loader()
+    moderator = PromptModerator.from_settings(settings.moderation, settings.engine.cache_dir)
     if args.prompt == "-":
         moderate_lines(moderator, _stdin_lines(), sys.stdout)
         return 0
