@@ -153,12 +153,9 @@ def export_folder(model_path: Path, cache_dir: Path) -> Path:
 def _open_onnx(model_path: Path, cache_dir: Path) -> OnnxSentenceEncoder:
     folder = export_folder(model_path, cache_dir)
     limits = model_limits(model_path)
-    if (folder / EXPORT_RECORD).is_file():
-        encoder = OnnxSentenceEncoder(folder / ONNX_FILE, model_path, limits)
-        if matches_record(encoder, folder):
-            return encoder
-        logger.warning("the cached ONNX export in %s no longer matches its reference vectors; exporting again",
-                       folder)
+    cached = _cached_encoder(folder, model_path, limits)
+    if cached is not None:
+        return cached
     from moderation.onnx_export import export_sentence_encoder  # imports torch: only when exporting
 
     logger.info("exporting the sentence-embedding model to ONNX (once per machine, ~15 s) into %s", folder)
@@ -167,6 +164,21 @@ def _open_onnx(model_path: Path, cache_dir: Path) -> OnnxSentenceEncoder:
     if not matches_record(encoder, folder):
         raise RuntimeError("the fresh ONNX export does not reproduce its reference vectors")
     return encoder
+
+
+def _cached_encoder(folder: Path, model_path: Path, limits: ModelLimits) -> OnnxSentenceEncoder | None:
+    """The cached export if there is one and it still gives its reference vectors; None means export again."""
+    if not (folder / EXPORT_RECORD).is_file():
+        return None
+    try:
+        encoder = OnnxSentenceEncoder(folder / ONNX_FILE, model_path, limits)
+        if matches_record(encoder, folder):
+            return encoder
+        problem = "no longer matches its reference vectors"
+    except Exception as error:  # noqa: BLE001 - a damaged file of any kind is simply made again
+        problem = f"cannot be used ({error})"
+    logger.warning("the cached ONNX export in %s %s; exporting again", folder, problem)
+    return None
 
 
 def matches_record(encoder: SentenceEncoder, folder: Path) -> bool:

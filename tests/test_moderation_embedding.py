@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -84,15 +85,28 @@ def test_a_cached_export_is_reused(monkeypatch: pytest.MonkeyPatch) -> None:
     assert encoder.encode(["a lighthouse at dawn"]).shape == (1, 384)
 
 
-def test_an_export_that_no_longer_matches_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def _scale_reference_vectors(folder: Path) -> None:
+    record = json.loads((folder / EXPORT_RECORD).read_text())
+    record["reference_vectors"] = (np.asarray(record["reference_vectors"]) * 0.9).tolist()
+    (folder / EXPORT_RECORD).write_text(json.dumps(record))
+
+
+def _truncate_graph(folder: Path) -> None:
+    graph = folder / ONNX_FILE
+    graph.write_bytes(graph.read_bytes()[:1000])
+
+
+@pytest.mark.parametrize(("damage", "complaint"), [(_scale_reference_vectors, "no longer matches"),
+                                                    (_truncate_graph, "cannot be used")])
+def test_a_damaged_export_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None],
+                                      complaint: str) -> None:
+    """It is made again; here the exporter is unavailable too, so the torch model serves."""
     shared_scorer()
     model = default_model_path()
     folder = export_folder(model, tmp_path)
     shutil.copytree(export_folder(model, session_embedding_cache()), folder)
-    record = json.loads((folder / EXPORT_RECORD).read_text())
-    record["reference_vectors"] = (np.asarray(record["reference_vectors"]) * 0.9).tolist()
-    (folder / EXPORT_RECORD).write_text(json.dumps(record))
+    damage(folder)
 
     def exporter_unavailable(*args: object) -> None:
         raise RuntimeError("exporter unavailable")
@@ -101,7 +115,7 @@ def test_an_export_that_no_longer_matches_is_not_used(tmp_path: Path, monkeypatc
     with caplog.at_level(logging.WARNING, logger=embedding.__name__):
         encoder = open_encoder(cache_dir=tmp_path)
     assert encoder.runtime == "torch"  # slower, same verdicts
-    assert "no longer matches" in caplog.text and "exporter unavailable" in caplog.text
+    assert complaint in caplog.text and "exporting again" in caplog.text and "exporter unavailable" in caplog.text
 
 
 def test_an_export_that_differs_from_torch_never_lands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
