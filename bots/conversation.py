@@ -54,6 +54,9 @@ class _Platform:
     moderators: ModeratorChannel | None
 
 
+MAX_REDELIVERY_BACKOFF_S = 3600.0
+
+
 class Conversation:
     def __init__(
         self,
@@ -64,6 +67,7 @@ class Conversation:
         progress_interval_s: float = 1.5,
         delivery_retry_delays: Sequence[float] = (1.0, 3.0),
         review_poll_s: float = 2.0,
+        redelivery_interval_s: float = 60.0,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -71,10 +75,17 @@ class Conversation:
         self.progress_interval_s = progress_interval_s
         self.delivery_retry_delays = tuple(delivery_retry_delays)
         self.review_poll_s = review_poll_s
+        self.redelivery_interval_s = redelivery_interval_s
         self._platforms: dict[str, _Platform] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._decisions_lock = asyncio.Lock()
-        self._poller: asyncio.Task[Any] | None = None
+        self._pollers: list[asyncio.Task[Any]] = []
+        """The redelivery sweep and the review poller: close() stops them first."""
+        self._delivering: set[str] = set()
+        """Jobs a task of ours is following or delivering right now: a redelivery sweep leaves them alone."""
+        self._redelivery_backoff: dict[str, tuple[int, float]] = {}
+        """Job id -> (failed sweeps, loop time before which sweeps leave it alone): a post that keeps failing
+        (the bot removed from the channel) is tried ever less often, not every sweep, logging each time."""
         self._closed = False
         self._followed_before_start: set[str] | None = set()
         """Jobs submitted (and already followed) while adapters ran before start(): start() skips them."""
@@ -95,21 +106,40 @@ class Conversation:
                 if self.admission is not None:
                     await self.admission.job_started(job.request.requester)
                 self._spawn(self._follow(job, entry.replier_for(job.request.delivery)), f"follow-{job.id}")
-            for record in await self.engine.undelivered(platform):
-                if record.id in already_followed:
-                    continue
-                replier = entry.replier_for(record.request.delivery)
-                self._spawn(self._deliver_after_restart(record, replier), f"deliver-{record.id}")
+        await self.redeliver_undelivered()
+        self._pollers.append(self._spawn(self._redeliver_periodically(), "redelivery-sweep"))
         if self.admission is not None:
-            self._poller = self._spawn(self._poll_review_decisions(), "review-poller")
+            self._pollers.append(self._spawn(self._poll_review_decisions(), "review-poller"))
+
+    async def redeliver_undelivered(self) -> None:
+        """Post results that are finished but not delivered (the platform failed every retry, or the service
+        stopped in between), unless a task of ours is already on them."""
+        for platform, entry in self._platforms.items():
+            for record in await self.engine.undelivered(platform):
+                if record.id in self._delivering or not self._redelivery_due(record.id):
+                    continue
+                self._delivering.add(record.id)  # claimed before the fresh look below: no second claimant
+                fresh = await self.engine.lookup(record.id)
+                if fresh is None or fresh.state is not JobState.DONE:  # delivered meanwhile by its follower
+                    self._delivering.discard(record.id)
+                    continue
+                replier = entry.replier_for(fresh.request.delivery)
+                self._spawn(self._deliver_after_restart(fresh, replier), f"deliver-{record.id}")
+
+    async def _redeliver_periodically(self) -> None:
+        """"They will follow", says a result that could not be posted: this keeps that promise without a
+        restart, every `redelivery_interval_s`."""
+        while not self._closed:
+            await asyncio.sleep(self.redelivery_interval_s)
+            await _logged(self.redeliver_undelivered(), "redelivering results")
 
     async def close(self, drain_timeout_s: float = 0.0) -> None:
         """Stop polling; give followers up to `drain_timeout_s` to deliver what the engine finished; cancel
         the rest (their jobs stay journaled and are picked up again on the next start)."""
         self._closed = True
-        if self._poller is not None:
-            self._poller.cancel()
-        followers = [task for task in self._tasks if task is not self._poller]
+        for task in self._pollers:
+            task.cancel()
+        followers = [task for task in self._tasks if task not in self._pollers]
         if followers and drain_timeout_s > 0:
             await asyncio.wait(followers, timeout=drain_timeout_s)
         for task in list(self._tasks):
@@ -172,6 +202,13 @@ class Conversation:
     # ---- following a job ---------------------------------------------------------------------------------
 
     async def _follow(self, job: Job, replier: Replier, status: _ThrottledStatus | None = None) -> None:
+        self._delivering.add(job.id)
+        try:
+            await self._follow_until_delivered(job, replier, status)
+        finally:
+            self._delivering.discard(job.id)
+
+    async def _follow_until_delivered(self, job: Job, replier: Replier, status: _ThrottledStatus | None) -> None:
         status = status or _ThrottledStatus(replier, job.request.prompt, self.progress_interval_s)
         cancel = _cancel_button(job.id)
         async for event in job.events():
@@ -202,9 +239,26 @@ class Conversation:
     async def _deliver_after_restart(self, record: JobRecord, replier: Replier) -> None:
         """Deliver a result finished before a restart, then close its status message (it still shows progress
         and a Cancel button from before the restart)."""
-        if await self._deliver_record(record, replier):
+        self._delivering.add(record.id)
+        try:
+            if not await self._deliver_record(record, replier):
+                self._redelivery_failed(record.id)
+                return
+            self._redelivery_backoff.pop(record.id, None)
             done = ProgressEvent(job_id=record.id, state=JobState.DONE)
             await _logged(replier.show_status(messages.status(done, record.request.prompt)), "closing a status")
+        finally:
+            self._delivering.discard(record.id)
+
+    def _redelivery_due(self, job_id: str) -> bool:
+        _, due = self._redelivery_backoff.get(job_id, (0, 0.0))
+        return asyncio.get_running_loop().time() >= due
+
+    def _redelivery_failed(self, job_id: str) -> None:
+        """Double the wait before the next sweep tries this job again, up to MAX_REDELIVERY_BACKOFF_S."""
+        failures = self._redelivery_backoff.get(job_id, (0, 0.0))[0] + 1
+        wait_s = min(self.redelivery_interval_s * 2 ** (failures - 1), MAX_REDELIVERY_BACKOFF_S)
+        self._redelivery_backoff[job_id] = (failures, asyncio.get_running_loop().time() + wait_s)
 
     async def _deliver_record(self, record: JobRecord, replier: Replier) -> bool:
         """Post the images, retrying transient failures; record delivery only after the post succeeded."""

@@ -96,6 +96,7 @@ async def start_rig(
     screener: ImageScreener | None = None,
     moderated: bool = False,
     clock: FakeClock | None = None,
+    redelivery_interval_s: float = 60.0,
 ) -> DiscordRig:
     """Start in `imagine serve`'s order: engine, admission, adapter (registers the platform), conversation
     (resumes). With `moderated`, the real admission (limits, prompt rules, review queue) sits in front."""
@@ -103,7 +104,8 @@ async def start_rig(
     await engine.start()
     admission = await Admission.open(settings, warm_up=False) if moderated else None
     conversation = Conversation(settings, engine, admission, progress_interval_s=0.0,
-                                delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0)
+                                delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0,
+                                redelivery_interval_s=redelivery_interval_s)
     clock = clock or FakeClock()
     adapter = DiscordAdapter(settings, conversation, clock=clock, guild_ready_timeout=0.05)
     rig = DiscordRig(standin, settings, engine, conversation, adapter, clock, admission)

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bots.conversation import Conversation
 from config.settings import Settings, load_settings
 from engine.engine import load_runner
 from engine.runner import PipelineRunner
@@ -77,3 +78,10 @@ class UnetGate:
 def gated_runner(settings: Settings, *hold_calls: int) -> tuple[PipelineRunner, UnetGate]:
     runner = load_runner(settings)
     return runner, UnetGate(runner, *hold_calls)
+
+
+async def conversation_settled(conversation: Conversation, timeout_s: float = 120.0) -> None:
+    """Wait for the conversation's follow and deliver tasks (not its endless sweeps); they end once the job
+    store has recorded the delivery, or given up on it."""
+    work = [task for task in conversation._tasks if task not in conversation._pollers]
+    await asyncio.wait_for(asyncio.gather(*work), timeout_s)

@@ -15,7 +15,7 @@ from bots.conversation import Conversation, ImagineCommand
 from bots.replies import Delivery
 from engine.engine import Engine
 from engine.requests import JobState, Requester
-from tests.support import gated_runner, make_settings
+from tests.support import conversation_settled, gated_runner, make_settings
 
 ALICE = Requester(platform="test", user_id="alice", channel_id="c1")
 BOB = Requester(platform="test", user_id="bob", channel_id="c1")
@@ -297,3 +297,76 @@ async def test_a_result_finished_but_never_delivered_is_delivered_after_restart(
         await stop(engine, conversation)
     assert [delivery.job_id for delivery in later.deliveries] == [job_id]
     assert later.statuses == [(f"{messages.DONE} “delivered later”", ())]
+
+
+async def test_a_result_that_could_not_be_posted_follows_without_a_restart(settings) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(settings)
+    await engine.start()
+    conversation = Conversation(settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0),
+                                redelivery_interval_s=0.05)
+    flaky = RecordingReplier(fail_deliveries=4)  # the follower's three tries fail, then the first sweep's first
+    conversation.add_platform("test", lambda context: flaky)
+    await conversation.start()
+    try:
+        job_id = await conversation.imagine(command("posted later"), flaky)
+        await flaky.until(lambda: bool(flaky.deliveries) and flaky.statuses[-1][0].startswith(messages.DONE))
+        assert await engine.undelivered() == []
+        await conversation.redeliver_undelivered()  # a later sweep finds nothing to do
+    finally:
+        await stop(engine, conversation)
+    assert [delivery.job_id for delivery in flaky.deliveries] == [job_id]
+    assert any(text.startswith("⚠️ Your images are ready") for text, _ in flaky.statuses)
+
+
+class HeldReplier(RecordingReplier):
+    """Its first post waits until the test lets it through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posting = asyncio.Event()
+        self.let_through = asyncio.Event()
+
+    async def deliver(self, delivery: Delivery) -> None:
+        self.posting.set()
+        await self.let_through.wait()
+        await super().deliver(delivery)
+
+
+async def test_a_sweep_leaves_a_result_its_follower_is_posting(settings) -> None:  # type: ignore[no-untyped-def]
+    engine, conversation = await running(settings)
+    held = HeldReplier()
+    conversation.add_platform("test", lambda context: held)
+    try:
+        job_id = await conversation.imagine(command("posted once"), held)
+        await wait(held.posting)
+        assert [record.id for record in await engine.undelivered()] == [job_id]  # finished, not yet delivered
+        await conversation.redeliver_undelivered()
+        held.let_through.set()
+        await held.until(held.finished_status)
+        await conversation.redeliver_undelivered()
+    finally:
+        await stop(engine, conversation)
+    assert [delivery.job_id for delivery in held.deliveries] == [job_id]
+
+
+async def test_a_post_that_keeps_failing_is_tried_ever_less_often(settings) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(settings)
+    await engine.start()
+    conversation = Conversation(settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0),
+                                redelivery_interval_s=3600.0)  # sweeps below are called by hand
+    gone = RecordingReplier(fail_deliveries=99)  # e.g. the bot was removed from the channel
+    attempts = lambda: 99 - gone.fail_deliveries  # noqa: E731
+    conversation.add_platform("test", lambda context: gone)
+    await conversation.start()
+    try:
+        await conversation.imagine(command("nowhere to post"), gone)
+        await gone.until(lambda: bool(gone.statuses) and gone.statuses[-1][0].startswith("⚠️"))
+        assert attempts() == 3  # the follower's try and two retries
+        await conversation.redeliver_undelivered()
+        await conversation_settled(conversation)
+        assert attempts() == 6
+        await conversation.redeliver_undelivered()  # too soon after a failed sweep: left alone
+        await conversation_settled(conversation)
+        assert attempts() == 6 and await engine.undelivered() != []
+    finally:
+        await stop(engine, conversation)

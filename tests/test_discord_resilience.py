@@ -29,6 +29,7 @@ from tests.support import gated_runner, make_settings
 
 pytestmark = pytest.mark.timeout(240)
 WEBHOOK = r"/webhooks/\d+/[^/]+"
+UPLOADS = rf"(?:{WEBHOOK}|/channels/\d+/messages)"  # a followup, or a channel post once the token has expired
 FIFTEEN_MINUTES_AND_MORE = 16 * 60
 
 
@@ -52,6 +53,26 @@ async def test_a_failed_upload_is_retried_and_delivered_once(
         await rig.stop()
     uploads = [r for r in standin.requests_to("POST", WEBHOOK) if r.files]
     assert [r.status for r in uploads] == [status, 200]
+    assert len(standin.messages_with_files()) == 1
+
+
+async def test_images_that_could_not_be_posted_follow_without_a_restart(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    """Discord refuses every upload for a while (longer than the follower's retries): the status says the
+    images will follow, and the next redelivery sweep posts them, once."""
+    settings = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
+    rig = await start_rig(settings, standin, redelivery_interval_s=0.2)
+    try:
+        standin.fail_next("POST", UPLOADS, 429, times=15, retry_after=0.01, uploads_only=True)
+        await standin.send_command(standin.make_user("erin"), {"prompt": "a quiet harbour"})
+        await rig.message_saying("will follow")
+        await rig.message_saying(messages.DONE)
+        assert await rig.engine.undelivered("discord") == []
+    finally:
+        await rig.stop()
+    refused = [r for r in standin.requests_to("POST", UPLOADS) if r.files and r.status == 429]
+    assert len(refused) == 15
     assert len(standin.messages_with_files()) == 1
 
 

@@ -18,7 +18,7 @@ from engine.store import open_store, sqlite_path
 from tests.slack_harness import SlackRig, slack_settings, start_rig
 from tests.standins.slack_requests import slash_command_payload
 from tests.standins.slack_server import SlackStandIn
-from tests.support import UnetGate, gated_runner
+from tests.support import UnetGate, conversation_settled, gated_runner
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -91,8 +91,7 @@ async def stop_mid_job(rig: SlackRig, gate: UnetGate) -> None:
 
 
 async def settled(rig: SlackRig) -> None:
-    """Wait for the conversation's follow/deliver tasks (they end after the job store records delivery)."""
-    await asyncio.wait_for(asyncio.gather(*list(rig.conversation._tasks)), 120)
+    await conversation_settled(rig.conversation)
 
 
 async def journaled_states(settings: Settings) -> dict[str, JobState]:
