@@ -270,6 +270,7 @@ class Conversation:
             except Exception as exc:  # a platform error must not kill the follower: retry, then leave it journaled
                 if delay is None:
                     log.error("delivering job %s failed %d times (%s); it stays undelivered", record.id, attempt, exc)
+                    await self._journal_place(record.id, replier)  # what did get posted, for the next try
                     return False
                 log.warning("delivering job %s failed (%s); retrying in %.1f s", record.id, exc, delay)
                 await asyncio.sleep(delay)

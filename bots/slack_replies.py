@@ -37,6 +37,9 @@ class SlackPlace:
     """The thread the requester spoke in (a mention in a thread, a button clicked in a thread), if any."""
     status_ts: str | None = None
     """Our status message, once posted."""
+    uploaded: list[str] = field(default_factory=list)
+    """Jobs whose images are already posted here: a retry of a delivery whose buttons failed, even by a
+    rebuilt replier after a restart or in a redelivery sweep, posts only the buttons, not the images again."""
 
     @property
     def is_direct_message(self) -> bool:
@@ -60,6 +63,7 @@ class SlackPlace:
                 user=str(context["user"]),
                 thread_ts=_optional_str(context.get("thread_ts")),
                 status_ts=_optional_str(context.get("status_ts")),
+                uploaded=[str(job_id) for job_id in context.get("uploaded") or []],
             )
         except KeyError as missing:
             needed = missing.args[0]
@@ -73,7 +77,6 @@ class SlackReplier:
         self.client = client
         self.place = place
         self._lock = asyncio.Lock()
-        self._uploaded: set[str] = set()
         self._buttons_posted: set[str] = set()
 
     @property
@@ -116,9 +119,9 @@ class SlackReplier:
         """Upload the images (one call), then post the buttons. A retry after a failure redoes only the step
         that failed, so one successful delivery never shows the images twice."""
         async with self._lock:
-            if delivery.job_id not in self._uploaded:
+            if delivery.job_id not in self.place.uploaded:
                 await self._upload(delivery)
-                self._uploaded.add(delivery.job_id)
+                self.place.uploaded.append(delivery.job_id)
             if delivery.button_rows and delivery.job_id not in self._buttons_posted:
                 await self.client.chat_postMessage(
                     channel=self.place.channel, thread_ts=self.place.reply_thread,

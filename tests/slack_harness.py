@@ -89,6 +89,7 @@ async def start_rig(
     runner_factory: Callable[[], PipelineRunner] | None = None,
     admission: Admission | None = None,
     slow_start: bool = False,
+    redelivery_interval_s: float = 60.0,
 ) -> SlackRig:
     """Start in `imagine serve`'s order: engine; adapter built (registers the platform) and started (resumes
     stored requests, takes new ones); conversation started (follows resumed jobs, delivers undelivered ones).
@@ -96,7 +97,8 @@ async def start_rig(
     engine = Engine(settings, runner_factory=runner_factory)
     await engine.start()
     conversation = Conversation(settings, engine, admission, progress_interval_s=0.0,
-                                delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0)
+                                delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0,
+                                redelivery_interval_s=redelivery_interval_s)
     adapter = SlackAdapter(settings, conversation)
     await adapter.start()
     if slow_start:

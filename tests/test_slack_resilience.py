@@ -49,6 +49,27 @@ async def test_rate_limited_and_failing_uploads_are_retried_and_delivered_once(
             await rig.stop()
 
 
+async def test_when_only_the_buttons_failed_a_later_sweep_does_not_post_the_images_again(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    async with SlackStandIn() as standin:
+        settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
+        runner, gate = await asyncio.to_thread(gated_runner, settings, 1)
+        rig = await start_rig(settings, standin, runner_factory=lambda: runner, redelivery_interval_s=0.2)
+        try:
+            await rig.sender.post(rig.sender.slash_command("a stubborn heron"))
+            await gate.wait_reached()  # the status message is posted; the images are not made yet
+            standin.fail("chat.postMessage", 500, times=3)  # the buttons message, each of the follower's tries
+            gate.release()
+            await rig.message_saying("will follow")
+            await standin.wait_for(lambda: len(image_messages(standin)) == 1)
+            await rig.message_saying(messages.DONE)
+            await conversation_settled(rig.conversation)
+        finally:
+            await rig.stop()
+        assert len(standin.completed) == 1  # the images went up once
+        assert [c.status for c in standin.calls_to("chat.postMessage")].count(500) == 3
+
+
 async def test_restart_mid_job_and_before_delivery_delivers_each_job_exactly_once(
         tmp_path: Path, tiny_model_dir: Path) -> None:
     async with SlackStandIn() as standin:
