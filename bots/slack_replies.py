@@ -25,6 +25,8 @@ from bots.buttons import Button
 from bots.replies import Delivery, ReviewPost
 
 log = logging.getLogger(__name__)
+HISTORY_SCAN_LIMIT = 200
+"""How many recent messages of the moderators' channel are searched for a review message after a restart."""
 
 
 @dataclass
@@ -182,13 +184,31 @@ class SlackModerators:
             )
 
     async def close_review(self, item_id: str, text: str) -> None:
-        message = self._posted.get(item_id)
-        if message is None:  # posted before a restart and nobody clicked since: say it in the channel
+        message = self._posted.get(item_id) or await self._find_review_message(item_id)
+        if message is None:  # not found (too old, or no history scope): say it in the channel instead
             await self.client.chat_postMessage(channel=self.channel, text=blocks.fallback_text(text),
                                                blocks=[blocks.section(text)])
             return
         await self.client.chat_update(channel=message.channel, ts=message.ts, text=blocks.fallback_text(text),
                                       blocks=[blocks.section(text)])
+        self._posted.pop(item_id, None)
+
+    async def _find_review_message(self, item_id: str) -> ReviewMessage | None:
+        """After a restart the map is empty: the review message is the one whose buttons name the item
+        (needs the `channels:history` or `groups:history` scope; without it the decision is posted anew)."""
+        try:
+            page = await self.client.conversations_history(channel=self.channel, limit=HISTORY_SCAN_LIMIT)
+        except SlackApiError as error:
+            log.warning("review %s: cannot read the moderators' channel (%s); posting the decision",
+                        item_id, error.response.get("error"))
+            return None
+        suffix = f":{item_id}"
+        for message in page.get("messages") or []:
+            for block in message.get("blocks") or []:
+                if any(str(element.get("action_id", "")).endswith(suffix) for element in block.get("elements") or []):
+                    return ReviewMessage(self.channel, str(message["ts"]))
+        log.warning("review %s: its moderator message was not found; posting the decision", item_id)
+        return None
 
 
 def _optional_str(value: Any) -> str | None:

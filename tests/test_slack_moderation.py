@@ -105,3 +105,32 @@ async def test_moderators_approve_and_reject_others_are_refused_and_audited(rig:
             (f"slack:{GROUP_MODERATOR}", "reject", "ok")} <= audit
     await rig.message_saying(messages.DONE)
     assert len(standin.completed) == 1  # the rejected prompt was never generated
+
+
+async def test_a_decision_made_elsewhere_after_a_restart_edits_the_original_review_message(
+        tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review message's location is not kept across a restart: it is found again by its buttons in the
+    channel's history (conversations.history), and edited instead of a second message being posted."""
+    reuse_loaded_model(monkeypatch)
+    async with SlackStandIn() as standin:
+        settings = slack_settings(tmp_path, tiny_model_dir, standin)
+        first = await start_rig(settings, standin, admission=await Admission.open(settings))
+        try:
+            await first.sender.post(first.sender.slash_command("a nude woman lying on a bed", user_id="UCAROL"))
+            (held,) = await standin.wait_for(lambda: review_posts(first) or None)
+            assert first.admission is not None
+            (item,) = await first.admission.review.list()
+        finally:
+            await first.stop()
+
+        again = await start_rig(settings, standin, admission=await Admission.open(settings))
+        try:
+            assert again.admission is not None
+            await again.admission.review.reject(item.id, "cli:alice", "not here")  # as `imagine review reject`
+            await again.conversation.process_review_decisions()
+            await standin.wait_for(lambda: held.edits == 1)
+        finally:
+            await again.stop()
+    assert held.text.startswith("❌ Rejected by cli:alice") and not any(b["type"] == "actions" for b in held.blocks)
+    assert review_posts(again) == [held]  # no second message in the moderators' channel
+    assert standin.calls_to("conversations.history")[0].query["channel"] == MODERATOR_CHANNEL

@@ -440,6 +440,16 @@ class SlackStandIn:
         self.ephemerals.append(EphemeralMessage(channel, user, text, blocks, args.get("thread_ts") or None))
         return {"ok": True, "message_ts": self._next_ts()}
 
+    def _conversations_history(self, args: JsonDict) -> JsonDict:
+        """A channel's top-level messages, newest first, at most `limit` (one page: no cursor)."""
+        channel = _required(args, "channel")
+        limit = int(args.get("limit") or 100)
+        top_level = [m for m in self.messages.values()
+                     if m.channel == channel and (m.thread_ts is None or m.thread_ts == m.ts)]
+        newest_first = sorted(top_level, key=lambda m: float(m.ts), reverse=True)
+        return {"ok": True, "messages": [_message_json(m) for m in newest_first[:limit]],
+                "has_more": len(newest_first) > limit, "response_metadata": {"next_cursor": ""}}
+
     def _conversations_open(self, args: JsonDict) -> JsonDict:
         users = _required(args, "users")
         return {"ok": True, "channel": {"id": "D" + users.split(",")[0].lstrip("U")}}
@@ -494,6 +504,7 @@ class SlackStandIn:
         "chat.update": _chat_update,
         "chat.postEphemeral": _chat_post_ephemeral,
         "conversations.open": _conversations_open,
+        "conversations.history": _conversations_history,
         "files.getUploadURLExternal": _files_get_upload_url,
         "files.completeUploadExternal": _files_complete_upload,
         "usergroups.users.list": _usergroups_users_list,
