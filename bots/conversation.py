@@ -18,7 +18,7 @@ from typing import Any
 
 from bots import messages
 from bots.buttons import Action, BadButton, Button, Style, parse_button
-from bots.replies import Attachment, Delivery, ModeratorChannel, Replier, ReviewPost
+from bots.replies import Attachment, Delivery, ModeratorChannel, PlaceUnreachable, Replier, ReviewPost
 from config.settings import Settings
 from engine.engine import Engine, prepare_record
 from engine.errors import EngineClosed, EngineError, InvalidRequest, NotAllowed, QueueFull
@@ -194,7 +194,15 @@ class Conversation:
         if self._followed_before_start is not None:
             self._followed_before_start.add(job.id)
         status = _ThrottledStatus(replier, job.request.prompt, self.progress_interval_s)
-        await status.show(job.snapshot(), _cancel_button(job.id))  # where they stand, before anything else
+        try:
+            await status.show_first(job.snapshot(), _cancel_button(job.id))  # where they stand, before all else
+        except PlaceUnreachable:
+            # Nowhere to answer (a channel the bot is not in): no GPU time for images nobody could see.
+            await self.engine.cancel(job.id)
+            if self.admission is not None:
+                await (self.admission.submission_failed if checked else self.admission.job_finished)(
+                    request.requester)
+            raise
         await self._journal_place(job.id, replier)
         self._spawn(self._follow(job, replier, status), f"follow-{job.id}")
         return job.id
@@ -466,6 +474,19 @@ class _ThrottledStatus:
 
     async def show(self, event: ProgressEvent, buttons: Sequence[Button], final: bool = False) -> None:
         await self.show_text(messages.status(event, self.prompt), buttons, final)
+
+    async def show_first(self, event: ProgressEvent, buttons: Sequence[Button]) -> None:
+        """The first status: like `show`, except that `PlaceUnreachable` reaches the caller (any other failure
+        is transient: the follower's next update tries again)."""
+        text = messages.status(event, self.prompt)
+        try:
+            await self.replier.show_status(text, buttons)
+        except PlaceUnreachable:
+            raise
+        except Exception:
+            log.exception("posting the first status message failed")
+            return
+        self.shown, self.shown_at = text, time.monotonic()
 
     async def show_text(self, text: str, buttons: Sequence[Button], final: bool = False) -> None:
         if text == self.shown:

@@ -29,6 +29,11 @@ class Delivery:
     button_rows: tuple[tuple[Button, ...], ...] = ()
 
 
+class PlaceUnreachable(Exception):
+    """Raised by a replier when the platform says the bot cannot post where the request came from at all (not a
+    member of the channel), as opposed to a transient failure. The conversation then drops the job at once."""
+
+
 class Replier(Protocol):
     """Talks to one requester in one place (a channel, a thread, a DM). Rebuilt after a restart from the
     journaled `delivery` context by the adapter's `replier_for(context)`."""

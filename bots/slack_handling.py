@@ -16,6 +16,7 @@ from bots import messages
 from bots.buttons import Action, BadButton, parse_button
 from bots.conversation import Conversation, ImagineCommand
 from bots.intake import INTAKE_KEY, Deferred, IntakeEntry, became_job
+from bots.replies import PlaceUnreachable
 from bots.slack_moderators import ModeratorCheck
 from bots.slack_replies import SlackModerators, SlackPlace, SlackReplier
 from bots.slack_text import BadOptions, parse_prompt_text
@@ -47,7 +48,7 @@ class SlackRequestHandler:
         if entry.kind == COMMAND:
             place = SlackPlace(channel=body["channel_id"], user=body["user_id"])
             await self._imagine(entry.key, body.get("text", ""), place, body.get("team_id", ""),
-                                body.get("user_name", ""))
+                                body.get("user_name", ""), response_url=body.get("response_url") or None)
         elif entry.kind in (MENTION, DIRECT_MESSAGE):
             event = body["event"]
             # A mention is answered in its thread, so a busy channel is not flooded; a DM in the DM.
@@ -59,8 +60,9 @@ class SlackRequestHandler:
         else:
             log.warning("ignoring a stored Slack request of unknown kind %r", entry.kind)
 
-    async def _imagine(self, key: str, text: str, place: SlackPlace, team_id: str, display_name: str = "") -> None:
-        replier = SlackReplier(self.client, place)
+    async def _imagine(self, key: str, text: str, place: SlackPlace, team_id: str, display_name: str = "",
+                       response_url: str | None = None) -> None:
+        replier = SlackReplier(self.client, place, response_url)
         try:
             options = parse_prompt_text(text)
         except BadOptions as error:
@@ -73,6 +75,9 @@ class SlackRequestHandler:
         )
         try:
             await self.conversation.imagine(command, replier)
+        except PlaceUnreachable:
+            log.info("/imagine from %s in %s, a channel the bot is not in", place.user, place.channel)
+            await _refuse(replier, messages.CANNOT_POST_HERE)
         except Exception:
             log.exception("could not take a Slack /imagine from %s", place.user)
             await _refuse(replier, messages.SOMETHING_WENT_WRONG)

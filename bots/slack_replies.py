@@ -19,12 +19,14 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bots import slack_blocks as blocks
 from bots.buttons import Button
-from bots.replies import Delivery, ReviewPost
+from bots.replies import Delivery, PlaceUnreachable, ReviewPost
 
 log = logging.getLogger(__name__)
+OUTSIDE_CHANNEL_ERRORS = frozenset({"not_in_channel", "channel_not_found"})
 HISTORY_SCAN_LIMIT = 200
 """How many recent messages of the moderators' channel are searched for a review message after a restart."""
 
@@ -75,9 +77,12 @@ class SlackPlace:
 class SlackReplier:
     """One conversation with one requester. Calls are serialised: a status edit never races the delivery."""
 
-    def __init__(self, client: AsyncWebClient, place: SlackPlace) -> None:
+    def __init__(self, client: AsyncWebClient, place: SlackPlace, response_url: str | None = None) -> None:
         self.client = client
         self.place = place
+        self.response_url = response_url
+        """A slash command's reply URL (valid 30 min, not journaled): the only way to answer in a channel the
+        bot is not a member of."""
         self._lock = asyncio.Lock()
         self._buttons_posted: set[str] = set()
 
@@ -90,10 +95,15 @@ class SlackReplier:
         async with self._lock:
             if self.place.status_ts is not None and await self._edit_status(text, rows):
                 return
-            posted = await self.client.chat_postMessage(
-                channel=self.place.channel, thread_ts=self.place.thread_ts,
-                text=blocks.fallback_text(text), blocks=blocks.message_blocks(text, rows),
-            )
+            try:
+                posted = await self.client.chat_postMessage(
+                    channel=self.place.channel, thread_ts=self.place.thread_ts,
+                    text=blocks.fallback_text(text), blocks=blocks.message_blocks(text, rows),
+                )
+            except SlackApiError as error:
+                if is_outside_channel(error):
+                    raise PlaceUnreachable(f"not a member of {self.place.channel}") from error
+                raise
             self.place.status_ts = str(posted["ts"])
 
     async def _edit_status(self, text: str, rows: tuple[tuple[Button, ...], ...]) -> bool:
@@ -112,10 +122,22 @@ class SlackReplier:
         return True
 
     async def refuse(self, text: str) -> None:
-        await self.client.chat_postEphemeral(
-            channel=self.place.channel, user=self.place.user, thread_ts=self.place.thread_ts,
-            text=blocks.fallback_text(text), blocks=[blocks.section(text)],
-        )
+        try:
+            await self.client.chat_postEphemeral(
+                channel=self.place.channel, user=self.place.user, thread_ts=self.place.thread_ts,
+                text=blocks.fallback_text(text), blocks=[blocks.section(text)],
+            )
+        except SlackApiError as error:
+            if not (is_outside_channel(error) and self.response_url):
+                raise
+            await self._reply_by_response_url(text)
+
+    async def _reply_by_response_url(self, text: str) -> None:
+        webhook = AsyncWebhookClient(self.response_url or "", session=self.client.session)
+        response = await webhook.send(text=blocks.fallback_text(text), blocks=[blocks.section(text)],
+                                      response_type="ephemeral")
+        if response.status_code != 200:
+            raise RuntimeError(f"response_url answered HTTP {response.status_code}: {response.body[:200]!r}")
 
     async def deliver(self, delivery: Delivery) -> None:
         """Upload the images (one call), then post the buttons. A retry after a failure redoes only the step
@@ -209,6 +231,11 @@ class SlackModerators:
                     return ReviewMessage(self.channel, str(message["ts"]))
         log.warning("review %s: its moderator message was not found; posting the decision", item_id)
         return None
+
+
+def is_outside_channel(error: Exception) -> bool:
+    """Slack's answer when the bot is not a member of the channel (public: not_in_channel; private: not found)."""
+    return isinstance(error, SlackApiError) and error.response.get("error") in OUTSIDE_CHANNEL_ERRORS
 
 
 def _optional_str(value: Any) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 
 from bots import messages
+from bots.buttons import Button
 from bots.conversation import Conversation, ImagineCommand
-from bots.replies import ReviewPost
+from bots.replies import PlaceUnreachable, ReviewPost
 from engine.engine import Engine
 from engine.requests import Requester
 from engine.screening import ScreeningResult
@@ -152,4 +154,23 @@ async def test_an_image_filter_hit_is_withheld_and_sent_to_moderators(tmp_path, 
         await replier.until(lambda: len(replier.deliveries) == 2)
     released = replier.deliveries[1]
     assert [attachment.path.endswith("-withheld.jpg") for attachment in released.attachments] == [True] * 4
+    assert job_id is not None
+
+
+class UnreachableReplier(RecordingReplier):
+    """The platform says the bot cannot post where the prompt came from."""
+
+    async def show_status(self, text: str, buttons: Sequence[Button] = ()) -> None:
+        raise PlaceUnreachable("not a member of the channel")
+
+
+async def test_a_prompt_from_where_the_bot_cannot_post_costs_nothing(settings) -> None:  # type: ignore[no-untyped-def]
+    async with Harness(settings) as harness:
+        command = ImagineCommand(prompt="a quiet harbour", requester=ALICE, delivery={"channel": "elsewhere"})
+        for _ in range(3):  # more than the burst of 2: each attempt's budget came back
+            with pytest.raises(PlaceUnreachable):
+                await harness.conversation.imagine(command, UnreachableReplier())
+        assert await harness.admission.limiter.active_jobs(ALICE.key) == 0
+        assert harness.engine.active_jobs() == []
+        job_id, _ = await harness.imagine("a quiet harbour")
     assert job_id is not None

@@ -10,6 +10,7 @@ import pytest
 
 from bots import messages
 from engine.requests import JobState
+from engine.store import open_store
 from tests.slack_harness import SlackRig, jpeg_sizes, slack_settings, start_rig
 from tests.standins.slack_server import SlackStandIn
 
@@ -122,3 +123,25 @@ def job_of(rig: SlackRig) -> str:
             if block["type"] == "actions":
                 return block["elements"][0]["action_id"].split(":")[2]
     raise AssertionError("no buttons posted")
+
+
+async def test_slash_command_in_a_channel_the_bot_is_not_in_is_answered_through_response_url(
+        rig: SlackRig) -> None:
+    """Slack refuses the bot's posts there (not_in_channel), ephemeral ones too: the user is told how to fix
+    it through the command's response_url, and no job is left running for images nobody could see."""
+    standin = rig.standin
+    standin.channels_without_bot.add("CPRIVATE")
+    await rig.sender.post(rig.sender.slash_command("a lighthouse at dawn", channel_id="CPRIVATE"))
+    (answer,) = await standin.wait_for(lambda: standin.responses or None)
+    assert answer["response_type"] == "ephemeral" and "not a member" in answer["text"]
+    await rig.settled()
+    assert rig.engine.active_jobs() == []
+    store = open_store(rig.settings.store.url)
+    try:
+        assert [record.state for record in store.in_states(list(JobState))] == [JobState.CANCELLED]
+    finally:
+        store.close()
+    assert not [m for m in standin.messages.values() if m.channel == "CPRIVATE"]
+
+    await rig.sender.post(rig.sender.slash_command("a lighthouse at dawn", channel_id="CGENERAL"))
+    await rig.message_saying(messages.DONE)  # elsewhere all goes on as usual

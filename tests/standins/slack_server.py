@@ -120,6 +120,8 @@ class SlackStandIn:
         self.usergroups: dict[str, list[str]] = dict(usergroups or {})
         self.calls: list[SlackCall] = []
         self.messages: dict[tuple[str, str], PostedMessage] = {}
+        self.channels_without_bot: set[str] = set()
+        """Channels the bot is not a member of: posting there fails as on Slack (not_in_channel)."""
         self.ephemerals: list[EphemeralMessage] = []
         self.responses: list[JsonDict] = []
         """Bodies posted to response URLs (slash command / interaction follow-ups)."""
@@ -415,8 +417,13 @@ class SlackStandIn:
             "is_enterprise_install": False,
         }
 
+    def _require_membership(self, channel: str | None) -> None:
+        if channel in self.channels_without_bot:
+            raise SlackError("not_in_channel")
+
     def _chat_post_message(self, args: JsonDict) -> JsonDict:
         channel = _required(args, "channel")
+        self._require_membership(channel)
         text, blocks = _text_and_blocks(args)
         thread_ts = args.get("thread_ts") or None
         if thread_ts is not None and (channel, str(thread_ts)) not in self.messages:
@@ -436,6 +443,7 @@ class SlackStandIn:
 
     def _chat_post_ephemeral(self, args: JsonDict) -> JsonDict:
         channel, user = _required(args, "channel"), _required(args, "user")
+        self._require_membership(channel)
         text, blocks = _text_and_blocks(args)
         self.ephemerals.append(EphemeralMessage(channel, user, text, blocks, args.get("thread_ts") or None))
         return {"ok": True, "message_ts": self._next_ts()}
@@ -464,6 +472,7 @@ class SlackStandIn:
     def _files_complete_upload(self, args: JsonDict) -> JsonDict:
         files = json.loads(_required(args, "files"))
         channel = args.get("channel_id") or None
+        self._require_membership(channel)
         thread_ts = args.get("thread_ts") or None
         if thread_ts and channel and (channel, thread_ts) not in self.messages:
             raise SlackError("thread_not_found")
