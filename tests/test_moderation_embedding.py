@@ -140,7 +140,8 @@ def test_an_unknown_runtime_is_refused_by_the_configuration() -> None:
 
 @pytest.mark.timeout(240)
 def test_first_use_exports_quietly_through_the_real_entry_point(tmp_path: Path) -> None:
-    """A machine's first `imagine moderate` makes the export; stdout carries only the verdict."""
+    """A machine's first `imagine moderate` makes the export and says so on stderr; stdout carries only the
+    verdict."""
     env = {**os.environ, "IMAGINE_ENGINE__CACHE_DIR": str(tmp_path / "cache"),
            "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/x.db"}
     env.pop("IMAGINE_CONFIG", None)
@@ -148,4 +149,5 @@ def test_first_use_exports_quietly_through_the_real_entry_point(tmp_path: Path) 
                           cwd=ROOT, env=env, capture_output=True, timeout=230, check=True)
     lines = done.stdout.decode().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["action"] == "review"
+    assert "exporting the sentence-embedding model to ONNX (once per machine" in done.stderr.decode()
     assert list((tmp_path / "cache" / "sentence-embedding").glob(f"*/{EXPORT_RECORD}"))

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from bots.cli import UsageError
 from config.settings import Settings
+from moderation import embedding
 from moderation.prompts import PromptModerator
 from moderation.verdict import Verdict
 
@@ -34,6 +36,8 @@ def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> in
     if args.prompt is None:
         raise UsageError("give a PROMPT to judge, or - to read prompts from stdin")
     settings = settings_loader()
+    # The first run on a machine exports the embedding model (~15 s): say so on stderr rather than wait silently.
+    logging.getLogger(embedding.__name__).setLevel(logging.INFO)
     moderator = PromptModerator.from_settings(settings.moderation, settings.engine.cache_dir)
     if args.prompt == "-":
         moderate_lines(moderator, _stdin_lines(), sys.stdout)
