@@ -9,7 +9,6 @@ serialised: one encoder, and on two cores parallel calls would only compete).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 
@@ -17,8 +16,6 @@ import numpy as np
 
 from moderation.embedding import SentenceEncoder, open_encoder
 from moderation.policy import SemanticCategory
-
-logger = logging.getLogger(__name__)
 
 
 class SemanticScorer:
@@ -60,14 +57,15 @@ class SemanticScorer:
 
     def scores_many(self, texts: Sequence[str]) -> list[dict[str, float]]:
         self.load()
-        assert self._exemplars is not None and self._owners is not None
+        encoder, exemplars, owners = self._encoder, self._exemplars, self._owners
+        assert encoder is not None and exemplars is not None and owners is not None
         with self._lock:
-            vectors = self._encoder.encode(list(texts))  # type: ignore[union-attr]
-        similarities = vectors @ self._exemplars.T  # rows: texts, columns: exemplars (unit vectors)
+            vectors = encoder.encode(list(texts))
+        similarities = vectors @ exemplars.T  # rows: texts, columns: exemplars (unit vectors)
         results = []
         for row in similarities:
             best = np.full(len(self.categories), -1.0)
-            np.maximum.at(best, self._owners, row)
+            np.maximum.at(best, owners, row)
             results.append({c.name: float(score) for c, score in zip(self.categories, best, strict=True)})
         return results
 
