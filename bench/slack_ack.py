@@ -37,13 +37,13 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request  # n
 from slack_bolt.async_app import AsyncApp  # noqa: E402
 from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
 
-from bench.child_process import Child, percentile  # noqa: E402
+from bench.ack_report import print_ack_table  # noqa: E402
+from bench.child_process import Child  # noqa: E402
 from bots.service import Service  # noqa: E402
 from bots.slack_app import EVENTS_PATH, SlackAdapter  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
 
 SIGNING_SECRET = "bench-signing-secret"
-SLACK_DEADLINE_MS = 3000.0
 
 
 # ---- the child process: stand-in Slack and the load generator ------------------------------------------------
@@ -191,26 +191,15 @@ async def run(args: argparse.Namespace) -> None:
 
 def report(latencies: dict[str, list[float]], failures: dict[str, int], drain_s: list[float],
            args: argparse.Namespace) -> None:
-    stats = {name: {"p50": percentile(values, 0.50), "p99": percentile(values, 0.99), "max": max(values),
-                    "mean": statistics.fmean(values)} for name, values in latencies.items()}
-    bare, full = stats["bare bolt"], stats["imagine"]
     print(f"Slack ack latency: {args.requests} signed /imagine slash commands at once, {args.rounds} rounds per "
           f"variant ({len(latencies['imagine'])} acks each), engine {args.size}² in the background")
-    print(f"  {'variant':<24} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'non-200':>8}")
-    for name, values in stats.items():
-        print(f"  {name:<24} {values['p50']:9.1f} {values['p99']:9.1f} {values['max']:9.1f} {failures[name]:8d}")
-    print(f"  {'imagine / bare bolt':<24} {full['p50'] / bare['p50']:9.2f} {full['p99'] / bare['p99']:9.2f}")
-    within = sum(ms < SLACK_DEADLINE_MS for ms in latencies["imagine"]) / len(latencies["imagine"])
-    print(f"  imagine acks within Slack's 3 s: {within:.1%}")
+    fields = print_ack_table(latencies, failures, bare="bare bolt", miss_label="non-200", platform="Slack",
+                             acks="acks")
     print(f"  after each batch, all {args.requests} admitted, drawn and delivered in (median) "
           f"{statistics.median(drain_s):.1f} s")
     print(json.dumps({
-        "requests_at_once": args.requests, "rounds": args.rounds,
-        "bare_p50_ms": round(bare["p50"], 1), "bare_p99_ms": round(bare["p99"], 1),
-        "imagine_p50_ms": round(full["p50"], 1), "imagine_p99_ms": round(full["p99"], 1),
-        "imagine_max_ms": round(full["max"], 1),
-        "p50_ratio": round(full["p50"] / bare["p50"], 3), "p99_ratio": round(full["p99"] / bare["p99"], 3),
-        "imagine_within_3s": round(within, 4), "non_200": failures["imagine"] + failures["bare bolt"],
+        "requests_at_once": args.requests, "rounds": args.rounds, **fields,
+        "non_200": failures["imagine"] + failures["bare bolt"],
         "batch_delivered_s": round(statistics.median(drain_s), 1), "image_size": args.size,
     }))
 
