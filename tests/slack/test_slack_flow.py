@@ -3,7 +3,6 @@ conversation layer behind it, and the real slack_sdk talking to the stand-in Sla
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,6 @@ from tests.slack_harness import SlackRig, jpeg_sizes, slack_settings, start_rig
 from tests.standins.slack_server import SlackStandIn
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[SlackStandIn]:
-    async with SlackStandIn() as server:
-        yield server
-
-
-@pytest.fixture
-async def rig(tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn) -> AsyncIterator[SlackRig]:
-    running = await start_rig(slack_settings(tmp_path, tiny_model_dir, standin), standin)
-    yield running
-    await running.stop()
 
 
 @pytest.mark.timeout(600)

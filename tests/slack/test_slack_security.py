@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -15,24 +14,10 @@ from bots import messages
 from bots.slack_app import request_key
 from engine.requests import JobState
 from engine.store import open_store
-from tests.slack_harness import SIGNING_SECRET, SlackRig, slack_settings, start_rig
+from tests.slack_harness import SIGNING_SECRET, SlackRig
 from tests.standins.slack_requests import SignedRequest, SlackSender
-from tests.standins.slack_server import SlackStandIn
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[SlackStandIn]:
-    async with SlackStandIn() as server:
-        yield server
-
-
-@pytest.fixture
-async def rig(tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn) -> AsyncIterator[SlackRig]:
-    running = await start_rig(slack_settings(tmp_path, tiny_model_dir, standin), standin)
-    yield running
-    await running.stop()
 
 
 async def journaled_jobs(rig: SlackRig) -> list[str]:

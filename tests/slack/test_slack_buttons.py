@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,6 @@ from tests.standins.slack_server import PostedMessage, SlackStandIn
 from tests.support import gated_runner
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[SlackStandIn]:
-    async with SlackStandIn() as server:
-        yield server
 
 
 def action_ids(message: PostedMessage) -> list[str]:

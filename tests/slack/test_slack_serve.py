@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,6 @@ from tests.standins.slack_server import SlackStandIn
 from tests.support import serve_environment, start_serve
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[SlackStandIn]:
-    async with SlackStandIn() as server:
-        yield server
 
 
 def serve_env(tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn, **slack: str) -> dict[str, str]:
