@@ -17,12 +17,6 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-async def standin() -> AsyncIterator[DiscordStandIn]:
-    async with DiscordStandIn() as server:
-        yield server
-
-
-@pytest.fixture
 async def rig(tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn) -> AsyncIterator[DiscordRig]:
     running = await start_rig(discord_settings(tmp_path, tiny_model_dir, standin, base_size=64), standin)
     yield running

@@ -22,12 +22,6 @@ from tests.standins.discord_server import DiscordStandIn, InteractionRecord, Sto
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-async def standin() -> AsyncIterator[DiscordStandIn]:
-    async with DiscordStandIn() as server:
-        yield server
-
-
 def moderated_settings(tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn) -> Settings:
     base = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
     return replace(base, moderation=replace(base.moderation, embedding=False),

@@ -27,12 +27,6 @@ ORIGINAL = r"/webhooks/\d+/[^/]+/messages/\d+"
 
 
 @pytest.fixture
-async def standin() -> AsyncIterator[DiscordStandIn]:
-    async with DiscordStandIn() as server:
-        yield server
-
-
-@pytest.fixture
 async def rig(tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn) -> AsyncIterator[DiscordRig]:
     running = await start_rig(discord_settings(tmp_path, tiny_model_dir, standin), standin)
     yield running

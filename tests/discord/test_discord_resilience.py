@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -31,12 +30,6 @@ pytestmark = pytest.mark.timeout(240)
 WEBHOOK = r"/webhooks/\d+/[^/]+"
 UPLOADS = rf"(?:{WEBHOOK}|/channels/\d+/messages)"  # a followup, or a channel post once the token has expired
 FIFTEEN_MINUTES_AND_MORE = 16 * 60
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[DiscordStandIn]:
-    async with DiscordStandIn() as server:
-        yield server
 
 
 @pytest.mark.parametrize("status", [429, 500])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,6 @@ from tests.standins.discord_server import DiscordStandIn, InteractionRecord
 from tests.support import serve_environment, start_serve
 
 UPLOAD = r"/webhooks/\d+/[^/]+"
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[DiscordStandIn]:
-    async with DiscordStandIn() as server:
-        yield server
 
 
 def serve_env(tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, token: str) -> dict[str, str]:
