@@ -124,7 +124,7 @@ class Conversation:
                     self._delivering.discard(record.id)
                     continue
                 replier = entry.replier_for(fresh.request.delivery)
-                self._spawn(self._deliver_after_restart(fresh, replier), f"deliver-{record.id}")
+                self._spawn(self._redeliver(fresh, replier), f"deliver-{record.id}")
 
     async def _redeliver_periodically(self) -> None:
         """"They will follow", says a result that could not be posted: this keeps that promise without a
@@ -180,15 +180,12 @@ class Conversation:
         prepare_record(request, self.settings.engine)
 
     async def _submit(self, request: GenerationRequest, replier: Replier, *, checked: bool = True) -> str | None:
-        """Queue an admitted request and follow it. If the engine refuses it, undo what admission counted:
-        the rate budget and queue slot of a `checked` request, or just the slot of an approved review item."""
+        """Queue an admitted request and follow it. If the engine refuses it, or there is nowhere to answer,
+        undo what admission counted (see `_undo_admission`)."""
         try:
             job = await self.engine.submit(request)
         except (QueueFull, EngineClosed, InvalidRequest) as exc:
-            if self.admission is not None and checked:
-                await self.admission.submission_failed(request.requester)
-            elif self.admission is not None:
-                await self.admission.job_finished(request.requester)
+            await self._undo_admission(request, checked)
             await replier.refuse(_engine_refusal(exc))
             return None
         if self._followed_before_start is not None:
@@ -199,13 +196,21 @@ class Conversation:
         except PlaceUnreachable:
             # Nowhere to answer (a channel the bot is not in): no GPU time for images nobody could see.
             await self.engine.cancel(job.id)
-            if self.admission is not None:
-                await (self.admission.submission_failed if checked else self.admission.job_finished)(
-                    request.requester)
+            await self._undo_admission(request, checked)
             raise
         await self._journal_place(job.id, replier)
         self._spawn(self._follow(job, replier, status), f"follow-{job.id}")
         return job.id
+
+    async def _undo_admission(self, request: GenerationRequest, checked: bool) -> None:
+        """Give back the rate budget and queue slot of a `checked` request, or just the slot of an approved
+        review item (its budget was spent when it was first asked)."""
+        if self.admission is None:
+            return
+        if checked:
+            await self.admission.submission_failed(request.requester)
+        else:
+            await self.admission.job_finished(request.requester)
 
     # ---- following a job ---------------------------------------------------------------------------------
 
@@ -244,10 +249,10 @@ class Conversation:
             raise LookupError(f"job {job_id} is not in the job store")
         return record
 
-    async def _deliver_after_restart(self, record: JobRecord, replier: Replier) -> None:
-        """Deliver a result finished before a restart, then close its status message (it still shows progress
-        and a Cancel button from before the restart)."""
-        self._delivering.add(record.id)
+    async def _redeliver(self, record: JobRecord, replier: Replier) -> None:
+        """Deliver a result that its follower could not (or that finished before a restart), then close its
+        status message (it still says the images will follow, or shows progress from before the restart).
+        The caller has claimed the job in `_delivering`; this releases it."""
         try:
             if not await self._deliver_record(record, replier):
                 self._redelivery_failed(record.id)
