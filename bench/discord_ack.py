@@ -38,7 +38,7 @@ from discord import app_commands  # noqa: E402
 
 from bench.ack_report import print_ack_table  # noqa: E402
 from bench.child_process import Child, percentile  # noqa: E402
-from bots.discord_bot import DiscordAdapter  # noqa: E402
+from bots.discord.adapter import DiscordAdapter  # noqa: E402
 from bots.service import Service  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
 

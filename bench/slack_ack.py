@@ -40,7 +40,7 @@ from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
 from bench.ack_report import print_ack_table  # noqa: E402
 from bench.child_process import Child  # noqa: E402
 from bots.service import Service  # noqa: E402
-from bots.slack_app import EVENTS_PATH, SlackAdapter  # noqa: E402
+from bots.slack.adapter import EVENTS_PATH, SlackAdapter  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
 
 SIGNING_SECRET = "bench-signing-secret"

@@ -1,6 +1,6 @@
 """The platform-neutral conversation: from a user's `/imagine` to four images posted back, and every button after.
 
-Adapters translate platform events into `imagine()` and `press()` calls and implement `Replier` (bots/replies.py)
+Adapters translate platform events into `imagine()` and `press()` calls and implement `Replier` (bots/contract.py)
 for the answers. This layer owns the flow: admission (limits, moderation, review) before any GPU time, submitting
 to the engine, following progress (throttled status edits), delivering exactly once, and resuming all of it after a
 restart from the engine's job store through each adapter's `replier_for(delivery_context)`.
@@ -18,7 +18,7 @@ from typing import Any
 
 from bots import messages
 from bots.buttons import Action, BadButton, Button, Style, parse_button
-from bots.replies import Attachment, Delivery, ModeratorChannel, PlaceUnreachable, Replier, ReviewPost
+from bots.contract import Attachment, Delivery, ModeratorChannel, PlaceUnreachable, Replier, ReviewPost
 from config.settings import Settings
 from engine.engine import Engine, prepare_record
 from engine.errors import EngineClosed, EngineError, InvalidRequest, NotAllowed, QueueFull
@@ -238,7 +238,7 @@ class Conversation:
         await status.show(job.snapshot(), (), final=True)
 
     async def _journal_place(self, job_id: str, replier: Replier) -> None:
-        """Keep the job's journaled delivery context in step with the replier's (see bots/replies.py)."""
+        """Keep the job's journaled delivery context in step with the replier's (see bots/contract.py)."""
         context = getattr(replier, "context", None)
         if isinstance(context, dict):
             await self.engine.update_delivery(job_id, context)

@@ -36,11 +36,11 @@ def configured_adapters(settings: Settings) -> list[AdapterFactory]:
     """An adapter for every chat platform that has credentials."""
     factories: list[AdapterFactory] = []
     if settings.discord.token:
-        from bots.discord_bot import DiscordAdapter
+        from bots.discord.adapter import DiscordAdapter
 
         factories.append(DiscordAdapter)
     if settings.slack.bot_token:
-        from bots.slack_app import SlackAdapter
+        from bots.slack.adapter import SlackAdapter
 
         factories.append(SlackAdapter)
     return factories

@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image
 
 from bots.conversation import Conversation
-from bots.discord_bot import DiscordAdapter
+from bots.discord.adapter import DiscordAdapter
 from config.settings import Settings
 from engine.engine import Engine
 from engine.runner import PipelineRunner

@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 
 from bots.conversation import Conversation
-from bots.slack_app import EVENTS_PATH, SlackAdapter
+from bots.slack.adapter import EVENTS_PATH, SlackAdapter
 from config.settings import Settings
 from engine.engine import Engine
 from engine.runner import PipelineRunner

@@ -11,8 +11,8 @@ import pytest
 
 from bots import messages
 from bots.buttons import Action, Button
+from bots.contract import Delivery
 from bots.conversation import Conversation, ImagineCommand
-from bots.replies import Delivery
 from engine.engine import Engine
 from engine.requests import JobState, Requester
 from tests.support import conversation_settled, gated_runner, make_settings

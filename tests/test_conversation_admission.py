@@ -12,8 +12,8 @@ import pytest
 
 from bots import messages
 from bots.buttons import Button
+from bots.contract import PlaceUnreachable, ReviewPost
 from bots.conversation import Conversation, ImagineCommand
-from bots.replies import PlaceUnreachable, ReviewPost
 from engine.engine import Engine
 from engine.requests import Requester
 from engine.screening import ScreeningResult

@@ -15,7 +15,7 @@ import pytest
 
 from bots import messages
 from bots.conversation import Conversation
-from bots.discord_bot import DiscordAdapter, DiscordStartError
+from bots.discord.adapter import DiscordAdapter, DiscordStartError
 from config.settings import Settings
 from engine.engine import Engine, EngineState
 from engine.requests import GenerationRequest, JobState

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from bots import messages
-from bots.slack_app import request_key
+from bots.slack.adapter import request_key
 from engine.requests import JobState
 from engine.store import open_store
 from tests.slack_harness import SIGNING_SECRET, SlackRig

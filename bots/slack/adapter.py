@@ -2,9 +2,9 @@
 
 Acknowledge once the request is safe: each listener stores the request in the durable intake (bots/intake.py)
 and then acks, in milliseconds, even when hundreds of prompts arrive at once and admission (prompt moderation)
-needs seconds for them. The intake then hands each request to `SlackRequestHandler` (bots/slack_handling.py),
+needs seconds for them. The intake then hands each request to `SlackRequestHandler` (bots/slack/handling.py),
 which translates it into conversation calls; the conversation answers through `SlackReplier`/`SlackModerators`
-(bots/slack_replies.py). So every request Slack saw acknowledged is handled, even after a crash, and a request
+(bots/slack/replies.py). So every request Slack saw acknowledged is handled, even after a crash, and a request
 Slack retries or someone replays (same event id or trigger id) is acknowledged and otherwise ignored.
 
 Lifecycle, as `imagine serve` runs it: `SlackAdapter(settings, conversation)` registers the platform;
@@ -35,9 +35,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.conversation import Conversation
 from bots.intake import Intake
-from bots.slack_handling import BUTTON, COMMAND, DIRECT_MESSAGE, MENTION, PLATFORM, SlackRequestHandler
-from bots.slack_moderators import ModeratorCheck
-from bots.slack_replies import SlackModerators, SlackPlace, SlackReplier
+from bots.slack.handling import BUTTON, COMMAND, DIRECT_MESSAGE, MENTION, PLATFORM, SlackRequestHandler
+from bots.slack.moderators import ModeratorCheck
+from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
 from config.settings import ConfigError, Settings, SlackSettings
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The Discord adapter: `/imagine` (servers, DMs, user installs), DM text prompts and every `imagine:` button,
-translated into Conversation calls. Replies go out through bots/discord_replies.py.
+translated into Conversation calls. Replies go out through bots/discord/replies.py.
 
 A prompt (`/imagine` or a DM) is deferred, then stored in the durable intake (bots/intake.py) before anything
 slow happens: admission (limits, prompt moderation) may take seconds, and a command the user already saw
@@ -27,7 +27,7 @@ from discord import app_commands
 from bots import messages
 from bots.buttons import Action, BadButton, parse_button
 from bots.conversation import Conversation, ImagineCommand
-from bots.discord_replies import (
+from bots.discord.replies import (
     DeliveryContext,
     DiscordModeratorChannel,
     DiscordReplier,

@@ -21,9 +21,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bots import slack_blocks as blocks
 from bots.buttons import Button
-from bots.replies import Delivery, PlaceUnreachable, ReviewPost
+from bots.contract import Delivery, PlaceUnreachable, ReviewPost
+from bots.slack import blocks
 
 log = logging.getLogger(__name__)
 OUTSIDE_CHANNEL_ERRORS = frozenset({"not_in_channel", "channel_not_found"})

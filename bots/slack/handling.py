@@ -14,12 +14,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import messages
 from bots.buttons import Action, BadButton, parse_button
+from bots.contract import PlaceUnreachable
 from bots.conversation import Conversation, ImagineCommand
 from bots.intake import INTAKE_KEY, Deferred, IntakeEntry, became_job
-from bots.replies import PlaceUnreachable
-from bots.slack_moderators import ModeratorCheck
-from bots.slack_replies import SlackModerators, SlackPlace, SlackReplier
-from bots.slack_text import BadOptions, parse_prompt_text
+from bots.slack.moderators import ModeratorCheck
+from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
+from bots.slack.text import BadOptions, parse_prompt_text
 from engine.engine import EngineState
 from engine.requests import Requester
 

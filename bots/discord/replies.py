@@ -25,7 +25,7 @@ from typing import Any
 import discord
 
 from bots.buttons import Action, Button, Style, parse_button
-from bots.replies import Attachment, Delivery, ReviewPost
+from bots.contract import Attachment, Delivery, ReviewPost
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class OriginalState(enum.Enum):
 
 
 class DiscordReplier:
-    """Talks to one requester about one command or click. Implements bots.replies.Replier."""
+    """Talks to one requester about one command or click. Implements bots.contract.Replier."""
 
     def __init__(
         self,
@@ -325,7 +325,7 @@ _NO_MENTIONS = discord.AllowedMentions.none()
 
 
 class DiscordModeratorChannel:
-    """Review posts in `discord.moderator_channel_id`. Implements bots.replies.ModeratorChannel."""
+    """Review posts in `discord.moderator_channel_id`. Implements bots.contract.ModeratorChannel."""
 
     HISTORY_SCAN_LIMIT = 100
 
