@@ -24,10 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config.settings import Settings, load_settings  # noqa: E402
-from engine.engine import Engine, load_runner  # noqa: E402
-from engine.postprocess import ImageContext, PlainJpeg, build_postprocessor  # noqa: E402
+from engine.local import LocalJobQueue  # noqa: E402
+from engine.postprocess import ImageContext, PlainJpeg  # noqa: E402
 from engine.requests import GenerationRequest, Requester  # noqa: E402
-from engine.runner import BatchShape, ImageTask, PipelineRunner  # noqa: E402
+from engine.worker.batches import load_runner  # noqa: E402
+from engine.worker.finishing import build_postprocessor  # noqa: E402
+from engine.worker.runner import BatchShape, ImageTask, PipelineRunner  # noqa: E402
 
 USERS = [Requester(platform="bench", user_id=name) for name in ("ann", "ben")]
 
@@ -56,7 +58,7 @@ def raw_loop(runner: PipelineRunner, settings: Settings, jobs: int, size: int, o
 
 
 async def engine_run(runner: PipelineRunner, settings: Settings, jobs: int, size: int) -> float:
-    engine = Engine(settings, runner_factory=lambda: runner)
+    engine = LocalJobQueue(settings, runner_factory=lambda: runner)
     await engine.start()
     try:
         started = time.perf_counter()

@@ -6,7 +6,7 @@ what does it cost in quality and time.
 
 Marked images go through the service's real post-processor (label, watermark, JPEG q90 with metadata), then
 through each attack in `bench.image_samples.ATTACKS`. Sample images are the four synthetic kinds at 1280² plus
-images from the offline tiny model (`engine.model.load_pipeline`, `builtin:tiny`; noise-like, the hardest kind).
+images from the offline tiny model (`engine.worker.model.load_pipeline`, `builtin:tiny`; noise-like, the hardest kind).
 Unmarked images: the synthetic kinds at mixed sizes, JPEG q90 like ordinary photos, plus the tiny-model images
 before marking. Times are medians over the marked images in this process (the machine may be shared: read the
 ratio). Prints a table, then one JSON line.
@@ -66,7 +66,7 @@ def tiny_model_images(count: int, size: int) -> list[Image.Image]:
         return []
     import torch
 
-    from engine.model import load_pipeline
+    from engine.worker.model import load_pipeline
 
     pipeline = load_pipeline(replace(EngineSettings(), device="cpu"))
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(count)]

@@ -136,7 +136,7 @@ class ImagineService(Service):
         assert isinstance(adapter, SlackAdapter)
         await adapter.intake.settled()
         # The engine has no "all delivered" event to wait on; a benchmark may poll.
-        while self.engine.active_jobs() or await self.engine.undelivered():  # noqa: ASYNC110
+        while await self.engine.active() or await self.engine.undelivered():  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         return time.perf_counter() - started
 

@@ -1,6 +1,6 @@
 """How fast is the tiny model? 4 images at 1280x1280, 4 steps, classifier-free guidance, on this machine.
 
-Default: builds each architecture variant into a temporary folder, loads it with `engine.model.load_model` (so
+Default: builds each architecture variant into a temporary folder, loads it with `engine.worker.model.load_model` (so
 the engine's own tuning applies) and times one pipeline call after a small warm-up call, split into UNet and
 VAE-decoder time with forward hooks; `cpu s` is the process CPU time of the call. The first variant is the
 baseline of the ratios (the sizes a first spike used). The machine may be shared: other load inflates wall time
@@ -32,8 +32,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from config.settings import EngineSettings  # noqa: E402
-from engine.model import load_model  # noqa: E402
-from engine.tiny_model import TINY_ARCHITECTURE, TinyArchitecture, build_tiny_model  # noqa: E402
+from engine.worker.model import load_model  # noqa: E402
+from engine.worker.tiny_model import TINY_ARCHITECTURE, TinyArchitecture, build_tiny_model  # noqa: E402
 
 PROMPT = "a lighthouse at dawn, oil painting"
 

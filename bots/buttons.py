@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from bots.errors import BadButton
+
 PREFIX = "imagine"
 
 
@@ -40,10 +42,6 @@ class Button:
         if self.index is not None:
             parts.append(str(self.index))
         return ":".join(parts)
-
-
-class BadButton(ValueError):
-    """A custom id that is not one of ours, or is malformed."""
 
 
 def parse_button(custom_id: str) -> Button:

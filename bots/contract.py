@@ -1,11 +1,18 @@
-"""What the conversation layer asks an adapter to show. Adapters implement `Replier` (one per conversation with a
-user) and `ModeratorChannel`; they only translate these calls into platform requests."""
+"""The contract between the conversation and the adapters (bots/discord/, bots/slack/, bots/web/).
+
+An adapter is built without side effects, `start()`s (connects, then registers its platform with the conversation
+through `Conversation.add_platform`) and `close()`s; `async with adapter:` does both. For each requester it makes a
+`Replier`, and for its moderators a `ModeratorChannel`; they only translate these calls into platform requests.
+What the conversation journals with a job to answer later is a `ReplyContext`: the adapter's own JSON-able
+description of the place (`Replier.journal_place()`, given back to `replier_for(place)` after a restart) beside
+the conversation's own fields, which adapters never see."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 from bots.buttons import Button
 
@@ -29,11 +36,6 @@ class Delivery:
     button_rows: tuple[tuple[Button, ...], ...] = ()
 
 
-class PlaceUnreachable(Exception):
-    """Raised by a replier when the platform says the bot cannot post where the request came from at all (not a
-    member of the channel), as opposed to a transient failure. The conversation then drops the job at once."""
-
-
 class Replier(Protocol):
     """Talks to one requester in one place (a channel, a thread, a DM). Rebuilt after a restart from the
     journaled `delivery` context by the adapter's `replier_for(context)`."""
@@ -51,9 +53,10 @@ class Replier(Protocol):
     async def notify(self, text: str) -> None:
         """A plain message to the requester (e.g. a moderator's decision)."""
 
-    # Optional: a Replier may also expose `context: dict[str, Any]`, its current delivery context. After a status
-    # update the conversation journals it with the job when it changed (e.g. now naming the status message
-    # posted), so that after a restart `replier_for(context)` edits that message rather than posting another.
+    def journal_place(self) -> dict[str, Any] | None:
+        """Where this replier answers now, JSON-able (e.g. naming the status message it posted), or None when it
+        has nothing worth journaling. The conversation journals it with the job when it changes, so that after a
+        restart `replier_for(place)` edits that message rather than posting another."""
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,65 @@ class ModeratorChannel(Protocol):
 
     async def close_review(self, item_id: str, text: str) -> None:
         """Update the posted review message: decided, by whom, buttons removed."""
+
+
+RepliersFor = Callable[[dict[str, Any]], Replier]
+"""An adapter's `replier_for(place)`: a Replier rebuilt from a journaled place."""
+
+
+@dataclass(frozen=True)
+class ReplyContext:
+    """What a job carries to answer its requester later (journaled as `GenerationRequest.delivery`)."""
+
+    place: dict[str, Any] = field(default_factory=dict)
+    """The adapter's: channel, thread, interaction token, status message..."""
+    intake_key: str = ""
+    """The conversation's: the stored request (bots/intake.py) this job came from, to recognise a replay."""
+    flagged_job: str = ""
+    """The conversation's, on review items only: the job whose output images the image filter withheld."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"place": dict(self.place), "intake_key": self.intake_key, "flagged_job": self.flagged_job}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReplyContext:
+        if isinstance(data.get("place"), dict):
+            return cls(dict(data["place"]), str(data.get("intake_key") or ""), str(data.get("flagged_job") or ""))
+        # Jobs journaled before the redesign kept one flat dict, the conversation's keys among the adapter's.
+        place = {key: value for key, value in data.items() if key not in _LEGACY_KEYS}
+        return cls(place, str(data.get("intake") or ""), str(data.get("flagged_job") or ""))
+
+
+_LEGACY_KEYS = ("intake", "flagged_job")
+
+
+class Adapter(Protocol):
+    """A front door. The constructor only stores its arguments; `start()` connects and registers the platform
+    with the conversation; `close()` undoes whatever `start()` did, also after a failed start."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None: ...
+
+
+class AdapterLifecycle:
+    """`async with` for adapters: start on enter, close on exit."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.close()

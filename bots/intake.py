@@ -22,19 +22,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from bots.errors import Deferred
 from engine.store import sqlite_path
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETENTION_S = 3600.0
 """Slack retries an unacknowledged event for about 5 minutes; keep keys an hour."""
-INTAKE_KEY = "intake"
-"""In a job's delivery context: the intake key (`IntakeEntry.key`) of the request that created it."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intake (
@@ -50,11 +46,6 @@ CREATE INDEX IF NOT EXISTS intake_pending ON intake (platform, done_at);
 """
 
 
-class Deferred(Exception):
-    """Raised by a handler that cannot take the request now (the service is stopping): it stays stored and is
-    handed over again at the next `open()`."""
-
-
 @dataclass(frozen=True)
 class IntakeEntry:
     key: str
@@ -65,14 +56,6 @@ class IntakeEntry:
 
 
 Handler = Callable[[IntakeEntry], Awaitable[None]]
-
-
-async def became_job(engine: Engine, platform: str, key: str) -> bool:
-    """Did the request stored under `key` already get as far as a job (one the engine still follows or has yet to
-    see delivered)? A handler asks this of a replayed entry, whose job carries the key under INTAKE_KEY."""
-    requests = [job.request for job in engine.active_jobs(platform)]
-    requests += [record.request for record in await engine.undelivered(platform)]
-    return any(request.delivery.get(INTAKE_KEY) == key for request in requests)
 
 
 class Intake:

@@ -85,3 +85,19 @@ DISCORD_NEGATIVE_HELP = "What to keep out of the picture, e.g. text, blur"
 DISCORD_SEED_HELP = "A number that makes the result repeatable (random when left out)"
 DISCORD_ASPECT_HELP = "Width:height, e.g. 16:9 or 2:3 (default 1:1)"
 DISCORD_SERVER_NOT_ENABLED = "Imagine is not enabled in this server. You can still use it in a DM with me."
+
+
+# ---- button labels -------------------------------------------------------------------------------------------
+
+APPROVE_LABEL = "Approve"
+REJECT_LABEL = "Reject"
+CANCEL_LABEL = "Cancel"
+REROLL_LABEL = "🔄"
+
+
+def upscale_label(index: int) -> str:
+    return f"U{index + 1}"
+
+
+def variation_label(index: int) -> str:
+    return f"V{index + 1}"

@@ -18,12 +18,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from config.errors import ConfigError
+
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 ENV_PREFIX = "IMAGINE_"
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or invalid. The message names the key."""
 
 
 @dataclass(frozen=True)

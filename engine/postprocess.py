@@ -1,8 +1,8 @@
 """Post-processing: one generated image in, the delivered JPEG bytes out.
 
-The engine calls a `PostProcessor` in its post-processing thread pool (never on the event loop), so it may be
-slow and CPU-bound. `build_postprocessor(settings)` returns the one the service uses: `engine.provenance`'s,
-which adds the visible label, the invisible watermark and the AI metadata.
+The worker calls a `PostProcessor` in its post-processing thread pool (never on the event loop), so it may be
+slow and CPU-bound. The one the service uses is `engine.provenance`'s (visible label, invisible watermark, AI
+metadata), built by `engine.worker.finishing.build_postprocessor`. These are plain types, no torch.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from PIL import Image
-
-from config.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -52,10 +50,3 @@ class PlainJpeg:
 
     def __call__(self, image: Image.Image, context: ImageContext) -> ProcessedImage:
         return ProcessedImage(jpeg=encode_jpeg(image, self.quality))
-
-
-def build_postprocessor(settings: Settings) -> PostProcessor:
-    """The service's post-processor: visible label, invisible watermark and AI metadata (`settings.provenance`)."""
-    from engine.provenance import ProvenancePostProcessor  # imported here: it builds on this module's types
-
-    return ProvenancePostProcessor(settings.provenance, settings.engine.jpeg_quality)

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import enum
-import math
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import InvalidRequest
-
 MAX_SEED = 2**32 - 1
-MAX_ASPECT_SIDE_RATIO = 4.0
-ASPECT_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[:x]\s*(\d+(?:\.\d+)?)\s*$")
 
 
 class JobState(enum.StrEnum):
@@ -118,48 +111,10 @@ class ProgressEvent:
     total_steps: int = 0
     error_kind: str | None = None
     error: str | None = None
+    images: tuple[GeneratedImage, ...] = ()
+    """On `done`: the images, by reference (their paths), never their pixels."""
+    timings: Timings | None = None
 
     @property
     def fraction(self) -> float:
         return self.step / self.total_steps if self.total_steps else 0.0
-
-
-def clean_prompt(text: str, max_chars: int, what: str = "prompt", required: bool = True) -> str:
-    """Normalise Unicode (NFC), drop control characters and squeeze whitespace; reject empty or long text."""
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
-    text = " ".join(text.split())
-    if required and not text:
-        raise InvalidRequest(f"{what} must not be empty")
-    if len(text) > max_chars:
-        raise InvalidRequest(f"{what} is too long: {len(text)} characters, the limit is {max_chars}")
-    return text
-
-
-def parse_aspect(aspect: str) -> float:
-    """'16:9' -> 1.777...; rejects zero, garbage and ratios beyond 4:1 either way."""
-    match = ASPECT_PATTERN.match(aspect or "")
-    if not match:
-        raise InvalidRequest(f"aspect must look like W:H (e.g. 16:9), got {aspect!r}")
-    width, height = float(match.group(1)), float(match.group(2))
-    if width <= 0 or height <= 0:
-        raise InvalidRequest(f"aspect sides must be greater than 0, got {aspect!r}")
-    ratio = width / height
-    if not 1 / MAX_ASPECT_SIDE_RATIO <= ratio <= MAX_ASPECT_SIDE_RATIO:
-        raise InvalidRequest(f"aspect must be between 1:4 and 4:1, got {aspect!r}")
-    return ratio
-
-
-def size_for_aspect(aspect: str, base_size: int) -> tuple[int, int]:
-    """Keep about base_size² pixels at the given ratio, both sides multiples of 64 (1:1 -> base×base)."""
-    ratio = parse_aspect(aspect)
-    area = base_size * base_size
-    width = max(64, round(math.sqrt(area * ratio) / 64) * 64)
-    height = max(64, round(math.sqrt(area / ratio) / 64) * 64)
-    return width, height
-
-
-def check_seed(seed: int | None) -> int | None:
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise InvalidRequest(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    return seed

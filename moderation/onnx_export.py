@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from moderation.embedding import (
+from moderation.encoders import (
     EXPORT_RECORD,
     MATCH_TOLERANCE,
     ONNX_FILE,
@@ -95,6 +95,8 @@ def _export_graph(sentence_transformer: Any, target: Path) -> None:
             input_names=["input_ids", "attention_mask"], output_names=["sentence_vector"],
             dynamic_shapes={"input_ids": axes, "attention_mask": axes},
         )
+        if program is None:
+            raise RuntimeError("torch.onnx.export returned no program")
         program.save(str(target))
 
 

@@ -28,6 +28,7 @@ from engine.requests import GenerationRequest, Requester
 from engine.serialize import request_from_json, request_to_json
 from moderation.audit import FAILED, OK, insert_entry
 from moderation.db import ModerationDatabase, new_id, transaction
+from moderation.errors import AlreadyDecided, ReviewExpired, ReviewItemNotFound
 from moderation.verdict import Verdict
 
 SYSTEM = "system"
@@ -45,26 +46,6 @@ class ReviewState(enum.StrEnum):
 
 
 DECIDED = (ReviewState.APPROVED, ReviewState.REJECTED, ReviewState.EXPIRED)
-
-
-class ReviewError(Exception):
-    """A moderator action on the review queue that cannot be carried out; the message says why."""
-
-
-class ReviewItemNotFound(ReviewError, LookupError):
-    pass
-
-
-class AlreadyDecided(ReviewError):
-    def __init__(self, item: ReviewItem) -> None:
-        super().__init__(f"review item {item.id} was already {item.state.value} by {item.decided_by}")
-        self.item = item
-
-
-class ReviewExpired(ReviewError):
-    def __init__(self, item: ReviewItem) -> None:
-        super().__init__(f"review item {item.id} expired before anyone decided; the requester has been told")
-        self.item = item
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,14 @@ from PIL import Image
 
 from bots.conversation import Conversation
 from bots.discord.adapter import DiscordAdapter
+from bots.service import Service
 from config.settings import Settings
-from engine.engine import Engine
-from engine.runner import PipelineRunner
+from engine.local import LocalJobQueue
 from engine.screening import ImageScreener
+from engine.worker.runner import PipelineRunner
 from moderation.admission import Admission
 from tests.standins.discord_server import DiscordStandIn, StoredMessage
-from tests.support import make_settings
+from tests.support import make_settings, rig_conversation_options
 
 
 @dataclass
@@ -51,20 +53,19 @@ def discord_settings(tmp_path: Path, model_dir: Path | str, standin: DiscordStan
 class DiscordRig:
     standin: DiscordStandIn
     settings: Settings
-    engine: Engine
+    engine: LocalJobQueue
     conversation: Conversation
     adapter: DiscordAdapter
     clock: FakeClock
     admission: Admission | None = None
 
+    service: Service | None = None
+
     async def stop(self) -> None:
-        """Stop like `imagine serve` on SIGTERM: adapter, conversation, then the engine, which hands unfinished
-        jobs back to its journal."""
-        await self.adapter.close()
-        await self.conversation.close()
-        await self.engine.shutdown(drain=False)
-        if self.admission is not None:
-            await self.admission.close()
+        """Stop like `imagine serve` does (Service.close): adapter, conversation, then the engine, which hands
+        unfinished jobs back to its journal."""
+        assert self.service is not None
+        await self.service.close()
 
     # ---- what a test waits for -------------------------------------------------------------------------
 
@@ -100,22 +101,22 @@ async def start_rig(
 ) -> DiscordRig:
     """Start in `imagine serve`'s order: engine, admission, adapter (registers the platform), conversation
     (resumes). With `moderated`, the real admission (limits, prompt rules, review queue) sits in front."""
-    engine = Engine(settings, runner_factory=runner_factory, screener=screener)
-    await engine.start()
+    engine = LocalJobQueue(settings, runner_factory=runner_factory, screener=screener)
     admission = await Admission.open(settings, warm_up=False) if moderated else None
-    conversation = Conversation(settings, engine, admission, progress_interval_s=0.0,
-                                delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0,
-                                redelivery_interval_s=redelivery_interval_s)
     clock = clock or FakeClock()
-    adapter = DiscordAdapter(settings, conversation, clock=clock, guild_ready_timeout=0.05)
-    rig = DiscordRig(standin, settings, engine, conversation, adapter, clock, admission)
+    service = Service(
+        settings, [partial(DiscordAdapter, clock=clock, guild_ready_timeout=0.05)], jobs=engine,
+        admission=admission, conversation_options=rig_conversation_options(redelivery_interval_s),
+    )
     try:
-        await adapter.start()
-        await conversation.start()
+        await service.start()
     except BaseException:
-        await rig.stop()
+        await service.close()
         raise
-    return rig
+    assert service.conversation is not None
+    adapter = service.adapters[0]
+    assert isinstance(adapter, DiscordAdapter)
+    return DiscordRig(standin, settings, engine, service.conversation, adapter, clock, admission, service)
 
 
 def jpeg_sizes(message: StoredMessage) -> list[tuple[str, tuple[int, int]]]:

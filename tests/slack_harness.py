@@ -12,14 +12,15 @@ from typing import Any
 from PIL import Image
 
 from bots.conversation import Conversation
+from bots.service import Service
 from bots.slack.adapter import EVENTS_PATH, SlackAdapter
 from config.settings import Settings
-from engine.engine import Engine
-from engine.runner import PipelineRunner
+from engine.local import LocalJobQueue
+from engine.worker.runner import PipelineRunner
 from moderation.admission import Admission
 from tests.standins.slack_requests import SlackSender
 from tests.standins.slack_server import CompletedUpload, PostedMessage, SlackStandIn
-from tests.support import make_settings
+from tests.support import make_settings, rig_conversation_options
 
 SIGNING_SECRET = "test-signing-secret-0123456789"
 MODERATOR_CHANNEL = "CMODS"
@@ -43,21 +44,20 @@ def slack_settings(tmp_path: Path, model_dir: Path | str, standin: SlackStandIn,
 class SlackRig:
     standin: SlackStandIn
     settings: Settings
-    engine: Engine
+    engine: LocalJobQueue
     conversation: Conversation
     adapter: SlackAdapter
     sender: SlackSender
     admission: Admission | None = None
 
+    service: Service | None = None
+
     async def stop(self) -> None:
-        """Stop like `imagine serve` on SIGTERM: adapter first, then the conversation, then the engine, which
-        hands unfinished jobs back to its journal."""
+        """Stop like `imagine serve` does (Service.close): adapter first, then the conversation, then the engine,
+        which hands unfinished jobs back to its journal."""
         await self.sender.__aexit__(None, None, None)
-        await self.adapter.close()
-        await self.conversation.close()
-        await self.engine.shutdown(drain=False)
-        if self.admission is not None:
-            await self.admission.close()
+        assert self.service is not None
+        await self.service.close()
 
     # ---- what a test waits for -------------------------------------------------------------------------
 
@@ -94,19 +94,22 @@ async def start_rig(
     """Start in `imagine serve`'s order: engine; adapter built (registers the platform) and started (resumes
     stored requests, takes new ones); conversation started (follows resumed jobs, delivers undelivered ones).
     `slow_start`: stored requests are all handled before the conversation starts (a slow connect to Slack)."""
-    engine = Engine(settings, runner_factory=runner_factory)
-    await engine.start()
-    conversation = Conversation(settings, engine, admission, progress_interval_s=0.0,
-                                delivery_retry_delays=(0.0, 0.0), review_poll_s=3600.0,
-                                redelivery_interval_s=redelivery_interval_s)
-    adapter = SlackAdapter(settings, conversation)
-    await adapter.start()
-    if slow_start:
-        await adapter.intake.settled()
-    await conversation.start()
+    engine = LocalJobQueue(settings, runner_factory=runner_factory)
+    service = Service(settings, [SlackAdapter], jobs=engine, admission=admission,
+                      conversation_options=rig_conversation_options(redelivery_interval_s))
+    try:
+        await service.start_adapters()
+        adapter = service.adapters[0]
+        assert isinstance(adapter, SlackAdapter) and service.conversation is not None
+        if slow_start:
+            await adapter.intake.settled()
+        await service.resume()
+    except BaseException:
+        await service.close()
+        raise
     endpoint = f"http://127.0.0.1:{adapter.port}{EVENTS_PATH}"
     sender = await SlackSender(endpoint, SIGNING_SECRET, standin).__aenter__()
-    return SlackRig(standin, settings, engine, conversation, adapter, sender, admission)
+    return SlackRig(standin, settings, engine, service.conversation, adapter, sender, admission, service)
 
 
 def jpeg_sizes(upload: CompletedUpload) -> list[tuple[str, tuple[int, int]]]:

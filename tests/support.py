@@ -12,8 +12,8 @@ from typing import Any
 
 from bots.conversation import Conversation
 from config.settings import Settings, load_settings
-from engine.engine import load_runner
-from engine.runner import PipelineRunner
+from engine.worker.batches import load_runner
+from engine.worker.runner import PipelineRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,5 +83,10 @@ def gated_runner(settings: Settings, *hold_calls: int) -> tuple[PipelineRunner, 
 async def conversation_settled(conversation: Conversation, timeout_s: float = 120.0) -> None:
     """Wait for the conversation's follow and deliver tasks (not its endless sweeps); they end once the job
     store has recorded the delivery, or given up on it."""
-    work = [task for task in conversation._tasks if task not in conversation._pollers]
-    await asyncio.wait_for(asyncio.gather(*work), timeout_s)
+    await asyncio.wait_for(conversation.settled(), timeout_s)
+
+
+def rig_conversation_options(redelivery_interval_s: float = 60.0) -> dict[str, Any]:
+    """The conversation as the platform rigs run it: every status shown, retries at once, no review polling."""
+    return {"progress_interval_s": 0.0, "delivery_retry_delays": (0.0, 0.0), "review_poll_s": 3600.0,
+            "redelivery_interval_s": redelivery_interval_s}

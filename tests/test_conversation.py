@@ -11,9 +11,9 @@ import pytest
 
 from bots import messages
 from bots.buttons import Action, Button
-from bots.contract import Delivery
+from bots.contract import Delivery, ReplyContext
 from bots.conversation import Conversation, ImagineCommand
-from engine.engine import Engine
+from engine.local import LocalJobQueue
 from engine.requests import JobState, Requester
 from tests.support import conversation_settled, gated_runner, make_settings
 
@@ -62,6 +62,9 @@ class RecordingReplier:
     async def notify(self, text: str) -> None:
         self.notices.append(text)
 
+    def journal_place(self) -> dict[str, Any] | None:
+        return None
+
 
 def all_files(paths: Any) -> bool:
     return all(Path(path).is_file() for path in paths)
@@ -72,7 +75,7 @@ async def wait(event: asyncio.Event) -> None:
 
 
 def command(prompt: str, who: Requester = ALICE, **fields: Any) -> ImagineCommand:
-    return ImagineCommand(prompt=prompt, requester=who, delivery={"channel": who.channel_id}, **fields)
+    return ImagineCommand(prompt=prompt, requester=who, place={"channel": who.channel_id}, **fields)
 
 
 @pytest.fixture
@@ -80,14 +83,14 @@ def settings(tmp_path: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-d
     return make_settings(tmp_path, tiny_model_dir, base_size=64, steps=2)
 
 
-async def running(settings, **engine_kwargs: Any) -> tuple[Engine, Conversation]:  # type: ignore[no-untyped-def]
-    engine = Engine(settings, **engine_kwargs)
+async def running(settings, **engine_kwargs: Any) -> tuple[LocalJobQueue, Conversation]:  # type: ignore[no-untyped-def]
+    engine = LocalJobQueue(settings, **engine_kwargs)
     await engine.start()
     conversation = Conversation(settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0))
     return engine, conversation
 
 
-async def stop(engine: Engine, conversation: Conversation) -> None:
+async def stop(engine: LocalJobQueue, conversation: Conversation) -> None:
     await conversation.close()
     await engine.shutdown()
 
@@ -116,7 +119,7 @@ async def test_imagine_shows_progress_then_delivers_four_images_with_buttons(set
 
 
 async def test_a_throttled_status_only_changes_once_per_interval(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = Engine(settings)
+    engine = LocalJobQueue(settings)
     await engine.start()
     conversation = Conversation(settings, engine, progress_interval_s=3600.0, delivery_retry_delays=())
     replier = RecordingReplier()
@@ -245,7 +248,7 @@ async def test_after_a_restart_jobs_resume_and_results_are_delivered_exactly_onc
     conversation.add_platform("test", replier_for)
     try:
         await conversation.start()
-        assert engine.active_jobs() == [] and await engine.undelivered() == []
+        assert await engine.active() == [] and await engine.undelivered() == []
     finally:
         await stop(engine, conversation)
     assert len(replier.deliveries) == 2
@@ -257,10 +260,13 @@ class PlacedReplier(RecordingReplier):
 
     def __init__(self) -> None:
         super().__init__()
-        self.context: dict[str, Any] = {"channel": "c1"}
+        self.place: dict[str, Any] = {"channel": "c1"}
+
+    def journal_place(self) -> dict[str, Any]:
+        return self.place
 
     async def show_status(self, text: str, buttons: Sequence[Button] = ()) -> None:
-        self.context = {"channel": "c1", "status_message": "m-1"}
+        self.place = {"channel": "c1", "status_message": "m-1"}
         await super().show_status(text, buttons)
 
 
@@ -274,7 +280,8 @@ async def test_the_status_message_is_journaled_so_a_restart_edits_it(settings) -
         await replier.until(replier.finished_status)
     finally:
         await stop(engine, conversation)
-    assert record is not None and record.request.delivery == {"channel": "c1", "status_message": "m-1"}
+    assert record is not None
+    assert ReplyContext.from_dict(record.request.delivery).place == {"channel": "c1", "status_message": "m-1"}
 
 
 async def test_a_result_finished_but_never_delivered_is_delivered_after_restart(settings) -> None:  # type: ignore[no-untyped-def]
@@ -300,7 +307,7 @@ async def test_a_result_finished_but_never_delivered_is_delivered_after_restart(
 
 
 async def test_a_result_that_could_not_be_posted_follows_without_a_restart(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = Engine(settings)
+    engine = LocalJobQueue(settings)
     await engine.start()
     conversation = Conversation(settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0),
                                 redelivery_interval_s=0.05)
@@ -350,7 +357,7 @@ async def test_a_sweep_leaves_a_result_its_follower_is_posting(settings) -> None
 
 
 async def test_a_post_that_keeps_failing_is_tried_ever_less_often(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = Engine(settings)
+    engine = LocalJobQueue(settings)
     await engine.start()
     conversation = Conversation(settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0),
                                 redelivery_interval_s=3600.0)  # sweeps below are called by hand

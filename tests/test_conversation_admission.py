@@ -12,9 +12,10 @@ import pytest
 
 from bots import messages
 from bots.buttons import Button
-from bots.contract import PlaceUnreachable, ReviewPost
+from bots.contract import ReviewPost
 from bots.conversation import Conversation, ImagineCommand
-from engine.engine import Engine
+from bots.errors import PlaceUnreachable
+from engine.local import LocalJobQueue
 from engine.requests import Requester
 from engine.screening import ScreeningResult
 from moderation.admission import Admission
@@ -53,7 +54,7 @@ class Harness:
         return self.repliers.setdefault(context["channel"], RecordingReplier())
 
     async def __aenter__(self) -> Harness:
-        self.engine = Engine(self.settings, **self.engine_kwargs)
+        self.engine = LocalJobQueue(self.settings, **self.engine_kwargs)
         await self.engine.start()
         self.admission = await Admission.open(self.settings, warm_up=False)
         self.conversation = Conversation(self.settings, self.engine, self.admission, progress_interval_s=0.0,
@@ -69,7 +70,7 @@ class Harness:
 
     async def imagine(self, prompt: str, who: Requester = ALICE) -> tuple[str | None, RecordingReplier]:
         replier = self.replier_for({"channel": who.channel_id})
-        command = ImagineCommand(prompt=prompt, requester=who, delivery={"channel": who.channel_id})
+        command = ImagineCommand(prompt=prompt, requester=who, place={"channel": who.channel_id})
         return await self.conversation.imagine(command, replier), replier
 
 
@@ -166,11 +167,11 @@ class UnreachableReplier(RecordingReplier):
 
 async def test_a_prompt_from_where_the_bot_cannot_post_costs_nothing(settings) -> None:  # type: ignore[no-untyped-def]
     async with Harness(settings) as harness:
-        command = ImagineCommand(prompt="a quiet harbour", requester=ALICE, delivery={"channel": "elsewhere"})
+        command = ImagineCommand(prompt="a quiet harbour", requester=ALICE, place={"channel": "elsewhere"})
         for _ in range(3):  # more than the burst of 2: each attempt's budget came back
             with pytest.raises(PlaceUnreachable):
                 await harness.conversation.imagine(command, UnreachableReplier())
         assert await harness.admission.limiter.active_jobs(ALICE.key) == 0
-        assert harness.engine.active_jobs() == []
+        assert await harness.engine.active() == []
         job_id, _ = await harness.imagine("a quiet harbour")
     assert job_id is not None

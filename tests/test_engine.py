@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.engine import Engine, EngineState, load_runner
 from engine.errors import (
     EngineClosed,
     GenerationFailed,
@@ -23,10 +22,12 @@ from engine.errors import (
     NotAllowed,
     QueueFull,
 )
+from engine.local import LocalJobQueue, QueueState
 from engine.postprocess import PlainJpeg
 from engine.requests import GenerationRequest, JobState, Requester, Variation
-from engine.runner import PipelineRunner
 from engine.store import open_store
+from engine.worker.batches import load_runner
+from engine.worker.runner import PipelineRunner
 from tests.support import gated_runner, make_settings
 
 SMALL = (64, 64)
@@ -49,14 +50,14 @@ def settings(tmp_path: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-d
     return make_settings(tmp_path, tiny_model_dir, max_batch_images=4)
 
 
-async def started(engine: Engine) -> Engine:
+async def started(engine: LocalJobQueue) -> LocalJobQueue:
     await engine.start()
     return engine
 
 
 @pytest.mark.timeout(600)
 async def test_four_1280_jpegs_with_their_own_seeds(tmp_path: Path, tiny_model_dir: Path) -> None:
-    engine = await started(Engine(make_settings(tmp_path, tiny_model_dir, steps=1)))
+    engine = await started(LocalJobQueue(make_settings(tmp_path, tiny_model_dir, steps=1)))
     try:
         job = await engine.submit(GenerationRequest(prompt="a lighthouse at dawn, oil painting", seed=41))
         result = await job.result()
@@ -71,7 +72,7 @@ async def test_four_1280_jpegs_with_their_own_seeds(tmp_path: Path, tiny_model_d
 
 async def test_same_seed_same_image_and_one_image_rerenders_alone(settings) -> None:  # type: ignore[no-untyped-def]
     # a plain encode: each job's watermark differs on purpose, and this test is about the pixels generated
-    engine = await started(Engine(settings, postprocessor=PlainJpeg()))
+    engine = await started(LocalJobQueue(settings, postprocessor=PlainJpeg()))
     try:
         first = await (await engine.submit(small("red fox", seed=7))).result()
         again = await (await engine.submit(small("red fox", seed=7))).result()
@@ -87,7 +88,7 @@ async def test_same_seed_same_image_and_one_image_rerenders_alone(settings) -> N
 
 
 async def test_progress_events_from_queued_to_done(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = await started(Engine(settings))
+    engine = await started(LocalJobQueue(settings))
     try:
         job = await engine.submit(small("harbour at night", steps=3))
         events = [event async for event in job.events()]
@@ -102,7 +103,7 @@ async def test_progress_events_from_queued_to_done(settings) -> None:  # type: i
 async def test_round_robin_serves_a_light_user_before_a_heavy_users_backlog(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir, max_batch_images=4)
     runner, gate = gated_runner(settings)
-    engine = await started(Engine(settings, runner_factory=lambda: runner))
+    engine = await started(LocalJobQueue(settings, runner_factory=lambda: runner))
     finished: list[str] = []
     try:
         jobs = {"a1": await engine.submit(small("one", ALICE))}
@@ -122,7 +123,7 @@ async def test_round_robin_serves_a_light_user_before_a_heavy_users_backlog(tmp_
 async def test_compatible_jobs_of_two_users_share_one_pipeline_call(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir, max_batch_images=8)
     runner, gate = gated_runner(settings)
-    engine = await started(Engine(settings, runner_factory=lambda: runner, postprocessor=PlainJpeg()))
+    engine = await started(LocalJobQueue(settings, runner_factory=lambda: runner, postprocessor=PlainJpeg()))
     try:
         blocker = await engine.submit(small("blocker", CAROL, num_images=1))
         await gate.wait_reached()
@@ -144,7 +145,7 @@ async def test_compatible_jobs_of_two_users_share_one_pipeline_call(tmp_path, ti
 async def test_cancel_a_queued_job_removes_it(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir)
     runner, gate = gated_runner(settings)
-    engine = await started(Engine(settings, runner_factory=lambda: runner))
+    engine = await started(LocalJobQueue(settings, runner_factory=lambda: runner))
     try:
         first = await engine.submit(small("first"))
         await gate.wait_reached()
@@ -167,7 +168,7 @@ async def test_cancel_a_running_job_stops_before_decoding(tmp_path, tiny_model_d
     settings = make_settings(tmp_path, tiny_model_dir)
     runner, gate = gated_runner(settings, 2)
     decodes = count_vae_decodes(runner)
-    engine = await started(Engine(settings, runner_factory=lambda: runner))
+    engine = await started(LocalJobQueue(settings, runner_factory=lambda: runner))
     try:
         job = await engine.submit(small("slow one", steps=4))
         await gate.wait_reached()  # step 1 done, inside step 2
@@ -186,7 +187,7 @@ async def test_cancel_a_running_job_stops_before_decoding(tmp_path, tiny_model_d
 async def test_cancelled_job_in_a_batch_does_not_spoil_the_other(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir, max_batch_images=8)
     runner, gate = gated_runner(settings, 1, 3)  # hold the blocker's first step, then the batch's first step
-    engine = await started(Engine(settings, runner_factory=lambda: runner))
+    engine = await started(LocalJobQueue(settings, runner_factory=lambda: runner))
     try:
         blocker = await engine.submit(small("blocker", ALICE, num_images=1))
         await gate.wait_reached(1)
@@ -223,7 +224,7 @@ def count_vae_decodes(runner: PipelineRunner) -> list[int]:
 async def test_a_job_past_its_timeout_fails_with_timeout(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir)
     runner, gate = gated_runner(settings, 2)
-    engine = await started(Engine(settings, runner_factory=lambda: runner))
+    engine = await started(LocalJobQueue(settings, runner_factory=lambda: runner))
     try:
         job = await engine.submit(small("takes too long", steps=4))
         await gate.wait_reached()
@@ -272,7 +273,7 @@ async def test_out_of_memory_splits_the_batch_and_retries_the_halves(tmp_path, t
         runner.pipe = boundary[0]
         return runner
 
-    engine = await started(Engine(settings, runner_factory=factory))
+    engine = await started(LocalJobQueue(settings, runner_factory=factory))
     try:
         result = await (await engine.submit(small("big batch", seed=5))).result()
     finally:
@@ -292,7 +293,7 @@ async def test_a_failing_job_fails_alone_and_the_engine_carries_on(tmp_path, tin
         runner.pipe = PipelineBoundary(runner.pipe, poison)
         return runner
 
-    engine = await started(Engine(settings, runner_factory=factory))
+    engine = await started(LocalJobQueue(settings, runner_factory=factory))
     try:
         bad, good = await engine.submit(small("poison apple", ALICE)), await engine.submit(small("apple", BOB))
         good_result = await good.result()
@@ -305,7 +306,7 @@ async def test_a_failing_job_fails_alone_and_the_engine_carries_on(tmp_path, tin
 
 
 async def test_invalid_requests_are_refused_with_the_bad_value(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = await started(Engine(settings))
+    engine = await started(LocalJobQueue(settings))
     try:
         cases = {
             "prompt must not be empty": GenerationRequest(prompt=" \u200b\n "),
@@ -329,7 +330,7 @@ async def test_invalid_requests_are_refused_with_the_bad_value(settings) -> None
 async def test_queue_full_is_refused(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir, queue_size=1)
     runner, gate = gated_runner(settings)
-    engine = await started(Engine(settings, runner_factory=lambda: runner))
+    engine = await started(LocalJobQueue(settings, runner_factory=lambda: runner))
     try:
         running = await engine.submit(small("running"))
         await gate.wait_reached()
@@ -343,10 +344,10 @@ async def test_queue_full_is_refused(tmp_path, tiny_model_dir) -> None:  # type:
 
 
 async def test_shutdown_drains_the_queue_then_refuses_work(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = await started(Engine(settings))
+    engine = await started(LocalJobQueue(settings))
     jobs = [await engine.submit(small(f"job {n}", who)) for n, who in enumerate((ALICE, BOB, ALICE))]
     await engine.shutdown(drain=True)
-    assert engine.state is EngineState.STOPPED
+    assert engine.state is QueueState.STOPPED
     assert all(job.state is JobState.DONE for job in jobs)
     with pytest.raises(EngineClosed):
         await engine.submit(small("late"))
@@ -355,7 +356,7 @@ async def test_shutdown_drains_the_queue_then_refuses_work(settings) -> None:  #
 async def test_handed_back_jobs_resume_after_restart_and_results_wait_for_delivery(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir)
     runner, gate = gated_runner(settings, 1)
-    first = await started(Engine(settings, runner_factory=lambda: runner))
+    first = await started(LocalJobQueue(settings, runner_factory=lambda: runner))
     running = await first.submit(small("running at shutdown", seed=11))
     await gate.wait_reached()
     queued = await first.submit(small("queued at shutdown", BOB, seed=22))
@@ -368,9 +369,9 @@ async def test_handed_back_jobs_resume_after_restart_and_results_wait_for_delive
     assert {record.id for record in store.in_states([JobState.QUEUED])} == {running.id, queued.id}
     store.close()
 
-    second = await started(Engine(settings))
+    second = await started(LocalJobQueue(settings))
     try:
-        resumed = {job.id: job for job in second.active_jobs()}
+        resumed = {job.id: job for job in await second.active()}
         assert set(resumed) == {running.id, queued.id}
         results = {job_id: await job.result() for job_id, job in resumed.items()}
         assert [image.seed for image in results[queued.id].images] == [22, 23, 24, 25]
@@ -383,7 +384,7 @@ async def test_handed_back_jobs_resume_after_restart_and_results_wait_for_delive
 
 
 async def test_variations_stay_close_to_their_parent(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = await started(Engine(settings, postprocessor=PlainJpeg()))
+    engine = await started(LocalJobQueue(settings, postprocessor=PlainJpeg()))
     try:
         parent = await (await engine.submit(small("a castle", seed=300, num_images=1))).result()
         variation = await (await engine.submit(
@@ -400,17 +401,17 @@ async def test_variations_stay_close_to_their_parent(settings) -> None:  # type:
 async def test_a_second_shutdown_without_drain_hands_back_a_draining_one(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir)
     runner, gate = gated_runner(settings)
-    engine = await started(Engine(settings, runner_factory=lambda: runner))
+    engine = await started(LocalJobQueue(settings, runner_factory=lambda: runner))
     running = await engine.submit(small("running"))
     await gate.wait_reached()
     queued = await engine.submit(small("queued", BOB))
     draining = asyncio.create_task(engine.shutdown(drain=True))
     await asyncio.sleep(0)  # one loop turn: the draining shutdown has begun
-    assert engine.state is EngineState.STOPPING
+    assert engine.state is QueueState.STOPPING
     await engine.shutdown(drain=False)  # e.g. a second SIGTERM: stop at once instead
     gate.release()
     await draining
-    assert engine.state is EngineState.STOPPED
+    assert engine.state is QueueState.STOPPED
     store = open_store(settings.store.url)
     assert {record.id for record in store.in_states([JobState.QUEUED])} == {running.id, queued.id}
     store.close()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bots.intake import Deferred, Intake, IntakeEntry
+from bots.errors import Deferred
+from bots.intake import Intake, IntakeEntry
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from bots.cli import main as cli_main
 from config.settings import EngineSettings
-from engine.model import (
+from engine.worker.model import (
     TINY_MODEL_FOLDER,
     ModelUnavailable,
     choose_device,
@@ -22,7 +22,7 @@ from engine.model import (
     model_name,
     resolve_model,
 )
-from engine.tiny_model import TINY_MODEL_NAME, build_tiny_model, is_tiny_model
+from engine.worker.tiny_model import TINY_MODEL_NAME, build_tiny_model, is_tiny_model
 
 WEIGHT_FILES = (
     "unet/diffusion_pytorch_model.safetensors",
@@ -235,7 +235,7 @@ def test_cli_build_tiny_prints_the_folder(tmp_path: Path, tiny_model_dir: Path, 
 def test_a_tiny_model_of_an_older_architecture_is_rebuilt(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from engine.tiny_model import TINY_ARCHITECTURE, build_tiny_model
+    from engine.worker.tiny_model import TINY_ARCHITECTURE, build_tiny_model
 
     target = tmp_path / "tiny"
     older = replace(TINY_ARCHITECTURE, text_layers=TINY_ARCHITECTURE.text_layers + 1)

@@ -12,7 +12,8 @@ from config.settings import ModerationSettings
 from engine.requests import GenerationRequest, Requester
 from moderation.audit import AuditLog
 from moderation.db import ModerationDatabase
-from moderation.review import AlreadyDecided, ReviewExpired, ReviewItemNotFound, ReviewQueue, ReviewState
+from moderation.errors import AlreadyDecided, ReviewExpired, ReviewItemNotFound
+from moderation.review import ReviewQueue, ReviewState
 from moderation.strikes import StrikeBook
 from moderation.verdict import Action, Verdict
 from tests.moderation_support import ManualClock

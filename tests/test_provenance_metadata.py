@@ -10,14 +10,10 @@ from PIL import Image
 
 from bench.image_samples import sample_image
 from config.settings import ProvenanceSettings, Settings, load_settings
-from engine.postprocess import ImageContext, build_postprocessor
+from engine.postprocess import ImageContext
 from engine.provenance import ProvenancePostProcessor, watermark, watermark_payload
-from engine.provenance.metadata import (
-    EXIF_IMAGE_DESCRIPTION,
-    EXIF_SOFTWARE,
-    TRAINED_ALGORITHMIC_MEDIA,
-    read_metadata,
-)
+from engine.provenance.metadata import EXIF_IMAGE_DESCRIPTION, EXIF_SOFTWARE, TRAINED_ALGORITHMIC_MEDIA, read_metadata
+from engine.worker.finishing import build_postprocessor
 
 CONTEXT = ImageContext(job_id="job-42", index=1, seed=5, prompt="a lighthouse", model="tiny-sd-v1")
 

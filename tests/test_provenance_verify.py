@@ -16,7 +16,7 @@ from PIL import Image
 from bench.image_samples import crop, jpeg, resize, sample_image
 from bots.cli import main
 from config.settings import ProvenanceSettings
-from engine.engine import Engine
+from engine.local import LocalJobQueue
 from engine.postprocess import ImageContext
 from engine.provenance import ProvenancePostProcessor, verify_file, verify_image, watermark_payload
 from engine.requests import GeneratedImage, GenerationRequest, JobState
@@ -141,7 +141,7 @@ def test_cli_as_a_subprocess(files: dict[str, Path]) -> None:
 async def test_engine_output_verifies_to_its_job(tmp_path: Path, tiny_model_dir: Path) -> None:
     """The real tiny pipeline's noise-like 1280² image, through the engine and its store, then re-shared."""
     settings = make_settings(tmp_path, tiny_model_dir, steps=1)
-    engine = Engine(settings)
+    engine = LocalJobQueue(settings)
     await engine.start()
     try:
         job = await engine.submit(GenerationRequest(prompt="a lighthouse at dawn", seed=3, num_images=1))

@@ -25,18 +25,13 @@ import yarl
 from discord import app_commands
 
 from bots import messages
-from bots.buttons import Action, BadButton, parse_button
+from bots.buttons import Action, parse_button
+from bots.contract import AdapterLifecycle
 from bots.conversation import Conversation, ImagineCommand
-from bots.discord.replies import (
-    DeliveryContext,
-    DiscordModeratorChannel,
-    DiscordReplier,
-    ImagineButton,
-    Route,
-)
-from bots.intake import INTAKE_KEY, Deferred, Intake, IntakeEntry, became_job
-from config.settings import ConfigError, DiscordSettings, Settings
-from engine.engine import EngineState
+from bots.discord.replies import DeliveryContext, DiscordModeratorChannel, DiscordReplier, ImagineButton, Route
+from bots.errors import AdapterStartError, BadButton
+from bots.intake import Intake, IntakeEntry
+from config.settings import DiscordSettings, Settings
 from engine.requests import MAX_SEED, Requester
 
 log = logging.getLogger(__name__)
@@ -54,7 +49,7 @@ HANDLER_DRAIN_S = 10.0
 INTAKE_OPEN_WAIT_S = 60.0
 
 
-class DiscordStartError(ConfigError):
+class DiscordStartError(AdapterStartError):
     """Discord refused the token or could not be reached at start. One clear line; `imagine serve` exits 2."""
 
 
@@ -125,7 +120,7 @@ def _imagine_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, 
     return imagine
 
 
-class DiscordAdapter:
+class DiscordAdapter(AdapterLifecycle):
     def __init__(
         self,
         settings: Settings,
@@ -287,7 +282,7 @@ class DiscordAdapter:
         user = self._requester(interaction.user, interaction.guild_id, interaction.channel_id)
         press = self._conversation.press(
             custom_id, user, replier, is_moderator=self._is_moderator(interaction),
-            delivery=replier.context.to_dict(),
+            place=replier.context.to_dict(),
         )
         await self._guarded(press, replier, f"button {custom_id}")
 
@@ -304,13 +299,11 @@ class DiscordAdapter:
 
     async def _handle_stored(self, entry: IntakeEntry) -> None:
         """A stored prompt → `Conversation.imagine`, answered where it was asked (after a restart too)."""
-        engine = self._conversation.engine
-        if engine.state is not EngineState.RUNNING:
-            raise Deferred("the engine is not taking work: keep the prompt for the next start")
-        replier = self._live_repliers.pop(entry.key, None)
-        if entry.replayed and await became_job(engine, PLATFORM, entry.key):
+        if not await self._conversation.open_stored(PLATFORM, entry):
+            self._live_repliers.pop(entry.key, None)
             log.info("discord: prompt %s already became a job before the restart", entry.key)
             return
+        replier = self._live_repliers.pop(entry.key, None)
         if entry.kind not in (COMMAND, DIRECT_MESSAGE):
             log.warning("discord: ignoring a stored prompt of unknown kind %r", entry.kind)
             return
@@ -320,7 +313,7 @@ class DiscordAdapter:
             replier = self.replier_for(context)
         command = ImagineCommand(
             prompt=body["prompt"], requester=Requester(**body["requester"]), negative_prompt=body["negative"],
-            seed=body["seed"], aspect=body["aspect"], delivery={**context, INTAKE_KEY: entry.key},
+            seed=body["seed"], aspect=body["aspect"], place=context, intake_key=entry.key,
         )
         await self._guarded(self._conversation.imagine(command, replier), replier, f"stored prompt {entry.key}")
 

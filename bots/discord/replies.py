@@ -174,6 +174,11 @@ class DiscordReplier:
 
     # ------------------------------------------------------------------ the Replier protocol
 
+    def journal_place(self) -> None:
+        """Nothing to journal after the start: the context stored with the command already names the
+        interaction's original message, which is the status message."""
+        return None
+
     async def show_status(self, text: str, buttons: Sequence[Button] = ()) -> None:
         if self._status_consumed:
             return

@@ -33,6 +33,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.contract import AdapterLifecycle
 from bots.conversation import Conversation
 from bots.intake import Intake
 from bots.slack.handling import BUTTON, COMMAND, DIRECT_MESSAGE, MENTION, PLATFORM, SlackRequestHandler
@@ -84,7 +85,7 @@ def _raise_if_rejected(error: SlackApiError, key: str, variable: str) -> None:
         raise ConfigError(f"Slack rejected {key} ({code}): check {variable}") from None
 
 
-class SlackAdapter:
+class SlackAdapter(AdapterLifecycle):
     """With `slack.port = 0` the bound port is in `adapter.port` after start()."""
 
     def __init__(self, settings: Settings, conversation: Conversation) -> None:
@@ -114,7 +115,7 @@ class SlackAdapter:
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self.port: int | None = None
-        conversation.add_platform(PLATFORM, self.replier_for, self.moderators)
+        self._conversation = conversation
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -123,6 +124,8 @@ class SlackAdapter:
         self._session = aiohttp.ClientSession()
         self.client.session = self._session
         await self._check_bot_token()
+        # Registered before the intake opens: requests stored before a restart are answered through it.
+        self._conversation.add_platform(PLATFORM, self.replier_for, self.moderators)
         await self.intake.open()
         if self.config.mode == "socket":
             self._socket = AsyncSocketModeHandler(self.app, self.config.app_token, web_client=self.client)

@@ -13,14 +13,13 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import messages
-from bots.buttons import Action, BadButton, parse_button
-from bots.contract import PlaceUnreachable
+from bots.buttons import Action, parse_button
 from bots.conversation import Conversation, ImagineCommand
-from bots.intake import INTAKE_KEY, Deferred, IntakeEntry, became_job
+from bots.errors import BadButton, BadOptions, PlaceUnreachable
+from bots.intake import IntakeEntry
 from bots.slack.moderators import ModeratorCheck
 from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
-from bots.slack.text import BadOptions, parse_prompt_text
-from engine.engine import EngineState
+from bots.slack.text import parse_prompt_text
 from engine.requests import Requester
 
 log = logging.getLogger(__name__)
@@ -39,9 +38,7 @@ class SlackRequestHandler:
         self.is_moderator = is_moderator
 
     async def __call__(self, entry: IntakeEntry) -> None:
-        if self.conversation.engine.state is not EngineState.RUNNING:
-            raise Deferred("the engine is not taking work: keep the request for the next start")
-        if entry.replayed and await became_job(self.conversation.engine, PLATFORM, entry.key):
+        if not await self.conversation.open_stored(PLATFORM, entry):
             log.info("request %s already became a job before the restart", entry.key)
             return
         body = entry.payload
@@ -71,7 +68,7 @@ class SlackRequestHandler:
         command = ImagineCommand(
             prompt=options.prompt, requester=_requester(place, team_id, display_name),
             negative_prompt=options.negative_prompt, seed=options.seed, aspect=options.aspect,
-            delivery={**place.to_context(), INTAKE_KEY: key},
+            place=place.to_context(), intake_key=key,
         )
         try:
             await self.conversation.imagine(command, replier)
@@ -104,7 +101,7 @@ class SlackRequestHandler:
         requester = _requester(place, (body.get("team") or {}).get("id", ""), body["user"].get("username", ""))
         # New jobs from this click (variations, reroll) are answered where the click happened.
         await self.conversation.press(custom_id, requester, SlackReplier(self.client, place),
-                                      is_moderator=is_moderator, delivery={**place.to_context(), INTAKE_KEY: key})
+                                      is_moderator=is_moderator, place=place.to_context(), intake_key=key)
 
 
 async def _refuse(replier: SlackReplier, text: str) -> None:

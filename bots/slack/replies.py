@@ -22,7 +22,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bots.buttons import Button
-from bots.contract import Delivery, PlaceUnreachable, ReviewPost
+from bots.contract import Delivery, ReviewPost
+from bots.errors import PlaceUnreachable
 from bots.slack import blocks
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,7 @@ class SlackReplier:
         self._lock = asyncio.Lock()
         self._buttons_posted: set[str] = set()
 
-    @property
-    def context(self) -> dict[str, Any]:
+    def journal_place(self) -> dict[str, Any]:
         return self.place.to_context()
 
     async def show_status(self, text: str, buttons: Sequence[Button] = ()) -> None:
@@ -108,6 +108,8 @@ class SlackReplier:
 
     async def _edit_status(self, text: str, rows: tuple[tuple[Button, ...], ...]) -> bool:
         """Edit the status message; False when it is gone (deleted by someone) so a new one is posted."""
+        if self.place.status_ts is None:
+            return False
         try:
             await self.client.chat_update(
                 channel=self.place.channel, ts=self.place.status_ts,

@@ -11,14 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bots.errors import BadOptions
+
 MENTION = re.compile(r"<[@!][A-Za-z0-9^|]*(?:\|[^>]*)?>")
 LINK = re.compile(r"<(?:#[A-Z0-9]+\|)?([^>|]*)(?:\|([^>]*))?>")
 OPTION = re.compile(r"(?:^|\s)--(no|seed|ar|aspect)(?=\s|$)", re.IGNORECASE)
 ALIASES = {"aspect": "ar"}
-
-
-class BadOptions(ValueError):
-    """An option that cannot be read (the message names it and the value)."""
 
 
 @dataclass(frozen=True)

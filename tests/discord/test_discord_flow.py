@@ -12,13 +12,7 @@ import pytest
 import yarl
 
 from bots import messages
-from tests.discord_harness import (
-    DiscordRig,
-    button_labels,
-    discord_settings,
-    jpeg_sizes,
-    start_rig,
-)
+from tests.discord_harness import DiscordRig, button_labels, discord_settings, jpeg_sizes, start_rig
 from tests.standins.discord_server import DiscordStandIn
 
 pytestmark = pytest.mark.timeout(180)

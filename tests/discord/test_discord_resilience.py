@@ -17,7 +17,7 @@ from bots import messages
 from bots.conversation import Conversation
 from bots.discord.adapter import DiscordAdapter, DiscordStartError
 from config.settings import Settings
-from engine.engine import Engine, EngineState
+from engine.local import LocalJobQueue, QueueState
 from engine.requests import GenerationRequest, JobState
 from engine.store import open_store, sqlite_path
 from moderation.admission import Admission, AdmissionDecision
@@ -235,7 +235,7 @@ async def test_a_replayed_command_that_already_became_a_job_is_not_submitted_aga
     await first.conversation.close()
     stopping = asyncio.create_task(first.engine.shutdown(drain=False))
     await asyncio.sleep(0)  # one turn of the loop: shutdown hands the job back before its first await
-    assert first.engine.state is EngineState.STOPPING
+    assert first.engine.state is QueueState.STOPPING
     gate.release()
     await stopping
     # As if the crash came after the job was journaled but before the intake noted the command as handled.
@@ -283,7 +283,7 @@ async def test_a_bad_token_is_a_clear_start_error(tmp_path: Path, tiny_model_dir
     settings = discord_settings(tmp_path, tiny_model_dir, standin)
     settings = replace(settings, discord=replace(settings.discord, token="not-the-token"))
     library_base = discord.http.Route.BASE
-    engine = Engine(settings)
+    engine = LocalJobQueue(settings)
     conversation = Conversation(settings, engine)
     adapter = DiscordAdapter(settings, conversation)
     with pytest.raises(DiscordStartError) as raised:
@@ -301,7 +301,7 @@ async def test_the_default_api_base_is_discord_com_and_the_loopback_guard_stops_
     settings = make_settings(tmp_path, tiny_model_dir)
     settings = replace(settings, discord=replace(settings.discord, token="a-token"))
     library_base = discord.http.Route.BASE
-    adapter = DiscordAdapter(settings, Conversation(settings, Engine(settings)))
+    adapter = DiscordAdapter(settings, Conversation(settings, LocalJobQueue(settings)))
     with pytest.raises(NetworkGuardError, match="discord.com"):
         await adapter.start()
     assert discord.http.Route.BASE == library_base

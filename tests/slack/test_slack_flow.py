@@ -93,7 +93,7 @@ async def test_bad_options_are_refused_ephemerally_and_start_nothing(rig: SlackR
     assert response.status == 200
     refusal = await rig.ephemeral_saying("--seed must be a whole number")
     assert refusal.user == "UALICE"
-    assert rig.engine.active_jobs() == [] and rig.standin.calls_to("chat.postMessage") == []
+    assert await rig.engine.active() == [] and rig.standin.calls_to("chat.postMessage") == []
 
 
 def request_event(request: object) -> dict:
@@ -121,7 +121,7 @@ async def test_slash_command_in_a_channel_the_bot_is_not_in_is_answered_through_
     (answer,) = await standin.wait_for(lambda: standin.responses or None)
     assert answer["response_type"] == "ephemeral" and "not a member" in answer["text"]
     await rig.settled()
-    assert rig.engine.active_jobs() == []
+    assert await rig.engine.active() == []
     store = open_store(rig.settings.store.url)
     try:
         assert [record.state for record in store.in_states(list(JobState))] == [JobState.CANCELLED]

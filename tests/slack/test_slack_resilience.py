@@ -12,7 +12,7 @@ import pytest
 from bots import messages
 from bots.intake import Intake
 from config.settings import Settings
-from engine.engine import EngineState
+from engine.local import QueueState
 from engine.requests import JobState
 from engine.store import open_store, sqlite_path
 from tests.slack_harness import SlackRig, slack_settings, start_rig
@@ -106,7 +106,7 @@ async def stop_mid_job(rig: SlackRig, gate: UnetGate) -> None:
     await rig.conversation.close()
     stopping = asyncio.create_task(rig.engine.shutdown(drain=False))
     await asyncio.sleep(0)  # one turn of the loop: shutdown hands jobs back before its first await
-    assert rig.engine.state is EngineState.STOPPING
+    assert rig.engine.state is QueueState.STOPPING
     gate.release()
     await stopping
 

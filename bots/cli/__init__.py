@@ -1,4 +1,10 @@
-"""The `imagine` command line (also `python -m bots`). Bad input exits 2 with one clear line, no traceback."""
+"""The `imagine` command line (also `python -m bots`). Bad input exits 2 with one clear line, no traceback.
+
+One module per subcommand in this package; each exposes `configure(parser)`, setting `func` on the parser, and
+`func(args, settings_loader) -> int` returns the exit code. Only the module of the subcommand being run is
+imported (the others appear in `--help` by name), so `imagine review list` never loads the model's libraries.
+Settings are loaded lazily through `settings_loader()` so that commands needing none stay fast.
+"""
 
 from __future__ import annotations
 
@@ -8,45 +14,48 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
+from bots.errors import AdapterStartError, UsageError
 from config.settings import ConfigError, Settings, load_settings
 from engine.errors import EngineError
 
-# Subcommand modules, in help order. Each lives in bots/commands/<name>.py.
-COMMAND_MODULES = ("generate", "verify", "moderate", "review", "serve", "model")
+COMMANDS = {  # in help order; each lives in bots/cli/<name>.py
+    "generate": "render four images for a prompt and write them as JPEGs",
+    "verify": "check images for the invisible watermark and AI metadata",
+    "moderate": "show the moderation verdict for a prompt (or - for stdin)",
+    "review": "moderators: review queue, bans, strikes and audit log",
+    "serve": "run the engine and every chat adapter that has credentials",
+    "model": "manage the diffusion model",
+}
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's default prints usage; one clear line is enough
+    def error(self, message: str) -> NoReturn:  # argparse's default prints usage; one clear line is enough
         raise UsageError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser, with the full arguments of the subcommand named in `argv` (every one when none is named)."""
     parser = _Parser(prog="imagine", description="Text-to-image generation for chat.")
     parser.add_argument("--config", help="a TOML file overriding config/default.toml (or set IMAGINE_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"bots.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"bots.commands.{name}":
-                raise
-            continue  # a subcommand that is not built yet
-        module.register(subparsers)
+    chosen = next((word for word in argv if word in COMMANDS), None)
+    for name, help_text in COMMANDS.items():
+        command = subparsers.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:])
+        if chosen is None or name == chosen:
+            importlib.import_module(f"bots.cli.{name}").configure(command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     _prepare_process_environment()
     try:
-        args = build_parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(words).parse_args(words)
         # One-shot commands print results, not logs; the long-running server logs what it does.
         quiet = logging.INFO if args.command == "serve" else logging.WARNING
         logging.basicConfig(
@@ -55,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
         return int(args.func(args, _settings_loader(args.config)))
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, AdapterStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except EngineError as exc:

@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from PIL import Image
 
+from engine.errors import EngineError
 from engine.requests import Variation
 
 log = logging.getLogger(__name__)
 
 
-class StopBatch(Exception):
+class StopBatch(EngineError):
     """Raised from the step callback when no job in the batch still wants its images."""
 
 

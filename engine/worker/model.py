@@ -19,7 +19,7 @@ import torch
 
 from config.settings import EngineSettings
 from engine.errors import EngineError
-from engine.tiny_model import TINY_MODEL_NAME, build_tiny_model, disable_library_progress_bars, is_tiny_model
+from engine.worker.tiny_model import TINY_MODEL_NAME, build_tiny_model, disable_library_progress_bars, is_tiny_model
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline

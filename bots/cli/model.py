@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from bots.cli import UsageError
+from bots.errors import UsageError
 from config.settings import Settings
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("model", help="manage the diffusion model")
+def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
     build = actions.add_parser("build-tiny", help="write the offline tiny model (random weights) and print its path")
     build.add_argument("dir", nargs="?", help="where to write it (default: <engine.cache_dir>/tiny-sd-v1)")
@@ -24,8 +22,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> int:
-    from engine.model import TINY_MODEL_FOLDER
-    from engine.tiny_model import build_tiny_model
+    from engine.worker.model import TINY_MODEL_FOLDER
+    from engine.worker.tiny_model import build_tiny_model
 
     target = Path(args.dir) if args.dir else Path(settings_loader().engine.cache_dir) / TINY_MODEL_FOLDER
     try:

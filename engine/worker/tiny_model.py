@@ -181,9 +181,10 @@ def _save_pipeline(folder: Path, architecture: TinyArchitecture) -> None:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipeline.set_progress_bar_config(disable=True)
+    saved: Any = pipeline  # diffusers adds these methods through mixins that its type hints do not show
+    saved.set_progress_bar_config(disable=True)
     disable_library_progress_bars()
-    pipeline.save_pretrained(folder, safe_serialization=True)
+    saved.save_pretrained(folder, safe_serialization=True)
     (folder / MARKER_FILE).write_text(json.dumps(_marker(architecture), indent=2) + "\n", encoding="utf-8")
 
 

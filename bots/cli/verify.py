@@ -12,7 +12,6 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from bots.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from config.settings import Settings
@@ -22,12 +21,11 @@ from engine.store import UnsupportedStore, open_store, sqlite_path
 logger = logging.getLogger(__name__)
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "verify", help="check images for the invisible watermark and AI metadata",
-        description="For each image: whether the invisible watermark is present, its payload, the job it maps "
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "For each image: whether the invisible watermark is present, its payload, the job it maps "
                     "to (when the job store knows it) and whether the AI metadata is there. Exit 0 only if "
-                    "every image carries the watermark, 1 otherwise, 2 if an image cannot be read.",
+                    "every image carries the watermark, 1 otherwise, 2 if an image cannot be read."
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP...)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with a report per image")

@@ -14,9 +14,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TextIO
 
-from bots.cli import UsageError
+from bots.errors import UsageError
 from config.settings import Settings
 from moderation import embedding
 from moderation.prompts import PromptModerator
@@ -25,8 +25,7 @@ from moderation.verdict import Verdict
 BATCH_LINES = 64
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("moderate", help="show the moderation verdict for a prompt (or - for stdin)")
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", nargs="?", help="the prompt to judge, or - to read one prompt per line from stdin")
     parser.add_argument("--json", action="store_true", help="print one JSON object (always JSON lines with -)")
     parser.set_defaults(func=run)

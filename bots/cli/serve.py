@@ -11,15 +11,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
 
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("serve", help="run the engine and every chat adapter that has credentials")
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 

@@ -28,14 +28,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
-from bots.cli import EXIT_FAILURE, UsageError
-from bots.commands.arguments import positive_int
+from bots.cli import EXIT_FAILURE
+from bots.cli.arguments import positive_int
+from bots.errors import UsageError
 from config.settings import Settings
 from engine.serialize import request_to_dict
 from moderation.audit import AuditLog
 from moderation.db import ModerationDatabase
+from moderation.errors import ReviewError, ReviewItemNotFound
 from moderation.messages import duration
-from moderation.review import ReviewError, ReviewItem, ReviewItemNotFound, ReviewQueue, ReviewState
+from moderation.review import ReviewItem, ReviewQueue, ReviewState
 from moderation.strikes import StrikeBook
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -43,8 +45,7 @@ UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 STATES = [state.value for state in ReviewState] + ["all"]
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("review", help="moderators: review queue, bans, strikes and audit log")
+def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="review_command", required=True, parser_class=type(parser))
 
     listing = actions.add_parser("list", help="items in the review queue (pending by default)")

@@ -1,6 +1,6 @@
 """From a generated picture to the delivered file: screen it, withhold it if flagged, mark it, encode, write.
 
-Runs in the engine's post-processing threads, one image per call, never on the event loop.
+Runs in the worker's post-processing threads, one image per call, never on the event loop.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter
 
+from config.settings import Settings
 from engine.postprocess import ImageContext, PostProcessor
+from engine.provenance import ProvenancePostProcessor
 from engine.requests import GeneratedImage
 from engine.screening import ImageScreener
 
@@ -54,3 +56,8 @@ class ImageFinisher:
         partial.write_bytes(data)
         os.replace(partial, path)
         return str(path)
+
+
+def build_postprocessor(settings: Settings) -> PostProcessor:
+    """The service's post-processor: visible label, invisible watermark and AI metadata (`settings.provenance`)."""
+    return ProvenancePostProcessor(settings.provenance, settings.engine.jpeg_quality)

@@ -11,18 +11,17 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from bots.cli import UsageError
-from bots.commands.arguments import positive_int
+from bots.cli.arguments import positive_int
+from bots.errors import UsageError
 from config.settings import Settings
-from engine.engine import Engine, prepare_record
-from engine.errors import InvalidRequest
-from engine.requests import GenerationRequest, JobResult, ProgressEvent
+from engine.errors import GenerationFailed, InvalidRequest
+from engine.requests import GenerationRequest, JobResult, JobState, ProgressEvent, Timings
+from engine.validation import prepare_record
 
 BAR_WIDTH = 30
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("generate", help="render four images for a prompt and write them as JPEGs")
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="what to imagine")
     parser.add_argument("--seed", type=_seed, help="seed of the first image (image i uses seed + i)")
     parser.add_argument("--negative", default="", help="what the images should not show")
@@ -52,21 +51,25 @@ def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> in
 
 
 async def _generate(settings: Settings, request: GenerationRequest, out: str, show_progress: bool) -> JobResult:
-    engine = Engine(settings, output_dir=out)
-    await engine.start()
+    from engine.local import LocalJobQueue  # the GPU side, and so torch, only for the command that renders
+
+    queue = LocalJobQueue(settings, output_dir=out)
+    await queue.start()
     try:
-        job = await engine.submit(request)
+        job = await queue.submit(request)
         progress = _ProgressBar(sys.stderr) if show_progress and sys.stderr.isatty() else None
+        event = job.snapshot()
         async for event in job.events():
             if progress:
                 progress.show(event)
         if progress:
             progress.close()
-        result = await job.result()
-        await engine.mark_delivered(job.id)
-        return result
+        if event.state is not JobState.DONE:
+            raise GenerationFailed(event.error or f"the job ended {event.state.value}")
+        await queue.mark_delivered(job.id)
+        return JobResult(job_id=job.id, images=event.images, timings=event.timings or Timings())
     finally:
-        await engine.shutdown()
+        await queue.shutdown()
 
 
 def _summary(result: JobResult, request: GenerationRequest, total_s: float) -> dict[str, Any]:

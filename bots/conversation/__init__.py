@@ -1,0 +1,123 @@
+"""The platform-neutral conversation: from a user's `/imagine` to four images posted back, and every button after.
+
+Adapters translate platform events into `imagine()` and `press()` calls and implement `Replier`
+(bots/contract.py) for the answers. The parts, in the order a request meets them:
+- `submit.py`: validation, admission (limits, moderation, review) and refunds, submitting to the job queue;
+- `follow.py` + `status.py`: the status message through queue position and progress (throttled edits);
+- `delivery.py`: posting the images exactly once, with retries, and the sweep that delivers what is left;
+- `presses.py`: buttons; `review.py`: the review desk in chat; `render.py`: what every message looks like.
+This class wires them together, owns their tasks (`tasks.py`) and resumes work after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bots.contract import ModeratorChannel, Replier, RepliersFor
+from bots.conversation.delivery import Deliveries
+from bots.conversation.follow import Follower
+from bots.conversation.platforms import Platforms, reply_context
+from bots.conversation.presses import ButtonPresses
+from bots.conversation.render import image_buttons, images_message, single_image_message
+from bots.conversation.review import ReviewDesk
+from bots.conversation.submit import ImagineCommand, Submitter
+from bots.conversation.tasks import OwnedTasks
+from bots.errors import Deferred
+from bots.intake import IntakeEntry
+from config.settings import Settings
+from engine.api import JobQueue
+from engine.requests import Requester
+from moderation.admission import Admission
+
+__all__ = ["Conversation", "ImagineCommand", "image_buttons", "images_message", "single_image_message"]
+
+
+class Conversation:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobQueue,
+        admission: Admission | None = None,
+        *,
+        progress_interval_s: float = 1.5,
+        delivery_retry_delays: Sequence[float] = (1.0, 3.0),
+        review_poll_s: float = 2.0,
+        redelivery_interval_s: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.admission = admission
+        self._platforms = Platforms()
+        self._tasks = OwnedTasks()
+        self._desk = ReviewDesk(jobs, admission, self._platforms, review_poll_s)
+        self._deliveries = Deliveries(jobs, self._platforms, self._tasks, self._desk.flag_withheld_images,
+                                      retry_delays=delivery_retry_delays, redelivery_interval_s=redelivery_interval_s)
+        self._follower = Follower(jobs, admission, self._deliveries, progress_interval_s)
+        self._submitter = Submitter(settings, jobs, admission, self._follower, self._tasks, self._desk.post_for_review)
+        self._desk.attach(self._submitter)
+        self._presses = ButtonPresses(jobs, self._submitter, self._desk)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def add_platform(self, platform: str, replier_for: RepliersFor, moderators: ModeratorChannel | None = None) -> None:
+        self._platforms.add(platform, replier_for, moderators)
+
+    async def start(self) -> None:
+        """Follow jobs the queue resumed from its journal, deliver results that were never delivered, then keep
+        sweeping for undelivered results and polling for review decisions."""
+        already_followed = self._submitter.followed_before_start or set()
+        self._submitter.followed_before_start = None
+        for platform, entry in self._platforms.items():
+            for job in await self.jobs.active(platform):
+                if job.id in already_followed:
+                    continue
+                if self.admission is not None:
+                    await self.admission.job_started(job.request.requester)
+                replier = entry.replier(reply_context(job.request))
+                self._tasks.spawn(self._follower.follow(job, replier), f"follow-{job.id}")
+        await self.redeliver_undelivered()
+        self._tasks.spawn_poller(self._deliveries.sweep_periodically(), "redelivery-sweep")
+        if self.admission is not None:
+            self._tasks.spawn_poller(self._desk.poll_decisions(), "review-poller")
+
+    async def settled(self) -> None:
+        """Wait until every follower and delivery started so far has ended (for tests and orderly stops)."""
+        await self._tasks.settled()
+
+    async def close(self, drain_timeout_s: float = 0.0) -> None:
+        """Stop polling; give followers up to `drain_timeout_s` to deliver what the queue finished; cancel
+        the rest (their jobs stay journaled and are picked up again on the next start)."""
+        await self._tasks.close(drain_timeout_s)
+
+    # ---- what adapters call ----------------------------------------------------------------------------------
+
+    async def imagine(self, command: ImagineCommand, replier: Replier) -> str | None:
+        """Admit and queue a prompt; returns the job id, or None when it was refused or held for review."""
+        return await self._submitter.admit_and_submit(command.to_request(), replier)
+
+    async def press(self, custom_id: str, user: Requester, replier: Replier, *, is_moderator: bool = False,
+                    place: dict[str, Any] | None = None, intake_key: str = "") -> None:
+        """Act on a button: U/V/reroll/cancel on a job, approve/reject on a review item."""
+        await self._presses.press(custom_id, user, replier, is_moderator=is_moderator, place=place,
+                                  intake_key=intake_key)
+
+    async def open_stored(self, platform: str, entry: IntakeEntry) -> bool:
+        """Whether a request handed over by an adapter's intake should be handled now. Raises Deferred while the
+        queue takes no work (it stays stored for the next start); False for a replay that already became a job."""
+        if not self.jobs.accepting:
+            raise Deferred("the job queue is not taking work: keep the request for the next start")
+        return not (entry.replayed and await self._became_job(platform, entry.key))
+
+    async def redeliver_undelivered(self) -> None:
+        await self._deliveries.redeliver_undelivered()
+
+    async def process_review_decisions(self) -> None:
+        await self._desk.process_decisions()
+
+    async def _became_job(self, platform: str, key: str) -> bool:
+        """Did the request stored under `key` already get as far as a job (one still followed, or not yet
+        delivered)? Such a job carries the key in its reply context."""
+        requests = [job.request for job in await self.jobs.active(platform)]
+        requests += [record.request for record in await self.jobs.undelivered(platform)]
+        return any(reply_context(request).intake_key == key for request in requests)

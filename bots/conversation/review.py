@@ -1,0 +1,141 @@
+"""The review desk in chat: held prompts and withheld images posted to moderators, their decisions acted on
+exactly once wherever they were made (chat buttons, the dashboard or `imagine review`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from bots import messages
+from bots.buttons import Action, Button
+from bots.contract import Replier, ReplyContext, ReviewPost
+from bots.conversation.platforms import Platforms, reply_context
+from bots.conversation.render import images_message, review_buttons
+from bots.conversation.submit import Submitter
+from bots.conversation.tasks import logged
+from engine.api import JobQueue, JobRecord
+from engine.requests import GenerationRequest, Requester
+from moderation.admission import Admission
+from moderation.errors import ReviewError
+from moderation.messages import review_outcome_message
+from moderation.review import ReviewItem, ReviewState
+from moderation.verdict import Action as VerdictAction
+from moderation.verdict import Verdict
+
+log = logging.getLogger(__name__)
+
+
+class ReviewDesk:
+    def __init__(self, jobs: JobQueue, admission: Admission | None, platforms: Platforms, poll_s: float) -> None:
+        self._jobs = jobs
+        self._admission = admission
+        self._platforms = platforms
+        self.poll_s = poll_s
+        self._decisions_lock = asyncio.Lock()
+        self._submitter: Submitter | None = None
+
+    def attach(self, submitter: Submitter) -> None:
+        """An approved prompt is submitted like any other (the submitter posts held prompts here: a cycle that
+        the conversation closes once both exist)."""
+        self._submitter = submitter
+
+    async def post_for_review(self, item_id: str, request: GenerationRequest, reasons: Sequence[str],
+                              image_paths: Sequence[str] = ()) -> None:
+        entry = self._platforms.get(request.requester.platform)
+        if entry is None or entry.moderators is None:
+            log.warning("review item %s has no moderator channel on %s", item_id, request.requester.platform)
+            return
+        who = request.requester
+        place = f" in {who.server_id or 'a DM'}" + (f" / {who.channel_id}" if who.channel_id else "")
+        post = ReviewPost(
+            item_id=item_id,
+            text=messages.review_post(who.platform, who.user_id, place, request.prompt, list(reasons)),
+            buttons=review_buttons(item_id),
+            image_paths=tuple(image_paths),
+        )
+        await logged(entry.moderators.post_review(post), f"posting review item {item_id}")
+
+    async def flag_withheld_images(self, record: JobRecord) -> None:
+        """Send a job whose output the image filter withheld to the moderators, with the blurred images."""
+        if self._admission is None:
+            return
+        withheld = [image for image in record.images if image.withheld]
+        reasons = tuple(dict.fromkeys(reason for image in withheld for reason in image.screening_reasons))
+        verdict = Verdict(VerdictAction.REVIEW, ("image_screening",), reasons or ("image filter hit",), "unsure")
+        context = replace(reply_context(record.request), flagged_job=record.id)
+        request = replace(record.request, delivery=context.to_dict())
+        item = await self._admission.review.submit(request, verdict)
+        await self.post_for_review(item.id, request, (f"{len(withheld)} output image(s) withheld", *reasons),
+                                   [image.path for image in withheld])
+
+    async def decide(self, button: Button, user: Requester, replier: Replier, is_moderator: bool) -> None:
+        if self._admission is None:
+            await replier.refuse(messages.UNKNOWN_BUTTON)
+            return
+        action = "approve" if button.action is Action.APPROVE else "reject"
+        if not is_moderator:
+            await self._admission.audit.record_refused(user.key, action, f"review:{button.target}", "not a moderator")
+            await replier.refuse(messages.NOT_A_MODERATOR)
+            return
+        review = self._admission.review
+        try:
+            if button.action is Action.APPROVE:
+                await review.approve(button.target, user.key)
+            else:
+                await review.reject(button.target, user.key)
+        except ReviewError as exc:  # already decided, expired, unknown: the message says which
+            await replier.refuse(str(exc))
+            return
+        await self.process_decisions()
+
+    async def process_decisions(self) -> None:
+        """Act on decided review items exactly once, wherever they were decided (chat, dashboard or CLI)."""
+        if self._admission is None:
+            return
+        async with self._decisions_lock:
+            await self._admission.review.expire_due()
+            for item in await self._admission.review.claim_decided(platforms=self._platforms.names()):
+                await self._act_on_decision(item)
+
+    async def poll_decisions(self) -> None:
+        while True:
+            await logged(self.process_decisions(), "processing review decisions")
+            await asyncio.sleep(self.poll_s)
+
+    async def _act_on_decision(self, item: ReviewItem) -> None:
+        request = item.request
+        entry = self._platforms.get(request.requester.platform)
+        if entry is None:
+            log.warning("review item %s belongs to %s, which is not connected", item.id, request.requester.platform)
+            return
+        context = reply_context(request)
+        replier = entry.replier(context)
+        approved = item.state is ReviewState.APPROVED
+        if entry.moderators is not None and item.decided_by:
+            text = messages.review_decided(approved, item.decided_by, item.decision_reason or "")
+            await logged(entry.moderators.close_review(item.id, text), "updating a review message")
+        if context.flagged_job:
+            if approved:  # the moderator judged the filter wrong: release the original images
+                await self._release_withheld(context.flagged_job, replier)
+            return
+        await logged(replier.notify(review_outcome_message(item)), "telling a requester about a decision")
+        if approved and self._admission is not None and self._submitter is not None:
+            await self._admission.job_started(request.requester)
+            await self._submitter.submit(_without_review_fields(request), replier, checked=False)
+
+    async def _release_withheld(self, job_id: str, replier: Replier) -> None:
+        record = await self._jobs.lookup(job_id)
+        if record is None:
+            return
+        originals = [replace(image, path=image.original_path, withheld=False)
+                     for image in record.images if image.withheld and image.original_path]
+        if originals:
+            await logged(replier.deliver(images_message(replace(record, images=tuple(originals)))),
+                         f"releasing withheld images of job {job_id}")
+
+
+def _without_review_fields(request: GenerationRequest) -> GenerationRequest:
+    context = reply_context(request)
+    return replace(request, delivery=ReplyContext(context.place, context.intake_key).to_dict())
