@@ -176,6 +176,7 @@ class DiscordAdapter:
         intake = Intake(self._store_url, PLATFORM, self._handle_stored)
         try:
             await intake.open()
+            await intake.resume()
         except BaseException:
             await intake.close()
             await self.close()
