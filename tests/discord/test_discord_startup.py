@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bots import messages
+from bots.discord.adapter import DiscordAdapter
 from bots.intake import Intake
 from config.settings import Settings
 from engine.store import sqlite_path
@@ -129,3 +130,40 @@ async def test_a_command_stored_and_deferred_but_never_handed_over_is_answered_a
         await second.stop()
     assert len(standin.requests_to("GET", r"/webhooks/\d+/[^/]+/messages/@original")) == 2
     assert len(standin.messages_with_files()) == 2
+
+
+async def test_a_command_stored_but_never_deferred_is_answered_through_the_channel_after_the_restart(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a crash between the insert and the defer: Discord has no @original for the interaction, so its
+    token cannot send followups; the restarted bot answers with the bot token, in the channel, once."""
+    settings = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
+
+    async def never_hand_over(self: Intake) -> None:
+        return None
+
+    stored = asyncio.Event()
+
+    async def die_before_the_defer(self: DiscordAdapter, interaction: object, *, new_message: bool) -> None:
+        stored.set()  # called once the intake has the command
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Intake, "resume", never_hand_over)
+        patch.setattr(DiscordAdapter, "_acknowledge", die_before_the_defer)
+        first = await start_rig(settings, standin)
+        try:
+            command = await standin.send_command(standin.make_user("pia"), {"prompt": "a stork"})
+            await asyncio.wait_for(stored.wait(), 60)
+        finally:
+            await first.stop()
+    assert command.callback_type is None
+
+    second = await start_rig(settings, standin)
+    try:
+        (images,) = await second.images_messages()
+        done = await second.message_saying(messages.DONE)
+    finally:
+        await second.stop()
+    assert images.payload["channel_id"] == done.payload["channel_id"] == standin.channel_id
+    assert standin.requests_to("POST", rf"/webhooks/\d+/{command.token}") == []
+    assert len(standin.messages_with_files()) == 1

@@ -9,7 +9,8 @@ the request took effect), gateway reconnects (`gateway.request_reconnect`, `gate
 each request before it is answered (`before_request`). Behaviour modelled on the real API where a bot can get it wrong:
 - the first followup after a deferred response edits the deferred "thinking" message and keeps its flags
   (an ephemeral flag on it is ignored), later followups are new messages;
-- an interaction must be acknowledged once, within `ack_deadline_s`; its token dies after 15 minutes;
+- an interaction must be acknowledged once, within `ack_deadline_s`, before its webhook works; its token dies
+  after 15 minutes;
 - `nonce` + `enforce_nonce` on a channel message returns the earlier message instead of posting twice;
 - JSON responses carry `Content-Type: application/json` exactly."""
 
@@ -627,8 +628,8 @@ class DiscordStandIn:
 
     def _webhook_interaction(self, request: web.Request) -> InteractionRecord | web.Response:
         record = self.interactions.get(request.match_info["token"])
-        if record is None or request.match_info["app"] != self.application_id:
-            return _error(404, 10015, "Unknown Webhook")
+        if record is None or request.match_info["app"] != self.application_id or record.callback_type is None:
+            return _error(404, 10015, "Unknown Webhook")  # a token that never answered has no webhook either
         if record.expired:
             return _error(401, 50027, "Invalid Webhook Token")
         return record
