@@ -126,7 +126,7 @@ class Intake:
         stored = await self._run(self._insert, entry.key, kind, json.dumps(payload))
         if not stored:
             return False
-        if self._waiting is not None:  # no await between this check and resume()'s swap: never handed twice
+        if self._waiting is not None:  # resume() drains this list without awaiting: each entry is handed once
             self._waiting.append(entry)
         else:
             self._spawn(entry)
@@ -143,7 +143,7 @@ class Intake:
         await asyncio.to_thread(self._thread.shutdown, wait=True)
 
     async def settled(self) -> None:
-        """Wait until every request received so far has been handled (for tests and orderly shutdowns)."""
+        """Wait until every request handed over so far has been handled (for tests and orderly shutdowns)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
