@@ -6,7 +6,7 @@ when 200 `/imagine` commands arrive at once.
 
 Two bots connected to the same stand-in Discord (zlib-compressed gateway, REST), measured in alternating rounds:
   bare discord.py  a discord.Client whose /imagine only calls interaction.response.defer()
-  imagine          the Discord adapter as `imagine serve` runs it: defer first, then the conversation layer
+  imagine          the Discord adapter as `imagine serve` runs it: store, defer, then the conversation layer
                    (admission with the embedding model, the job journaled in SQLite, status edits), while the
                    engine (tiny model) renders the queued jobs in the background
 The stand-in runs in a child process (Discord is another machine), so the bots' event loop only serves the bots.

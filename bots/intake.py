@@ -4,8 +4,13 @@ Slack wants an answer within 3 seconds, but admission (prompt moderation) can ta
 arrive at once. So an adapter stores each request here and acknowledges as soon as `receive()` returns: the
 request is then on disk (SQLite in WAL mode: it survives a crash or `kill -9` of the process), and a task owned by
 the inbox hands it to the adapter's handler. Requests still unfinished when the process stopped are handed over
-again on the next `open()`, flagged `replayed` when their handling had begun (the handler checks whether it got
+again after the next start, flagged `replayed` when their handling had begun (the handler checks whether it got
 as far as submitting a job).
+
+Storing and handing over start separately, because a platform may deliver requests before its adapter can answer
+them: `open()` makes the intake store requests (so an adapter opens it before connecting to its platform), and
+`resume()` starts handing them to the handler: first what a previous run left unfinished, then what arrived
+since `open()`, then each new request as it is stored. Call `resume()` once the handler can reply.
 
 Each request has a key (Slack's event id or trigger id): a key seen before is not stored again, which is how
 platform retries and replays are recognised, across restarts too, for `retention_s`.
@@ -70,27 +75,48 @@ class Intake:
         self._db: sqlite3.Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._waiting: list[IntakeEntry] | None = []
+        """Stored but not handed over yet, oldest first: until `resume()`, after which this is None."""
 
     async def open(self) -> None:
-        """Open the table, forget old keys, and hand over what a previous run left unfinished."""
+        """Open the table and forget old keys; from now on `receive()` stores requests. What a previous run left
+        unfinished is read now and handed over by `resume()`."""
         await self._run(self._connect)
         pending = await self._run(self._pending)
         if pending:
-            log.info("resuming %d %s request(s) received before the restart", len(pending), self._platform)
-        for entry in pending:
+            log.info("%d %s request(s) received before the restart", len(pending), self._platform)
+        self._waiting = pending  # read before any receive() could store one: oldest first
+
+    async def resume(self) -> None:
+        """Start handing requests to the handler: those left by a previous run, then those stored since
+        `open()`, then every new one as `receive()` stores it. Calling it again does nothing."""
+        if self._closed:  # closing already: what waits stays stored for the next start
+            return
+        if self._db is None:
+            raise RuntimeError("open() the intake before resume()")
+        waiting, self._waiting = self._waiting or [], None
+        if waiting:
+            log.info("handing over %d stored %s request(s)", len(waiting), self._platform)
+        for entry in waiting:
             self._spawn(entry)
 
     async def receive(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
-        """Store a request durably and start handling it; False (and nothing done) for a key seen before."""
+        """Store a request durably and hand it over (at once, or at `resume()`); False (and nothing done) for a
+        key seen before."""
         if self._closed:
             raise RuntimeError("the intake is closed")
-        stored = await self._run(self._insert, f"{self._platform}:{key}", kind, json.dumps(payload))
-        if stored:
-            self._spawn(IntakeEntry(f"{self._platform}:{key}", kind, payload))
-        return stored
+        entry = IntakeEntry(f"{self._platform}:{key}", kind, payload)
+        stored = await self._run(self._insert, entry.key, kind, json.dumps(payload))
+        if not stored:
+            return False
+        if self._waiting is not None:  # resume() drains this list without awaiting: each entry is handed once
+            self._waiting.append(entry)
+        else:
+            self._spawn(entry)
+        return True
 
     async def close(self) -> None:
-        """Stop handling; unfinished requests stay stored for the next `open()`."""
+        """Stop handling; unfinished requests stay stored for the next start."""
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
@@ -100,13 +126,15 @@ class Intake:
         await asyncio.to_thread(self._thread.shutdown, wait=True)
 
     async def settled(self) -> None:
-        """Wait until every request received so far has been handled (for tests and orderly shutdowns)."""
+        """Wait until every request handed over so far has been handled (for tests and orderly shutdowns)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # ---- handling ------------------------------------------------------------------------------------------
 
     def _spawn(self, entry: IntakeEntry) -> None:
+        if self._closed:  # stored while closing: handed over after the next start
+            return
         task = asyncio.create_task(self._handle(entry), name=f"intake-{entry.key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -1,7 +1,8 @@
 """The whole service in one process, started and stopped in order (`imagine serve`, and the benchmarks).
 
-Start: engine (model load, journal replay) → admission → adapters (each registers its platform with the
-conversation) → conversation.start() (follow resumed jobs, deliver undelivered results, poll review decisions).
+Start: engine (model load, journal replay) → admission → adapters (each opens its durable intake before it
+connects to its platform, and registers the platform with the conversation) → conversation.start() (follow
+resumed jobs, deliver undelivered results, poll review decisions).
 Stop: `drain()` finishes queued work and lets followers deliver (or hands back at once when hurried); `close()`
 closes the rest in reverse order. Journaled work survives either way.
 """

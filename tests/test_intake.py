@@ -31,6 +31,7 @@ async def test_each_key_is_handled_once(tmp_path: Path) -> None:
     handler = Recorder()
     intake = Intake(f"sqlite:///{tmp_path}/db.sqlite", "slack", handler)
     await intake.open()
+    await intake.resume()
     assert await intake.receive("command:t1", "command", {"text": "a fox"})
     assert not await intake.receive("command:t1", "command", {"text": "a fox"})
     assert await intake.receive("event:Ev1", "mention", {"event": {}})
@@ -46,6 +47,7 @@ async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembere
     stopped.hold = True
     first = Intake(url, "slack", stopped)
     await first.open()
+    await first.resume()
     await first.receive("command:t1", "command", {"text": "interrupted"})
     await first.receive("command:t2", "command", {"text": "never started"})
     await asyncio.wait_for(stopped.entered.wait(), 10)
@@ -56,7 +58,9 @@ async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembere
     second = Intake(url, "slack", handler)
     other_platform = Intake(url, "discord", Recorder())
     await second.open()
+    await second.resume()
     await other_platform.open()
+    await other_platform.resume()
     await second.settled()
     replays = sorted((e.key, e.payload["text"]) for e in handler.entries)
     assert replays == [("slack:command:t1", "interrupted"), ("slack:command:t2", "never started")]
@@ -67,6 +71,7 @@ async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembere
 
     third = Intake(url, "slack", Recorder())
     await third.open()
+    await third.resume()
     await third.settled()
     assert not await third.receive("command:t1", "command", {})
     await third.close()
@@ -83,6 +88,7 @@ async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_p
 
     intake = Intake(url, "slack", failing, retention_s=60.0, clock=lambda: now[0])
     await intake.open()
+    await intake.resume()
     await intake.receive("command:t1", "command", {})
     await intake.settled()
     await intake.close()
@@ -90,6 +96,7 @@ async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_p
     now[0] += 61.0
     later = Intake(url, "slack", failing, retention_s=60.0, clock=lambda: now[0])
     await later.open()
+    await later.resume()
     await later.settled()
     assert calls == ["slack:command:t1"]  # handled (and failed) once; not handed over again
     assert await later.receive("command:t1", "command", {})  # past retention: a new request
@@ -106,6 +113,7 @@ async def test_a_deferred_request_is_kept_for_the_next_start(tmp_path: Path) -> 
 
     first = Intake(url, "slack", stopping)
     await first.open()
+    await first.resume()
     await first.receive("command:t1", "command", {"text": "later"})
     await first.settled()
     await first.close()
@@ -113,6 +121,33 @@ async def test_a_deferred_request_is_kept_for_the_next_start(tmp_path: Path) -> 
     handler = Recorder()
     second = Intake(url, "slack", handler)
     await second.open()
+    await second.resume()
     await second.settled()
     await second.close()
     assert [(e.key, e.payload) for e in handler.entries] == [("slack:command:t1", {"text": "later"})]
+
+
+async def test_requests_are_stored_at_once_and_handed_over_only_from_resume(tmp_path: Path) -> None:
+    """Between open() and resume() the intake stores (a restart then keeps them) but hands nothing over; resume()
+    hands over what a previous run left, then what arrived meanwhile, each once; later requests go at once."""
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    first = Intake(url, "discord", Recorder())
+    await first.open()
+    assert await first.receive("left", "command", {"text": "from the last run"})
+    await first.close()  # never resumed: stored, never handed over
+
+    handler = Recorder()
+    second = Intake(url, "discord", handler)
+    await second.open()
+    assert await second.receive("early", "command", {"text": "before resume"})
+    assert not await second.receive("early", "command", {"text": "a replay"})
+    await second.settled()
+    assert handler.entries == []
+    await second.resume()
+    await second.resume()
+    await second.settled()
+    assert await second.receive("late", "command", {"text": "after resume"})
+    await second.settled()
+    await second.close()
+    assert [(e.key, e.replayed) for e in handler.entries] == [
+        ("discord:left", False), ("discord:early", False), ("discord:late", False)]

@@ -1,13 +1,16 @@
 """The Discord adapter: `/imagine` (servers, DMs, user installs), DM text prompts and every `imagine:` button,
 translated into Conversation calls. Replies go out through bots/discord/replies.py.
 
-A prompt (`/imagine` or a DM) is deferred, then stored in the durable intake (bots/intake.py) before anything
-slow happens: admission (limits, prompt moderation) may take seconds, and a command the user already saw
-acknowledged must survive a crash in that window. The intake hands each stored prompt to `_handle_stored`, again
-after a restart if it was unfinished. Button clicks go straight to the conversation (a lost click is harmless).
+A prompt (`/imagine` or a DM) is stored in the durable intake (bots/intake.py) before it is acknowledged
+(deferred: Discord allows 3 s, a SQLite insert takes milliseconds) and before anything slow happens: admission
+(limits, prompt moderation) may take seconds, and a command the user saw acknowledged must survive a crash. The
+intake hands each stored prompt to `_handle_stored`, again after a restart if it was unfinished. Button clicks go
+straight to the conversation (a lost click is harmless).
 
 Start it with `adapter = DiscordAdapter(settings, conversation); await adapter.start()` before
 `conversation.start()` (which resumes journaled jobs through `adapter.replier_for`), and `await adapter.close()`.
+`start()` opens the intake before it connects, so the gateway never delivers a prompt that could not be stored
+(see `start()` for the order).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,11 +50,12 @@ HANDLER_DRAIN_S = 10.0
 """On close, how long commands already being handled may take to finish (their users get an answer)."""
 
 
-INTAKE_OPEN_WAIT_S = 60.0
-
-
 class DiscordStartError(AdapterStartError):
     """Discord refused the token or could not be reached at start. One clear line; `imagine serve` exits 2."""
+
+
+class _Closing(Exception):
+    """A prompt arrived after close() began: it cannot be stored, so it is not taken."""
 
 
 @dataclass(frozen=True)
@@ -142,42 +147,43 @@ class DiscordAdapter(AdapterLifecycle):
         self._handling: set[asyncio.Task[Any]] = set()
         """discord.py's event tasks currently inside a handler of ours; close() lets them finish."""
         self._intake: Intake | None = None
-        self._intake_opened = asyncio.Event()
-        """Set once start() opened the intake, or when closing: commands arriving earlier wait for it."""
-        self._live_repliers: dict[str, DiscordReplier] = {}
-        """Repliers of prompts stored by this process, by intake key: they know their thinking message is new."""
+        self._acknowledging: dict[str, asyncio.Future[DiscordReplier | None]] = {}
+        """Prompts stored by this process, by intake key: their replier once acknowledged (it knows its thinking
+        message is new), None if the acknowledgement failed. The intake's handler waits for it."""
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Log in (a bad token raises DiscordStartError), connect the gateway, sync `/imagine`."""
+        """Open the intake, log in (a bad token raises DiscordStartError), connect the gateway, register the
+        platform, hand stored prompts over, sync `/imagine`.
+
+        The gateway delivers commands the moment it is up, and each must be stored before it is deferred: so the
+        intake takes prompts from before the connection. It hands them to `_handle_stored` only once the client is
+        ready and the platform registered, because prompts resumed from before a restart reply through
+        replier_for, which needs the logged-in client. The sync comes last: nothing waits for it."""
         if not self._config.token:
             raise DiscordStartError("discord.token is empty: set IMAGINE_DISCORD__TOKEN to the bot's token")
-        self._endpoints = _Endpoints.point_at(self._config)
-        self._client = _Client(self, self._guild_ready_timeout)
+        self._intake = Intake(self._store_url, PLATFORM, self._handle_stored)
         try:
+            await self._intake.open()
+            self._endpoints = _Endpoints.point_at(self._config)
+            self._client = _Client(self, self._guild_ready_timeout)
             await self._log_in(self._client)
             self._gateway = asyncio.create_task(self._client.connect(reconnect=True), name="discord-gateway")
             await self._until_ready(self._client, self._gateway)
+            self._register_platform(self._client)
+            await self._intake.resume()
             synced = await self._client.tree.sync()
         except BaseException:
             await self.close()
             raise
+        log.info("discord: connected as %s, %d command(s) synced", self._client.user, len(synced))
+
+    def _register_platform(self, client: _Client) -> None:
         moderators = None
         if self._config.moderator_channel_id:
-            moderators = DiscordModeratorChannel(self._client, self._config.moderator_channel_id)
+            moderators = DiscordModeratorChannel(client, self._config.moderator_channel_id)
         self._conversation.add_platform(PLATFORM, self.replier_for, moderators)
-        # Only now: prompts resumed from before a restart reply through replier_for, which needs the client.
-        intake = Intake(self._store_url, PLATFORM, self._handle_stored)
-        try:
-            await intake.open()
-        except BaseException:
-            await intake.close()
-            await self.close()
-            raise
-        self._intake = intake
-        self._intake_opened.set()
-        log.info("discord: connected as %s, %d command(s) synced", self._client.user, len(synced))
 
     async def _log_in(self, client: _Client) -> None:
         try:
@@ -201,11 +207,10 @@ class DiscordAdapter(AdapterLifecycle):
             raise DiscordStartError(f"the Discord gateway closed before the bot was ready: {error}")
 
     async def close(self) -> None:
-        self._intake_opened.set()  # wake commands waiting for an intake that will not open now
         if self._intake is not None:  # first: prompts still being handled stay stored for the next start
             intake, self._intake = self._intake, None
             await intake.close()
-        self._live_repliers.clear()
+        self._acknowledging.clear()
         if self._handling:
             _, late = await asyncio.wait(set(self._handling), timeout=HANDLER_DRAIN_S)
             if late:
@@ -242,19 +247,26 @@ class DiscordAdapter(AdapterLifecycle):
         seed: int | None,
         aspect: str | None,
     ) -> None:
-        replier = await self._acknowledge(interaction, new_message=True)
-        if replier is None:
-            return
         if not self._server_enabled(interaction.guild_id):
-            await replier.refuse(messages.DISCORD_SERVER_NOT_ENABLED)
+            await self._answer_at_once(interaction, messages.DISCORD_SERVER_NOT_ENABLED)
             return
+        # Stored before the defer, so the context cannot name the thinking message yet: the replier of this
+        # process learns it from the defer, one rebuilt after a restart asks Discord for it (replies.py).
+        context = self._interaction_context(interaction, new_message=True)
         payload = {
             "prompt": prompt, "negative": negative or "", "seed": seed, "aspect": aspect or "1:1",
             "requester": asdict(self._requester(interaction.user, interaction.guild_id, interaction.channel_id)),
-            "context": replier.context.to_dict(),
+            "context": context.to_dict(),
         }
-        await self._guarded(self._store(str(interaction.id), COMMAND, payload, replier), replier,
-                            "an /imagine command")
+        with self._tracked():
+            try:
+                await self._take(str(interaction.id), COMMAND, payload,
+                                 lambda: self._acknowledge(interaction, new_message=True))
+            except _Closing:
+                await self._answer_at_once(interaction, messages.RESTARTING)
+            except Exception:  # not stored, so not deferred: say so rather than leave the user waiting
+                log.exception("discord: could not store an /imagine command")
+                await self._answer_at_once(interaction, messages.SOMETHING_WENT_WRONG)
 
     async def on_direct_message(self, message: discord.Message) -> None:
         """A plain DM to the bot is a prompt."""
@@ -268,7 +280,11 @@ class DiscordAdapter(AdapterLifecycle):
             "requester": asdict(self._requester(message.author, None, message.channel.id)),
             "context": context.to_dict(),
         }
-        await self._guarded(self._store(f"dm:{message.id}", DIRECT_MESSAGE, payload, replier), replier,
+
+        async def nothing_to_send() -> DiscordReplier:  # a DM is not acknowledged: its first reply is a status
+            return replier
+
+        await self._guarded(self._take(f"dm:{message.id}", DIRECT_MESSAGE, payload, nothing_to_send), replier,
                             "a DM prompt")
 
     async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
@@ -286,34 +302,50 @@ class DiscordAdapter(AdapterLifecycle):
         )
         await self._guarded(press, replier, f"button {custom_id}")
 
-    async def _store(self, key: str, kind: str, payload: dict[str, Any], replier: DiscordReplier) -> None:
-        """Keep an acknowledged prompt on disk; the intake then hands it to `_handle_stored`."""
-        # The gateway delivers commands as soon as it is up, a moment before start() opens the intake.
-        await asyncio.wait_for(self._intake_opened.wait(), INTAKE_OPEN_WAIT_S)
+    async def _take(self, key: str, kind: str, payload: dict[str, Any],
+                    acknowledge: Callable[[], Awaitable[DiscordReplier | None]]) -> None:
+        """Store a prompt, then acknowledge it: nothing the user saw acknowledged may be lost in a crash. The
+        intake may hand the prompt to `_handle_stored` before `acknowledge` is back; the handler waits for it."""
         if self._intake is None:
-            raise RuntimeError("the Discord adapter is closing")
-        self._live_repliers[f"{PLATFORM}:{key}"] = replier
-        if not await self._intake.receive(key, kind, payload):
-            self._live_repliers.pop(f"{PLATFORM}:{key}", None)
-            log.info("discord: ignoring a prompt seen before (%s)", key)
+            raise _Closing("the Discord adapter is closing")
+        intake_key = f"{PLATFORM}:{key}"
+        if intake_key in self._acknowledging:
+            log.info("discord: ignoring a replay of a prompt being taken (%s)", key)
+            return
+        acknowledged: asyncio.Future[DiscordReplier | None] = asyncio.get_running_loop().create_future()
+        self._acknowledging[intake_key] = acknowledged
+        try:
+            if await self._intake.receive(key, kind, payload):
+                acknowledged.set_result(await acknowledge())
+            else:  # a replay (gateway RESUME): the copy stored first was acknowledged
+                log.info("discord: ignoring a prompt seen before (%s)", key)
+        finally:
+            if not acknowledged.done():
+                acknowledged.set_result(None)
+                if self._acknowledging.get(intake_key) is acknowledged:
+                    del self._acknowledging[intake_key]
 
     async def _handle_stored(self, entry: IntakeEntry) -> None:
         """A stored prompt → `Conversation.imagine`, answered where it was asked (after a restart too)."""
         if not await self._conversation.open_stored(PLATFORM, entry):
-            self._live_repliers.pop(entry.key, None)
             log.info("discord: prompt %s already became a job before the restart", entry.key)
             return
-        replier = self._live_repliers.pop(entry.key, None)
+        acknowledging = self._acknowledging.pop(entry.key, None)
+        replier = await acknowledging if acknowledging is not None else None
+        if acknowledging is not None and replier is None:
+            log.warning("discord: prompt %s was stored but could not be acknowledged; dropping it", entry.key)
+            return
         if entry.kind not in (COMMAND, DIRECT_MESSAGE):
             log.warning("discord: ignoring a stored prompt of unknown kind %r", entry.kind)
             return
         body = entry.payload
-        context = body["context"]
         if replier is None:  # stored by the process before a restart
-            replier = self.replier_for(context)
+            replier = self.replier_for(body["context"])
         command = ImagineCommand(
             prompt=body["prompt"], requester=Requester(**body["requester"]), negative_prompt=body["negative"],
-            seed=body["seed"], aspect=body["aspect"], place=context, intake_key=entry.key,
+            seed=body["seed"], aspect=body["aspect"],
+            # This process's replier knows the thinking message's id from the defer: journal that with the job.
+            place=replier.context.to_dict(), intake_key=entry.key,
         )
         await self._guarded(self._conversation.imagine(command, replier), replier, f"stored prompt {entry.key}")
 
@@ -325,8 +357,8 @@ class DiscordAdapter(AdapterLifecycle):
     # ---- helpers -----------------------------------------------------------------------------------------
 
     async def _acknowledge(self, interaction: discord.Interaction[Any], *, new_message: bool) -> DiscordReplier | None:
-        """Defer first (Discord allows 3 s). A command, or a button that starts new work, gets a "thinking"
-        message that becomes its status message; other buttons are acknowledged without a message."""
+        """Defer (Discord allows 3 s). A command, or a button that starts new work, gets a "thinking" message
+        that becomes its status message; other buttons are acknowledged without a message."""
         try:
             response = await interaction.response.defer(thinking=new_message)
         except discord.HTTPException as exc:
@@ -336,7 +368,20 @@ class DiscordAdapter(AdapterLifecycle):
             original = str(response.message_id or "") if response is not None else ""
         else:
             original = str(interaction.message.id) if interaction.message is not None else ""
-        context = DeliveryContext(
+        context = self._interaction_context(interaction, new_message=new_message, original_message_id=original)
+        return DiscordReplier(self.client, context, clock=self._clock, fresh=True)
+
+    async def _answer_at_once(self, interaction: discord.Interaction[Any], text: str) -> None:
+        """Acknowledge with a private answer instead of a defer: for a command that will not be taken."""
+        try:
+            await interaction.response.send_message(text, ephemeral=True)
+        except (discord.HTTPException, discord.InteractionResponded) as exc:
+            log.warning("discord interaction %s could not be answered: %s", interaction.id, exc)
+
+    @staticmethod
+    def _interaction_context(interaction: discord.Interaction[Any], *, new_message: bool,
+                             original_message_id: str = "") -> DeliveryContext:
+        return DeliveryContext(
             route=Route.INTERACTION,
             channel_id=str(interaction.channel_id or ""),
             user_id=str(interaction.user.id),
@@ -344,10 +389,9 @@ class DiscordAdapter(AdapterLifecycle):
             application_id=str(interaction.application_id),
             interaction_token=interaction.token,
             token_issued_at=interaction.created_at.timestamp(),
-            original_message_id=original,
+            original_message_id=original_message_id,
             deferred_thinking=new_message,
         )
-        return DiscordReplier(self.client, context, clock=self._clock, fresh=True)
 
     def _requester(
         self, user: discord.abc.User, guild_id: int | None, channel_id: int | None
@@ -373,17 +417,24 @@ class DiscordAdapter(AdapterLifecycle):
 
     async def _guarded(self, work: Awaitable[Any], replier: DiscordReplier, what: str) -> None:
         """Nothing a user sends may crash the bot: log the failure, tell the user briefly."""
+        with self._tracked():
+            try:
+                await work
+            except Exception:
+                log.exception("discord: handling %s failed", what)
+                try:
+                    await replier.refuse(messages.SOMETHING_WENT_WRONG)
+                except Exception as exc:  # Discord unreachable or shutting down: the log has the story
+                    log.warning("discord: could not tell the user about the failure: %s", exc)
+
+    @contextmanager
+    def _tracked(self) -> Iterator[None]:
+        """close() lets the current task finish first (a stored prompt still gets its defer, a user an answer)."""
         task = asyncio.current_task()
         if task is not None:
             self._handling.add(task)
         try:
-            await work
-        except Exception:
-            log.exception("discord: handling %s failed", what)
-            try:
-                await replier.refuse(messages.SOMETHING_WENT_WRONG)
-            except Exception as exc:  # Discord unreachable or shutting down: the log has the story
-                log.warning("discord: could not tell the user about the failure: %s", exc)
+            yield
         finally:
             if task is not None:
                 self._handling.discard(task)

@@ -35,6 +35,8 @@ TOKEN_SAFETY_MARGIN_S = 60
 NONCE_LENGTH = 25  # Discord's limit for a message nonce
 INVALID_WEBHOOK_TOKEN = 50027
 FLAG_LOADING = 1 << 7
+ORIGINAL_RESPONSE = "@original"
+"""What Discord calls an interaction's first response in webhook message routes, where its id is not known."""
 
 _STYLES = {
     Style.PRIMARY: discord.ButtonStyle.primary,
@@ -184,7 +186,7 @@ class DiscordReplier:
             return
         view = build_view([buttons]) if buttons else None
         try:
-            if self._use_webhook() and self._status_message_id:
+            if self._use_webhook() and await self._knows_status_message():
                 await self._webhook().edit_message(
                     int(self._status_message_id), content=text, view=view, allowed_mentions=_NO_MENTIONS
                 )
@@ -207,8 +209,8 @@ class DiscordReplier:
         view = build_view(delivery.button_rows) if delivery.button_rows else None
         if self._use_webhook():
             try:
-                await self._deliver_by_webhook(delivery, uploads, view)
-                return
+                if await self._deliver_by_webhook(delivery, uploads, view):
+                    return
             except discord.HTTPException as exc:
                 if not _is_expired_token(exc):
                     raise
@@ -234,20 +236,39 @@ class DiscordReplier:
 
     async def _original_state(self) -> OriginalState:
         if self._original is OriginalState.UNKNOWN:
+            known = bool(self._status_message_id)
             try:
-                message = await self._webhook().fetch_message(int(self._status_message_id))
+                # A str id works: discord.py puts it in the path, "@original" needs no quoting.
+                message = await self._webhook().fetch_message(
+                    int(self._status_message_id) if known else ORIGINAL_RESPONSE  # type: ignore[arg-type]
+                )
             except discord.NotFound:
                 self._original = OriginalState.GONE
+                # Stored, then the process died before its defer: the token never answered, so it cannot
+                # send followups either. The bot token still can.
+                self._token_dead = self._token_dead or not known
             else:
+                self._status_message_id = str(message.id)
                 loading = bool(message.flags.value & FLAG_LOADING)
                 self._original = OriginalState.PENDING if loading else OriginalState.SHOWN
         return self._original
 
+    async def _knows_status_message(self) -> bool:
+        """A command is stored before it is deferred, so a replier rebuilt from what was stored may not know
+        its thinking message's id: Discord tells it, as the interaction's @original."""
+        if not self._status_message_id and self._original is OriginalState.UNKNOWN:
+            await self._original_state()
+        return bool(self._status_message_id)
+
     async def _deliver_by_webhook(
         self, delivery: Delivery, uploads: list[_Upload], view: discord.ui.View | None
-    ) -> None:
+    ) -> bool:
+        """False, with nothing sent, when looking at the original showed that the token never answered."""
         webhook = self._webhook()
-        if await self._original_state() is OriginalState.PENDING:
+        state = await self._original_state()
+        if self._token_dead:
+            return False
+        if state is OriginalState.PENDING:
             # Nothing was shown yet: the thinking message becomes the images message (an idempotent edit).
             await webhook.edit_message(
                 int(self._status_message_id),
@@ -258,21 +279,24 @@ class DiscordReplier:
             )
             self._original = OriginalState.SHOWN
             self._status_consumed = True
-            return
+            return True
         await webhook.send(
             delivery.text, files=_files(uploads), view=view or discord.utils.MISSING, wait=True,
             allowed_mentions=_NO_MENTIONS,
         )
+        return True
 
     async def _private(self, text: str) -> None:
         """Only the requester sees it: an ephemeral followup while the token lives, else their DM."""
         if self._use_webhook():
             try:
-                if await self._original_state() is OriginalState.PENDING:
+                state = await self._original_state()
+                if state is OriginalState.PENDING:
                     await self._webhook().delete_message(int(self._status_message_id))
                     self._original = OriginalState.GONE
-                await self._webhook().send(text, ephemeral=True, wait=True, allowed_mentions=_NO_MENTIONS)
-                return
+                if not self._token_dead:
+                    await self._webhook().send(text, ephemeral=True, wait=True, allowed_mentions=_NO_MENTIONS)
+                    return
             except discord.HTTPException as exc:
                 if not _is_expired_token(exc):
                     raise

@@ -8,8 +8,9 @@ which translates it into conversation calls; the conversation answers through `S
 Slack retries or someone replays (same event id or trigger id) is acknowledged and otherwise ignored.
 
 Lifecycle, as `imagine serve` runs it: `SlackAdapter(settings, conversation)` registers the platform;
-`await adapter.start()` resumes stored requests and takes new ones; `await conversation.start()` follows the
-jobs resumed from the journal; `await adapter.close()` on the way out.
+`await adapter.start()` opens the intake and resumes stored requests before it takes new ones (HTTP server or
+socket); `await conversation.start()` follows the jobs resumed from the journal; `await adapter.close()` on the
+way out.
 """
 
 from __future__ import annotations
@@ -124,9 +125,11 @@ class SlackAdapter(AdapterLifecycle):
         self._session = aiohttp.ClientSession()
         self.client.session = self._session
         await self._check_bot_token()
-        # Registered before the intake opens: requests stored before a restart are answered through it.
+        # Stored before Slack can send anything, acked only once stored (_store_then_ack). The platform is
+        # registered first, so the handler can reply at once: hand over what waits.
         self._conversation.add_platform(PLATFORM, self.replier_for, self.moderators)
         await self.intake.open()
+        await self.intake.resume()
         if self.config.mode == "socket":
             self._socket = AsyncSocketModeHandler(self.app, self.config.app_token, web_client=self.client)
             # The handler would retry a rejected app token forever: ask for the socket URL ourselves first.

@@ -306,32 +306,3 @@ async def test_the_default_api_base_is_discord_com_and_the_loopback_guard_stops_
         await adapter.start()
     assert discord.http.Route.BASE == library_base
 
-
-async def test_a_command_arriving_while_the_adapter_still_starts_waits_for_the_intake(
-    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The gateway delivers commands as soon as it is up, before start() has opened the intake."""
-    from bots.intake import Intake
-
-    opening = asyncio.Event()
-    real_open = Intake.open
-
-    async def held_open(self: Intake) -> None:
-        await opening.wait()
-        await real_open(self)
-
-    monkeypatch.setattr(Intake, "open", held_open)
-    starting = asyncio.create_task(start_rig(discord_settings(tmp_path, tiny_model_dir, standin), standin))
-    rig = None
-    try:
-        await standin.wait_until(lambda: standin.synced_commands, 120, what="the command sync")
-        interaction = await standin.send_command(standin.make_user("early"), {"prompt": "an early bird"})
-        await standin.wait_until(lambda: interaction.callback_type == 5, 60, what="the defer")
-        opening.set()
-        rig = await starting
-        (images,) = await rig.images_messages()
-    finally:
-        opening.set()
-        rig = rig or await starting
-        await rig.stop()
-    assert "an early bird" in images.content

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bots import messages
 from tests.standins.discord_server import DiscordStandIn, InteractionRecord
 from tests.support import serve_environment, start_serve
 
@@ -87,6 +88,59 @@ async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_
         assert len(delivered) == 1
     assert len(standin.messages_with_files()) == 3
     assert "Traceback" not in log_path.read_text()
+
+
+@pytest.mark.timeout(420)
+async def test_kill_9_before_the_command_sync_answers_then_restart_answers_every_command_once(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    """Commands arrive right after READY while the bot's command sync is still unanswered, and the service is
+    killed in that window. Each was stored before it was deferred, so the restart answers each exactly once and
+    no "thinking…" is left behind."""
+    env = serve_env(tmp_path, tiny_model_dir, standin, standin.token)
+    log_path = tmp_path / "serve.log"
+    standin.hold_command_sync()
+    # Uploads fail in the first process: wherever it got to with a command, nothing is delivered before the kill.
+    for method, path in (("POST", UPLOAD), ("PATCH", rf"{UPLOAD}/messages/\d+")):
+        standin.fail_next(method, path, 500, times=10_000, uploads_only=True)
+    first = await start_serve(env, log_path)
+    try:
+        await standin.wait_until(lambda: standin.sync_requests == 1, 240, what="the first serve's command sync")
+        commands = [await standin.send_command(standin.make_user("lou"), {"prompt": "a gull at first light"}),
+                    await standin.send_command(standin.make_user("mia"), {"prompt": "a dm sparrow"}, in_guild=False)]
+        await standin.wait_until(lambda: all(c.callback_type == 5 for c in commands), 60, what="both defers")
+        first.send_signal(signal.SIGKILL)
+        assert await ended(first) == -signal.SIGKILL
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    assert standin.synced_commands == []  # killed inside the window: the sync was never answered
+    assert standin.messages_with_files() == []
+    standin.clear_failures()
+    standin.release_command_sync()
+
+    second = await start_serve(env, log_path)
+    try:
+        await standin.wait_until(lambda: all(finished_status(standin, c) for c in commands), 240,
+                                 what="both commands answered after the restart")
+        second.send_signal(signal.SIGTERM)
+        assert await ended(second) == 0, log_path.read_text()[-3000:]
+    finally:
+        if second.returncode is None:
+            second.kill()
+            await second.wait()
+    for command in commands:  # one images upload per command, on its own interaction
+        delivered = [r for r in standin.requests if command.token in r.path and r.files and r.status == 200]
+        assert len(delivered) == 1
+    assert len(standin.messages_with_files()) == 2
+    assert "Traceback" not in log_path.read_text()
+
+
+def finished_status(standin: DiscordStandIn, command: InteractionRecord) -> bool:
+    """The command's thinking message became its status line and says it is done."""
+    status = standin.messages.get(str(command.original_message_id))
+    return status is not None and status.content.startswith(messages.DONE) and not status.loading
 
 
 def failed_uploads(standin: DiscordStandIn, command: InteractionRecord) -> bool:

@@ -135,6 +135,7 @@ async def test_a_request_acknowledged_just_before_a_crash_is_handled_after_the_r
         never = asyncio.Event()
         dying = Intake(settings.store.url, "slack", lambda entry: never.wait())
         await dying.open()
+        await dying.resume()
         command = slash_command_payload("a fox that survived a crash", channel_id="CCRASH")
         assert await dying.receive(f"command:{command['trigger_id']}", "command", command)
         await dying.close()

@@ -5,10 +5,12 @@ It records every REST request (method, path, query, headers, JSON, multipart par
 the messages it holds, so tests can assert on what a user would see. Tests inject gateway events
 (`send_command`, `click`, `send_dm`), failures (`fail_next`: 429 with rate-limit headers, 500, optionally after
 the request took effect), gateway reconnects (`gateway.request_reconnect`, `gateway.drop_connection`) and token expiry
-(`expire_interaction_tokens`). Behaviour modelled on the real API where a bot can get it wrong:
+(`expire_interaction_tokens`), a command sync that is held unanswered (`hold_command_sync`), and observers that see
+each request before it is answered (`before_request`). Behaviour modelled on the real API where a bot can get it wrong:
 - the first followup after a deferred response edits the deferred "thinking" message and keeps its flags
   (an ephemeral flag on it is ignored), later followups are new messages;
-- an interaction must be acknowledged once, within `ack_deadline_s`; its token dies after 15 minutes;
+- an interaction must be acknowledged once, within `ack_deadline_s`, before its webhook works; its token dies
+  after 15 minutes;
 - `nonce` + `enforce_nonce` on a channel message returns the earlier message instead of posting twice;
 - JSON responses carry `Content-Type: application/json` exactly."""
 
@@ -189,6 +191,11 @@ class DiscordStandIn:
         self._dm_channels: dict[str, tuple[str, User]] = {}  # user id -> (channel id, user)
         self._nonces: dict[tuple[str, str], str] = {}
         self._failures: list[_Failure] = []
+        self._sync_released = asyncio.Event()
+        self._sync_released.set()
+        self.sync_requests = 0
+        """Command syncs (PUT /applications/{app}/commands) received, answered or still held."""
+        self._observers: list[Callable[[RecordedRequest], None]] = []
         self._changed = asyncio.Event()
         self.gateway = Gateway(token, heartbeat_interval_ms, self._welcome, self._notify)
         self._runner: web.AppRunner | None = None
@@ -234,6 +241,7 @@ class DiscordStandIn:
         self.port = self._runner.addresses[0][1]
 
     async def close(self) -> None:
+        self._sync_released.set()  # a held sync would keep its request open through the cleanup
         await self.gateway.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -327,6 +335,18 @@ class DiscordStandIn:
 
     def clear_failures(self) -> None:
         self._failures.clear()
+
+    def hold_command_sync(self) -> None:
+        """Leave command syncs unanswered until `release_command_sync()`: a bot that syncs after READY then
+        runs with its gateway up and its sync pending for as long as a test needs."""
+        self._sync_released.clear()
+
+    def release_command_sync(self) -> None:
+        self._sync_released.set()
+
+    def before_request(self, observer: Callable[[RecordedRequest], None]) -> None:
+        """Call `observer` with every REST request (body read) before it is handled or answered."""
+        self._observers.append(observer)
 
     def expire_interaction_tokens(self) -> None:
         """Every interaction token issued so far is now older than 15 minutes."""
@@ -460,6 +480,8 @@ class DiscordStandIn:
         )
         record.json, record.files = await _read_body(request)
         request[RECORD] = record
+        for observer in self._observers:
+            observer(record)
         failure = self._take_failure(record)
         if failure is not None and not failure.commit:
             response: web.StreamResponse = self._failure_response(failure)
@@ -535,6 +557,9 @@ class DiscordStandIn:
             return _error(401, 0, "401: Unauthorized")
         if request.match_info["app"] != self.application_id:
             return _error(403, 50001, "Missing Access")
+        self.sync_requests += 1
+        self._notify()
+        await self._sync_released.wait()
         commands = []
         for command in request[RECORD].json:
             commands.append(
@@ -603,8 +628,8 @@ class DiscordStandIn:
 
     def _webhook_interaction(self, request: web.Request) -> InteractionRecord | web.Response:
         record = self.interactions.get(request.match_info["token"])
-        if record is None or request.match_info["app"] != self.application_id:
-            return _error(404, 10015, "Unknown Webhook")
+        if record is None or request.match_info["app"] != self.application_id or record.callback_type is None:
+            return _error(404, 10015, "Unknown Webhook")  # a token that never answered has no webhook either
         if record.expired:
             return _error(401, 50027, "Invalid Webhook Token")
         return record
