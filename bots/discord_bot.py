@@ -38,6 +38,7 @@ from bots.intake import INTAKE_KEY, Deferred, Intake, IntakeEntry, became_job
 from config.settings import ConfigError, DiscordSettings, Settings
 from engine.engine import EngineState
 from engine.requests import MAX_SEED, Requester
+from storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,12 @@ class DiscordAdapter:
         *,
         clock: Callable[[], float] = time.time,
         guild_ready_timeout: float = 2.0,
+        database: Database | None = None,
     ) -> None:
+        """`database`: the service's shared one; without it the adapter connects one of its own in start()."""
         self._config = settings.discord
-        self._store_url = settings.store.url
+        self._own_database = None if database is not None else Database(settings.store.url)
+        self._database = database or self._own_database
         self._conversation = conversation
         self._clock = clock
         self._guild_ready_timeout = guild_ready_timeout
@@ -173,8 +177,10 @@ class DiscordAdapter:
             moderators = DiscordModeratorChannel(self._client, self._config.moderator_channel_id)
         self._conversation.add_platform(PLATFORM, self.replier_for, moderators)
         # Only now: prompts resumed from before a restart reply through replier_for, which needs the client.
-        intake = Intake(self._store_url, PLATFORM, self._handle_stored)
+        intake = Intake(self._database, PLATFORM, self._handle_stored)
         try:
+            if self._own_database is not None:
+                await self._own_database.connect()
             await intake.open()
         except BaseException:
             await intake.close()
@@ -210,6 +216,8 @@ class DiscordAdapter:
         if self._intake is not None:  # first: prompts still being handled stay stored for the next start
             intake, self._intake = self._intake, None
             await intake.close()
+        if self._own_database is not None:
+            await self._own_database.close()
         self._live_repliers.clear()
         if self._handling:
             _, late = await asyncio.wait(set(self._handling), timeout=HANDLER_DRAIN_S)

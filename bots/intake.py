@@ -2,13 +2,16 @@
 
 Slack wants an answer within 3 seconds, but admission (prompt moderation) can take far longer when many prompts
 arrive at once. So an adapter stores each request here and acknowledges as soon as `receive()` returns: the
-request is then on disk (SQLite in WAL mode: it survives a crash or `kill -9` of the process), and a task owned by
-the inbox hands it to the adapter's handler. Requests still unfinished when the process stopped are handed over
-again on the next `open()`, flagged `replayed` when their handling had begun (the handler checks whether it got
-as far as submitting a job).
+request is then in the database (the `intake` table, storage/: it survives a crash or `kill -9` of the
+process), and a task owned by the inbox hands it to the adapter's handler. Requests still unfinished when the
+process stopped are handed over again on the next `open()`, flagged `replayed` when their handling had begun (the
+handler checks whether it got as far as submitting a job).
 
 Each request has a key (Slack's event id or trigger id): a key seen before is not stored again, which is how
 platform retries and replays are recognised, across restarts too, for `retention_s`.
+
+`Intake(database, platform, handler)` is given an open `storage.Database` (shared with the rest of the service)
+and leaves closing it to its owner.
 """
 
 from __future__ import annotations
@@ -16,38 +19,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from engine.store import sqlite_path
+from sqlalchemy import delete, select, update
+
+from storage.database import Database
+from storage.tables import intake
 
 if TYPE_CHECKING:
     from engine.engine import Engine
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 RETENTION_S = 3600.0
 """Slack retries an unacknowledged event for about 5 minutes; keep keys an hour."""
 INTAKE_KEY = "intake"
 """In a job's delivery context: the intake key (`IntakeEntry.key`) of the request that created it."""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS intake (
-    key TEXT PRIMARY KEY,
-    platform TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload_json TEXT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL,
-    started_at DOUBLE PRECISION,
-    done_at DOUBLE PRECISION
-);
-CREATE INDEX IF NOT EXISTS intake_pending ON intake (platform, done_at);
-"""
 
 
 class Deferred(Exception):
@@ -76,22 +65,29 @@ async def became_job(engine: Engine, platform: str, key: str) -> bool:
 
 
 class Intake:
-    def __init__(self, store_url: str, platform: str, handler: Handler, *, retention_s: float = RETENTION_S,
-                 clock: Callable[[], float] = time.time) -> None:
-        self._path = sqlite_path(store_url)
+    def __init__(
+        self,
+        database: Database,
+        platform: str,
+        handler: Handler,
+        *,
+        retention_s: float = RETENTION_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._database = database
         self._platform = platform
         self._handler = handler
         self._retention_s = retention_s
         self._clock = clock
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"intake-{platform}")
-        self._db: sqlite3.Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._opened = False
         self._closed = False
 
     async def open(self) -> None:
-        """Open the table, forget old keys, and hand over what a previous run left unfinished."""
-        await self._run(self._connect)
-        pending = await self._run(self._pending)
+        """Forget old keys, and hand over what a previous run left unfinished."""
+        await self._forget_old_keys()
+        pending = await self._pending()
+        self._opened = True
         if pending:
             log.info("resuming %d %s request(s) received before the restart", len(pending), self._platform)
         for entry in pending:
@@ -101,7 +97,9 @@ class Intake:
         """Store a request durably and start handling it; False (and nothing done) for a key seen before."""
         if self._closed:
             raise RuntimeError("the intake is closed")
-        stored = await self._run(self._insert, f"{self._platform}:{key}", kind, json.dumps(payload))
+        if not self._opened:
+            raise RuntimeError("the intake is not open")
+        stored = await self._insert(f"{self._platform}:{key}", kind, json.dumps(payload))
         if stored:
             self._spawn(IntakeEntry(f"{self._platform}:{key}", kind, payload))
         return stored
@@ -113,8 +111,6 @@ class Intake:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._run(self._disconnect)
-        await asyncio.to_thread(self._thread.shutdown, wait=True)
 
     async def settled(self) -> None:
         """Wait until every request received so far has been handled (for tests and orderly shutdowns)."""
@@ -129,7 +125,7 @@ class Intake:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, entry: IntakeEntry) -> None:
-        await self._run(self._mark, entry.key, "started_at")
+        await self._mark(entry.key, "started_at")
         try:
             await self._handler(entry)
         except asyncio.CancelledError:
@@ -139,49 +135,38 @@ class Intake:
             return
         except Exception:  # the handler answers the user itself; a failure here must not retry forever
             log.exception("handling %s request %s failed", self._platform, entry.key)
-        await self._run(self._mark, entry.key, "done_at")
+        await self._mark(entry.key, "done_at")
 
-    # ---- SQLite, in the intake's own thread ------------------------------------------------------------------
+    # ---- the intake table ----------------------------------------------------------------------------------
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+    async def _forget_old_keys(self) -> None:
+        cutoff = self._clock() - self._retention_s
+        async with self._database.write() as db:
+            await db.execute(delete(intake).where(intake.c.done_at.is_not(None), intake.c.done_at < cutoff))
 
-    def _connect(self) -> None:
-        if self._path != ":memory:":
-            Path(self._path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(Path(self._path).expanduser()) if self._path != ":memory:" else self._path,
-                                   isolation_level=None, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._db.execute("DELETE FROM intake WHERE done_at IS NOT NULL AND done_at < ?",
-                         (self._clock() - self._retention_s,))
-
-    def _disconnect(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("the intake is not open")
-        return self._db
-
-    def _insert(self, key: str, kind: str, payload_json: str) -> bool:
-        cursor = self._connection().execute(
-            "INSERT OR IGNORE INTO intake (key, platform, kind, payload_json, received_at) VALUES (?, ?, ?, ?, ?)",
-            (key, self._platform, kind, payload_json, self._clock()),
+    async def _insert(self, key: str, kind: str, payload_json: str) -> bool:
+        """Store unless the key is known: one statement, so two processes receiving one retry store it once."""
+        statement = (
+            self._database.insert(intake)
+            .on_conflict_do_nothing(index_elements=[intake.c.key])
+            .values(key=key, platform=self._platform, kind=kind, payload_json=payload_json, received_at=self._clock())
         )
-        return cursor.rowcount == 1
+        async with self._database.write() as db:
+            return (await db.execute(statement)).rowcount == 1
 
-    def _mark(self, key: str, column: str) -> None:
+    async def _mark(self, key: str, column: str) -> None:
         assert column in ("started_at", "done_at")
-        self._connection().execute(f"UPDATE intake SET {column} = ? WHERE key = ?", (self._clock(), key))
+        async with self._database.write() as db:
+            await db.execute(update(intake).where(intake.c.key == key).values({column: self._clock()}))
 
-    def _pending(self) -> list[IntakeEntry]:
-        rows = self._connection().execute(
-            "SELECT key, kind, payload_json, started_at FROM intake WHERE platform = ? AND done_at IS NULL "
-            "ORDER BY received_at", (self._platform,),
-        ).fetchall()
-        return [IntakeEntry(key, kind, json.loads(payload), started is not None)
-                for key, kind, payload, started in rows]
+    async def _pending(self) -> list[IntakeEntry]:
+        query = (
+            select(intake.c.key, intake.c.kind, intake.c.payload_json, intake.c.started_at)
+            .where(intake.c.platform == self._platform, intake.c.done_at.is_(None))
+            .order_by(intake.c.received_at)
+        )
+        async with self._database.read() as db:
+            rows = (await db.execute(query)).all()
+        return [
+            IntakeEntry(key, kind, json.loads(payload), started is not None) for key, kind, payload, started in rows
+        ]

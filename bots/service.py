@@ -1,7 +1,10 @@
 """The whole service in one process, started and stopped in order (`imagine serve`, and the benchmarks).
 
-Start: engine (model load, journal replay) → admission → adapters (each registers its platform with the
-conversation) → conversation.start() (follow resumed jobs, deliver undelivered results, poll review decisions).
+One `storage.Database` (`store.url`) is shared by the job store, moderation and the adapters' intakes: built here,
+connected first in start(), closed last in close().
+Start: database (connect, migrate) → engine (model load, journal replay) → admission → adapters (each registers
+its platform with the conversation) → conversation.start() (follow resumed jobs, deliver undelivered results, poll
+review decisions).
 Stop: `drain()` finishes queued work and lets followers deliver (or hands back at once when hurried); `close()`
 closes the rest in reverse order. Journaled work survives either way.
 """
@@ -10,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, Protocol
 
 from bots.conversation import Conversation
 from config.settings import Settings
 from engine.engine import Engine
+from engine.store import JobStore
 from moderation.admission import Admission
+from storage.database import Database
 
 log = logging.getLogger(__name__)
 DELIVERY_DRAIN_S = 60.0
@@ -29,7 +34,8 @@ class Adapter(Protocol):
     async def close(self) -> None: ...
 
 
-AdapterFactory = Callable[[Settings, Conversation], Adapter]
+class AdapterFactory(Protocol):
+    def __call__(self, settings: Settings, conversation: Conversation, *, database: Database) -> Adapter: ...
 
 
 def configured_adapters(settings: Settings) -> list[AdapterFactory]:
@@ -59,7 +65,8 @@ def image_screening(settings: Settings) -> dict[str, Any]:
 class Service:
     def __init__(self, settings: Settings, adapters: Sequence[AdapterFactory] | None = None) -> None:
         self.settings = settings
-        self.engine = Engine(settings, **image_screening(settings))
+        self.database = Database(settings.store.url)  # checks the URL only; connected in start()
+        self.engine = Engine(settings, store=JobStore(self.database), **image_screening(settings))
         self.admission: Admission | None = None
         self.conversation: Conversation | None = None
         self.adapters: list[Adapter] = []
@@ -67,11 +74,12 @@ class Service:
 
     async def start(self) -> None:
         """Start everything; after a failure, call close() (it closes what did start)."""
+        await self.database.connect()
         await self.engine.start()
-        self.admission = await Admission.open(self.settings)
+        self.admission = await Admission.open(self.settings, database=self.database)
         self.conversation = Conversation(self.settings, self.engine, self.admission)
         for factory in self._factories:
-            adapter = factory(self.settings, self.conversation)
+            adapter = factory(self.settings, self.conversation, database=self.database)
             await adapter.start()
             self.adapters.append(adapter)
         await self.conversation.start()
@@ -99,3 +107,4 @@ class Service:
         await self.engine.shutdown(drain=False)
         if self.admission is not None:
             await self.admission.close()
+        await self.database.close()

@@ -8,8 +8,8 @@
     await engine.shutdown()                  # stop taking work, drain (or hand back), close
 
 Threads: the pipeline runs in one dedicated thread; post-processing (screening, label, watermark, JPEG
-encode, file writes) in a small pool so it overlaps the next generation; the job store in its own thread.
-The event loop only schedules.
+encode, file writes) in a small pool so it overlaps the next generation. The job store is async
+(storage/): the event loop only schedules and awaits it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from PIL import Image
 
@@ -56,10 +56,9 @@ from engine.requests import (
 from engine.runner import BatchShape, ImageTask, PipelineRunner, StopBatch, is_out_of_memory
 from engine.scheduler import FairQueue
 from engine.screening import ImageScreener
-from engine.store import JobRecord, JobStore, open_store
+from engine.store import JobRecord, JobStore
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 MAX_IMAGES_PER_JOB = 8
 MAX_SIDE = 2048
 FINISHED_JOBS_KEPT = 1000
@@ -107,7 +106,6 @@ class Engine:
         self._finishing: set[asyncio.Task[None]] = set()
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="imagine-pipeline")
         self._post_threads = ThreadPoolExecutor(self._config.postprocess_threads, thread_name_prefix="imagine-post")
-        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="imagine-store")
         self.pipeline_calls = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -126,7 +124,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         self._output_dir.mkdir(parents=True, exist_ok=True)
         if self._store is None:
-            self._store = await loop.run_in_executor(self._store_thread, open_store, self.settings.store.url)
+            self._store = await JobStore.open(self.settings.store.url)
         self._runner = await loop.run_in_executor(self._pipeline_thread, self._runner_factory)
         await self._resume_journaled_jobs()
         self._state = EngineState.RUNNING
@@ -160,8 +158,7 @@ class Engine:
         for pool in (self._pipeline_thread, self._post_threads):
             await asyncio.to_thread(pool.shutdown, wait=True)
         if self._store is not None:
-            await self._in_store(self._store.close)
-        await asyncio.to_thread(self._store_thread.shutdown, wait=True)
+            await self._store.close()
 
     # ---- the public API ----------------------------------------------------------------------------------
 
@@ -174,7 +171,7 @@ class Engine:
             raise QueueFull(f"the queue is full ({self._config.queue_size} jobs)")
         self._reserved += 1
         try:
-            await self._in_store(self._store_required().add, record)
+            await self._store_required().add(record)
         finally:
             self._reserved -= 1
         job = Job(record)
@@ -207,11 +204,11 @@ class Engine:
         return True
 
     async def lookup(self, job_id: str) -> JobRecord | None:
-        return await self._in_store(self._store_required().get, job_id)
+        return await self._store_required().get(job_id)
 
     async def undelivered(self, platform: str | None = None) -> list[JobRecord]:
         """Finished jobs whose images nobody has confirmed delivering (e.g. the bot restarted in between)."""
-        records = await self._in_store(self._store_required().in_states, [JobState.DONE])
+        records = await self._store_required().in_states([JobState.DONE])
         return [record for record in records if platform is None or record.request.requester.platform == platform]
 
     async def update_delivery(self, job_id: str, changes: dict[str, Any]) -> None:
@@ -225,12 +222,12 @@ class Engine:
         if delivery == record.request.delivery:
             return
         request = replace(record.request, delivery=delivery)
-        await self._in_store(self._store_required().set_request, job_id, request)
+        await self._store_required().set_request(job_id, request)
         if job is not None:
             job.record = replace(job.record, request=request)
 
     async def mark_delivered(self, job_id: str) -> None:
-        await self._in_store(self._store_required().set_state, job_id, JobState.DELIVERED)
+        await self._store_required().set_state(job_id, JobState.DELIVERED)
         job = self._jobs.get(job_id)
         if job is not None:
             job.state = JobState.DELIVERED
@@ -261,10 +258,10 @@ class Engine:
             del self._jobs[job_id]
 
     async def _resume_journaled_jobs(self) -> None:
-        records = await self._in_store(self._store_required().in_states, [JobState.QUEUED, JobState.RUNNING])
+        records = await self._store_required().in_states([JobState.QUEUED, JobState.RUNNING])
         for record in records:
             if record.state is JobState.RUNNING:
-                await self._in_store(self._store_required().set_state, record.id, JobState.QUEUED)
+                await self._store_required().set_state(record.id, JobState.QUEUED)
             self._enqueue(Job(JobRecord(**{**record.__dict__, "state": JobState.QUEUED})))
         if records:
             log.info("resumed %d journaled jobs", len(records))
@@ -310,7 +307,7 @@ class Engine:
             job.state, job.started_at = JobState.RUNNING, now
             job.deadline = now + self._config.job_timeout_s
             job.position = None
-            await self._in_store(self._store_required().set_state, job.id, JobState.RUNNING)
+            await self._store_required().set_state(job.id, JobState.RUNNING)
             job.publish()
         self._running = batch
         try:
@@ -381,7 +378,7 @@ class Engine:
         if job.state.finished:
             return  # cancelled while running: already reported
         if job.handed_back:
-            await self._in_store(self._store_required().set_state, job.id, JobState.QUEUED)
+            await self._store_required().set_state(job.id, JobState.QUEUED)
             job.finish(JobState.QUEUED, error=EngineClosed("the service is restarting; the job will resume"))
             return
         outcomes = [images.get((job.id, index)) for index in range(job.image_count)]
@@ -415,7 +412,7 @@ class Engine:
             return
         if job.state.finished:
             return
-        await self._in_store(self._store_required().set_done, job.id, generated)
+        await self._store_required().set_done(job.id, generated)
         finished = time.monotonic()
         started_at = job.started_at or started
         timings = Timings(queue_wait_s=started_at - job.enqueued_at, generate_s=started - started_at,
@@ -435,12 +432,9 @@ class Engine:
             return
         kind = getattr(error, "kind", "error")
         job.state = state  # at once, so a racing ending sees it
-        await self._in_store(self._store_required().set_state, job.id, state, kind, str(error))
+        await self._store_required().set_state(job.id, state, kind, str(error))
         log.info("job %s %s for %s: %s", job.id, state.value, job.user_key, error)
         job.finish(state, error=error)
-
-    async def _in_store(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._store_thread, function, *args)
 
     def _store_required(self) -> JobStore:
         if self._store is None:

@@ -26,7 +26,7 @@ from engine.errors import (
 from engine.postprocess import PlainJpeg
 from engine.requests import GenerationRequest, JobState, Requester, Variation
 from engine.runner import PipelineRunner
-from engine.store import open_store
+from engine.store import JobStore
 from tests.support import gated_runner, make_settings
 
 SMALL = (64, 64)
@@ -364,9 +364,9 @@ async def test_handed_back_jobs_resume_after_restart_and_results_wait_for_delive
     await stopping
     with pytest.raises(EngineClosed):
         await queued.result()
-    store = open_store(settings.store.url)
-    assert {record.id for record in store.in_states([JobState.QUEUED])} == {running.id, queued.id}
-    store.close()
+    store = await JobStore.open(settings.store.url)
+    assert {record.id for record in await store.in_states([JobState.QUEUED])} == {running.id, queued.id}
+    await store.close()
 
     second = await started(Engine(settings))
     try:
@@ -411,6 +411,6 @@ async def test_a_second_shutdown_without_drain_hands_back_a_draining_one(tmp_pat
     gate.release()
     await draining
     assert engine.state is EngineState.STOPPED
-    store = open_store(settings.store.url)
-    assert {record.id for record in store.in_states([JobState.QUEUED])} == {running.id, queued.id}
-    store.close()
+    store = await JobStore.open(settings.store.url)
+    assert {record.id for record in await store.in_states([JobState.QUEUED])} == {running.id, queued.id}
+    await store.close()

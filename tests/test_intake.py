@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from bots.intake import Deferred, Intake, IntakeEntry
+from storage.database import Database
 
 pytestmark = pytest.mark.timeout(60)
+
+
+Opener = Callable[[], Awaitable[Database]]
+
+
+@pytest.fixture
+async def process(tmp_path: Path) -> AsyncIterator[Opener]:
+    """Opens the database as a new process would (one Database each); closes them all at the end."""
+    opened: list[Database] = []
+
+    async def open_database() -> Database:
+        opened.append(await Database.open(f"sqlite:///{tmp_path}/db.sqlite"))
+        return opened[-1]
+
+    yield open_database
+    for database in opened:
+        await database.close()
 
 
 class Recorder:
@@ -26,9 +45,9 @@ class Recorder:
         self.entries.append(entry)
 
 
-async def test_each_key_is_handled_once(tmp_path: Path) -> None:
+async def test_each_key_is_handled_once(process: Opener) -> None:
     handler = Recorder()
-    intake = Intake(f"sqlite:///{tmp_path}/db.sqlite", "slack", handler)
+    intake = Intake(await process(), "slack", handler)
     await intake.open()
     assert await intake.receive("command:t1", "command", {"text": "a fox"})
     assert not await intake.receive("command:t1", "command", {"text": "a fox"})
@@ -39,11 +58,10 @@ async def test_each_key_is_handled_once(tmp_path: Path) -> None:
         ("slack:command:t1", "command", {"text": "a fox"}, False), ("slack:event:Ev1", "mention", {"event": {}}, False)]
 
 
-async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembered(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembered(process: Opener) -> None:
     stopped = Recorder()
     stopped.hold = True
-    first = Intake(url, "slack", stopped)
+    first = Intake(await process(), "slack", stopped)
     await first.open()
     await first.receive("command:t1", "command", {"text": "interrupted"})
     await first.receive("command:t2", "command", {"text": "never started"})
@@ -52,8 +70,8 @@ async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembere
     assert stopped.entries == []
 
     handler = Recorder()
-    second = Intake(url, "slack", handler)
-    other_platform = Intake(url, "discord", Recorder())
+    second = Intake(await process(), "slack", handler)
+    other_platform = Intake(await process(), "discord", Recorder())
     await second.open()
     await other_platform.open()
     await second.settled()
@@ -64,15 +82,14 @@ async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembere
     await second.close()
     await other_platform.close()
 
-    third = Intake(url, "slack", Recorder())
+    third = Intake(await process(), "slack", Recorder())
     await third.open()
     await third.settled()
     assert not await third.receive("command:t1", "command", {})
     await third.close()
 
 
-async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(process: Opener) -> None:
     now = [1000.0]
     calls = []
 
@@ -80,14 +97,14 @@ async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_p
         calls.append(entry.key)
         raise RuntimeError("the platform is down")
 
-    intake = Intake(url, "slack", failing, retention_s=60.0, clock=lambda: now[0])
+    intake = Intake(await process(), "slack", failing, retention_s=60.0, clock=lambda: now[0])
     await intake.open()
     await intake.receive("command:t1", "command", {})
     await intake.settled()
     await intake.close()
 
     now[0] += 61.0
-    later = Intake(url, "slack", failing, retention_s=60.0, clock=lambda: now[0])
+    later = Intake(await process(), "slack", failing, retention_s=60.0, clock=lambda: now[0])
     await later.open()
     await later.settled()
     assert calls == ["slack:command:t1"]  # handled (and failed) once; not handed over again
@@ -97,20 +114,19 @@ async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_p
     assert calls == ["slack:command:t1", "slack:command:t1"]
 
 
-async def test_a_deferred_request_is_kept_for_the_next_start(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+async def test_a_deferred_request_is_kept_for_the_next_start(process: Opener) -> None:
 
     async def stopping(entry: IntakeEntry) -> None:
         raise Deferred("not now")
 
-    first = Intake(url, "slack", stopping)
+    first = Intake(await process(), "slack", stopping)
     await first.open()
     await first.receive("command:t1", "command", {"text": "later"})
     await first.settled()
     await first.close()
 
     handler = Recorder()
-    second = Intake(url, "slack", handler)
+    second = Intake(await process(), "slack", handler)
     await second.open()
     await second.settled()
     await second.close()

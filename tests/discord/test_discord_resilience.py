@@ -19,8 +19,9 @@ from bots.discord_bot import DiscordAdapter, DiscordStartError
 from config.settings import Settings
 from engine.engine import Engine, EngineState
 from engine.requests import GenerationRequest, JobState
-from engine.store import open_store, sqlite_path
+from engine.store import JobStore
 from moderation.admission import Admission, AdmissionDecision
+from storage.urls import sqlite_path
 from tests.conftest import NetworkGuardError
 from tests.discord_harness import FakeClock, discord_settings, start_rig
 from tests.standins.discord_server import DiscordStandIn, InteractionRecord
@@ -262,14 +263,11 @@ def finished_status(standin: DiscordStandIn, command: InteractionRecord) -> bool
 
 
 async def journaled_states(settings: Settings) -> list[JobState]:
-    def read() -> list[JobState]:
-        store = open_store(settings.store.url)
-        try:
-            return [record.state for record in store.in_states(list(JobState))]
-        finally:
-            store.close()
-
-    return await asyncio.to_thread(read)
+    store = await JobStore.open(settings.store.url)
+    try:
+        return [record.state for record in await store.in_states(list(JobState))]
+    finally:
+        await store.close()
 
 
 def _forget_handled(settings: Settings) -> None:
