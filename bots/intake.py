@@ -141,8 +141,7 @@ class Intake:
 
     async def _forget_old_keys(self) -> None:
         cutoff = self._clock() - self._retention_s
-        async with self._database.write() as db:
-            await db.execute(delete(intake).where(intake.c.done_at.is_not(None), intake.c.done_at < cutoff))
+        await self._database.run(delete(intake).where(intake.c.done_at.is_not(None), intake.c.done_at < cutoff))
 
     async def _insert(self, key: str, kind: str, payload_json: str) -> bool:
         """Store unless the key is known: one statement, so two processes receiving one retry store it once."""
@@ -151,13 +150,11 @@ class Intake:
             .on_conflict_do_nothing(index_elements=[intake.c.key])
             .values(key=key, platform=self._platform, kind=kind, payload_json=payload_json, received_at=self._clock())
         )
-        async with self._database.write() as db:
-            return (await db.execute(statement)).rowcount == 1
+        return await self._database.run(statement) == 1
 
     async def _mark(self, key: str, column: str) -> None:
         assert column in ("started_at", "done_at")
-        async with self._database.write() as db:
-            await db.execute(update(intake).where(intake.c.key == key).values({column: self._clock()}))
+        await self._database.run(update(intake).where(intake.c.key == key).values({column: self._clock()}))
 
     async def _pending(self) -> list[IntakeEntry]:
         query = (

@@ -65,22 +65,21 @@ class JobStore:
 
     async def add(self, record: JobRecord) -> None:
         requester = record.request.requester
-        async with self.database.write() as db:
-            await db.execute(
-                jobs.insert().values(
-                    id=record.id,
-                    platform=requester.platform,
-                    user_key=requester.key,
-                    state=record.state.value,
-                    request_json=request_to_json(record.request),
-                    seeds_json=json.dumps(list(record.seeds)),
-                    width=record.width,
-                    height=record.height,
-                    steps=record.steps,
-                    created_at=record.created_at,
-                    updated_at=time.time(),
-                )
+        await self.database.run(
+            jobs.insert().values(
+                id=record.id,
+                platform=requester.platform,
+                user_key=requester.key,
+                state=record.state.value,
+                request_json=request_to_json(record.request),
+                seeds_json=json.dumps(list(record.seeds)),
+                width=record.width,
+                height=record.height,
+                steps=record.steps,
+                created_at=record.created_at,
+                updated_at=time.time(),
             )
+        )
 
     async def set_state(
         self, job_id: str, state: JobState, error_kind: str | None = None, error: str | None = None
@@ -136,8 +135,7 @@ class JobStore:
             await self.database.close()
 
     async def _update(self, job_id: str, **values: object) -> None:
-        async with self.database.write() as db:
-            await db.execute(update(jobs).where(jobs.c.id == job_id).values(**values, updated_at=time.time()))
+        await self.database.run(update(jobs).where(jobs.c.id == job_id).values(**values, updated_at=time.time()))
 
 
 def _record(row: Row) -> JobRecord:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, Update, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.requests import GenerationRequest, Requester
@@ -115,23 +115,22 @@ class ReviewQueue:
     async def submit(self, request: GenerationRequest, verdict: Verdict) -> ReviewItem:
         now = self.clock()
         insert = self._database.insert(review_items).on_conflict_do_nothing(index_elements=[review_items.c.id])
-        async with self._database.write() as db:
-            while True:  # ids are short enough to type; retry the rare collision
-                item = ReviewItem(new_id(), request, verdict, ReviewState.PENDING, now, now + self.expiry_s)
-                inserted = await db.execute(
-                    insert.values(
-                        id=item.id,
-                        user_key=request.requester.key,
-                        platform=request.requester.platform,
-                        state=item.state.value,
-                        request_json=request_to_json(request),
-                        verdict_json=json.dumps(verdict.to_dict()),
-                        created_at=now,
-                        expires_at=item.expires_at,
-                    )
+        while True:  # ids are short enough to type; retry the rare collision
+            item = ReviewItem(new_id(), request, verdict, ReviewState.PENDING, now, now + self.expiry_s)
+            inserted = await self._database.run(
+                insert.values(
+                    id=item.id,
+                    user_key=request.requester.key,
+                    platform=request.requester.platform,
+                    state=item.state.value,
+                    request_json=request_to_json(request),
+                    verdict_json=json.dumps(verdict.to_dict()),
+                    created_at=now,
+                    expires_at=item.expires_at,
                 )
-                if inserted.rowcount == 1:
-                    return item
+            )
+            if inserted == 1:
+                return item
 
     async def get(self, item_id: str) -> ReviewItem:
         async with self._database.read() as db:
@@ -158,8 +157,7 @@ class ReviewQueue:
 
     async def expire_due(self) -> int:
         """Mark pending items past their expiry as expired; returns how many."""
-        async with self._database.write() as db:
-            return await self._expire(db, self.clock())
+        return await self._database.run(_expiry(self.clock()))
 
     async def claim_decided(
         self, states: Sequence[ReviewState] = DECIDED, platforms: Sequence[str] | None = None
@@ -221,12 +219,16 @@ class ReviewQueue:
 
     @staticmethod
     async def _expire(db: AsyncConnection, now: float) -> int:
-        expired = await db.execute(
-            update(review_items)
-            .where(review_items.c.state == ReviewState.PENDING.value, review_items.c.expires_at <= now)
-            .values(state=ReviewState.EXPIRED.value, decided_by=SYSTEM, decided_at=now)
-        )
-        return expired.rowcount
+        return (await db.execute(_expiry(now))).rowcount
+
+
+def _expiry(now: float) -> Update:
+    """Pending items past their expiry become expired."""
+    return (
+        update(review_items)
+        .where(review_items.c.state == ReviewState.PENDING.value, review_items.c.expires_at <= now)
+        .values(state=ReviewState.EXPIRED.value, decided_by=SYSTEM, decided_at=now)
+    )
 
 
 async def _select_one(db: AsyncConnection, item_id: str, *, for_update: bool = False) -> ReviewItem | None:

@@ -3,7 +3,8 @@
     database = await Database.open("sqlite:///var/imagine.db")      # or postgresql://user@host/db
     async with database.write() as connection:      # read-then-write steps: the write lock is taken at once
         await connection.execute(...)
-    async with database.read() as connection: ...   # reads only
+    await database.run(update(...))                 # one INSERT/UPDATE/DELETE, atomic by itself: row count
+    async with database.read() as connection: ...   # reads
     await database.close()
 
 `Database(url)` only checks the URL (no I/O), so composition roots can build every store before anything
@@ -13,8 +14,10 @@ SQLite runs in WAL mode with `synchronous=NORMAL` and a busy timeout, so the ser
 `imagine review` in another process share the file. SQLAlchemy takes over BEGIN from the driver (the recipe in
 SQLAlchemy's SQLite dialect docs, "Serializable isolation / Savepoints / Transactional DDL"): `write()` begins
 with BEGIN IMMEDIATE, so a transaction that reads and then writes cannot lose a race to another process
-between the two; `read()` begins a plain deferred transaction that never blocks writers. Within one process,
-writers queue on an asyncio lock rather than on SQLite's busy handler.
+between the two. `run()` (one statement) and `read()` emit no BEGIN on SQLite: a single statement is its own
+atomic transaction there, and every statement then sees the latest commits, as under PostgreSQL's default
+READ COMMITTED. Each BEGIN costs a round trip to aiosqlite's thread, so this halves the cost of a small write.
+Within one process, writers queue on an asyncio lock rather than on SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, event, text
+from sqlalchemy import Executable, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -36,8 +39,9 @@ from storage.urls import MEMORY, driver_url, is_sqlite
 
 BUSY_TIMEOUT_S = 30.0
 """How long a SQLite writer waits for another process's write lock before failing."""
-WRITE = "imagine_write"
-"""Execution option on a connection whose next transaction begins with BEGIN IMMEDIATE (SQLite)."""
+BEGIN = "imagine_begin"
+"""Execution option: how the connection's next transaction begins on SQLite (one of the two below)."""
+IMMEDIATE, NO_BEGIN = "BEGIN IMMEDIATE", ""
 
 Insert = sqlite.Insert | postgresql.Insert
 
@@ -74,7 +78,7 @@ class Database:
         try:
             if migrate_schema:
                 async with engine.connect() as connection:
-                    await connection.execution_options(**{WRITE: True})
+                    await connection.execution_options(**{BEGIN: IMMEDIATE})
                     async with connection.begin():
                         await connection.run_sync(migrate.upgrade)
         except (SQLAlchemyError, OSError) as exc:
@@ -91,19 +95,19 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction for changes: committed on success, rolled back on error. On SQLite it holds the write
         lock from its first statement, so what it reads stays true until it commits."""
-        if self._write_lock is None:
-            async with self._transaction(write=True) as connection:
-                yield connection
-            return
-        # SQLite admits one writer at a time anyway: queueing our own writers here (first come, first served)
-        # spares them the busy handler's sleeps and keeps writes in the order they were asked for.
-        async with self._write_lock, self._transaction(write=True) as connection:
+        async with self._writing(IMMEDIATE) as connection:
             yield connection
+
+    async def run(self, statement: Executable, parameters: Any = None) -> int:
+        """One INSERT, UPDATE or DELETE on its own (atomic by itself); returns how many rows it changed."""
+        async with self._writing(NO_BEGIN) as connection:
+            return (await connection.execute(statement, parameters)).rowcount
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction for reads (a consistent snapshot; never waits for writers on SQLite in WAL mode)."""
-        async with self._transaction(write=False) as connection:
+        """A connection for reads: each statement sees the latest commits (no snapshot across statements, as
+        under READ COMMITTED); never waits for writers on SQLite in WAL mode."""
+        async with self._transaction(NO_BEGIN) as connection:
             yield connection
 
     async def serialize(self, connection: AsyncConnection, key: str) -> None:
@@ -119,12 +123,23 @@ class Database:
     # ---- internals -----------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def _writing(self, begin: str) -> AsyncIterator[AsyncConnection]:
+        if self._write_lock is None:
+            async with self._transaction(begin) as connection:
+                yield connection
+            return
+        # SQLite admits one writer at a time anyway: queueing our own writers here (first come, first served)
+        # spares them the busy handler's sleeps and keeps writes in the order they were asked for.
+        async with self._write_lock, self._transaction(begin) as connection:
+            yield connection
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, begin: str) -> AsyncIterator[AsyncConnection]:
         if self._engine is None:
             raise NotOpen(f"the database at {self._safe_url()} is not open")
         try:
             async with self._engine.connect() as connection:
-                await connection.execution_options(**{WRITE: write})
+                await connection.execution_options(**{BEGIN: begin})
                 async with connection.begin():
                     yield connection
         except SQLAlchemyError as exc:  # callers see one exception type, whichever driver raised
@@ -136,7 +151,11 @@ class Database:
         path = self._driver_url.database
         if path and path != MEMORY:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(self._driver_url, connect_args={"timeout": BUSY_TIMEOUT_S})
+        # Every transaction here ends in an explicit COMMIT or ROLLBACK: no reset when a connection goes back to
+        # the pool (it would cost a round trip to the driver's thread each time).
+        engine = create_async_engine(
+            self._driver_url, connect_args={"timeout": BUSY_TIMEOUT_S}, pool_reset_on_return=None
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_connected)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
@@ -156,5 +175,6 @@ def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    write = connection.get_execution_options().get(WRITE, True)  # unmarked (e.g. tools): the safe choice
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    begin = connection.get_execution_options().get(BEGIN, IMMEDIATE)  # unmarked: the safe choice
+    if begin:  # NO_BEGIN: the driver runs the statement in autocommit mode; COMMIT is then a no-op
+        connection.exec_driver_sql(begin)

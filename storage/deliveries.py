@@ -157,9 +157,7 @@ class Deliveries:
         await db.execute(insert.on_conflict_do_nothing(index_elements=[deliveries.c.job_id]))
 
     async def _update_own(self, job_id: str, owner: str, values: dict[str, object]) -> bool:
-        async with self._database.write() as db:
-            changed = await db.execute(update(deliveries).where(*_owned_by(job_id, owner)).values(**values))
-        return changed.rowcount == 1
+        return await self._database.run(update(deliveries).where(*_owned_by(job_id, owner)).values(**values)) == 1
 
 
 def _claimable(now: float) -> ColumnElement[bool]:

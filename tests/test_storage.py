@@ -4,6 +4,8 @@ SQLite's settings, and the same migrations and stores on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,23 @@ async def test_opening_twice_at_once_migrates_once(tmp_path: Path) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_write_transaction_holds_the_write_lock_from_its_first_statement(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: another process cannot write between a transaction's read and its write."""
+    path = tmp_path / "imagine.db"
+    database = await Database.open(f"sqlite:///{path}")
+    try:
+        async with database.write() as db:
+            await db.execute(text("SELECT COUNT(*) FROM jobs"))  # only a read so far
+            with closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as other:
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+        with closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # committed: free again
+            other.execute("ROLLBACK")
+    finally:
+        await database.close()
 
 
 async def test_a_write_transaction_rolls_back_on_error(tmp_path: Path) -> None:
