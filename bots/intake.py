@@ -2,18 +2,18 @@
 
 Slack wants an answer within 3 seconds, but admission (prompt moderation) can take far longer when many prompts
 arrive at once. So an adapter stores each request here and acknowledges as soon as `receive()` returns: the
-request is then on disk (SQLite in WAL mode: it survives a crash or `kill -9` of the process), and a task owned by
-the inbox hands it to the adapter's handler. Requests still unfinished when the process stopped are handed over
-again after the next start, flagged `replayed` when their handling had begun (the handler checks whether it got
-as far as submitting a job).
-
-Storing and handing over start separately, because a platform may deliver requests before its adapter can answer
-them: `open()` makes the intake store requests (so an adapter opens it before connecting to its platform), and
-`resume()` starts handing them to the handler: first what a previous run left unfinished, then what arrived
-since `open()`, then each new request as it is stored. Call `resume()` once the handler can reply.
+request is then in the database (the `intake` table, storage/: it survives a crash or `kill -9` of the
+process), and a task owned by the inbox hands it to the adapter's handler. `open()` only makes the inbox store
+requests (an adapter opens it before it connects to its platform, so nothing it acknowledges is lost);
+`resume()` starts handing them over, once the adapter can answer: first what a previous run left unfinished
+(flagged `replayed` when its handling had begun: the handler checks whether it got as far as submitting a job),
+then what was stored since `open()`, then each new request as it is stored.
 
 Each request has a key (Slack's event id or trigger id): a key seen before is not stored again, which is how
 platform retries and replays are recognised, across restarts too, for `retention_s`.
+
+`Intake(database, platform, handler)` is given an open `storage.Database` (shared with the rest of the service)
+and leaves closing it to its owner.
 """
 
 from __future__ import annotations
@@ -21,34 +21,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from sqlalchemy import delete, select, update
 
 from bots.errors import Deferred
-from engine.store import sqlite_path
+from storage.database import Database
+from storage.tables import intake
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 RETENTION_S = 3600.0
 """Slack retries an unacknowledged event for about 5 minutes; keep keys an hour."""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS intake (
-    key TEXT PRIMARY KEY,
-    platform TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload_json TEXT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL,
-    started_at DOUBLE PRECISION,
-    done_at DOUBLE PRECISION
-);
-CREATE INDEX IF NOT EXISTS intake_pending ON intake (platform, done_at);
-"""
 
 
 @dataclass(frozen=True)
@@ -64,35 +50,42 @@ Handler = Callable[[IntakeEntry], Awaitable[None]]
 
 
 class Intake:
-    def __init__(self, store_url: str, platform: str, handler: Handler, *, retention_s: float = RETENTION_S,
-                 clock: Callable[[], float] = time.time) -> None:
-        self._path = sqlite_path(store_url)
+    def __init__(
+        self,
+        database: Database,
+        platform: str,
+        handler: Handler,
+        *,
+        retention_s: float = RETENTION_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._database = database
         self._platform = platform
         self._handler = handler
         self._retention_s = retention_s
         self._clock = clock
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"intake-{platform}")
-        self._db: sqlite3.Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._opened = False
         self._closed = False
         self._waiting: list[IntakeEntry] | None = []
         """Stored but not handed over yet, oldest first: until `resume()`, after which this is None."""
 
     async def open(self) -> None:
-        """Open the table and forget old keys; from now on `receive()` stores requests. What a previous run left
-        unfinished is read now and handed over by `resume()`."""
-        await self._run(self._connect)
-        pending = await self._run(self._pending)
+        """Forget old keys; from now on `receive()` stores requests. What a previous run left unfinished is read
+        now and handed over by `resume()`."""
+        await self._forget_old_keys()
+        pending = await self._pending()
         if pending:
             log.info("%d %s request(s) received before the restart", len(pending), self._platform)
         self._waiting = pending  # read before any receive() could store one: oldest first
+        self._opened = True
 
     async def resume(self) -> None:
         """Start handing requests to the handler: those left by a previous run, then those stored since
         `open()`, then every new one as `receive()` stores it. Calling it again does nothing."""
         if self._closed:  # closing already: what waits stays stored for the next start
             return
-        if self._db is None:
+        if not self._opened:
             raise RuntimeError("open() the intake before resume()")
         waiting, self._waiting = self._waiting or [], None
         if waiting:
@@ -105,9 +98,10 @@ class Intake:
         key seen before."""
         if self._closed:
             raise RuntimeError("the intake is closed")
+        if not self._opened:
+            raise RuntimeError("the intake is not open")
         entry = IntakeEntry(f"{self._platform}:{key}", kind, payload)
-        stored = await self._run(self._insert, entry.key, kind, json.dumps(payload))
-        if not stored:
+        if not await self._insert(entry.key, kind, json.dumps(payload)):
             return False
         if self._waiting is not None:  # resume() drains this list without awaiting: each entry is handed once
             self._waiting.append(entry)
@@ -122,8 +116,6 @@ class Intake:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._run(self._disconnect)
-        await asyncio.to_thread(self._thread.shutdown, wait=True)
 
     async def settled(self) -> None:
         """Wait until every request handed over so far has been handled (for tests and orderly shutdowns)."""
@@ -140,7 +132,7 @@ class Intake:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, entry: IntakeEntry) -> None:
-        await self._run(self._mark, entry.key, "started_at")
+        await self._mark(entry.key, "started_at")
         try:
             await self._handler(entry)
         except asyncio.CancelledError:
@@ -150,49 +142,35 @@ class Intake:
             return
         except Exception:  # the handler answers the user itself; a failure here must not retry forever
             log.exception("handling %s request %s failed", self._platform, entry.key)
-        await self._run(self._mark, entry.key, "done_at")
+        await self._mark(entry.key, "done_at")
 
-    # ---- SQLite, in the intake's own thread ------------------------------------------------------------------
+    # ---- the intake table ----------------------------------------------------------------------------------
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+    async def _forget_old_keys(self) -> None:
+        cutoff = self._clock() - self._retention_s
+        await self._database.run(delete(intake).where(intake.c.done_at.is_not(None), intake.c.done_at < cutoff))
 
-    def _connect(self) -> None:
-        if self._path != ":memory:":
-            Path(self._path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(Path(self._path).expanduser()) if self._path != ":memory:" else self._path,
-                                   isolation_level=None, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._db.execute("DELETE FROM intake WHERE done_at IS NOT NULL AND done_at < ?",
-                         (self._clock() - self._retention_s,))
-
-    def _disconnect(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("the intake is not open")
-        return self._db
-
-    def _insert(self, key: str, kind: str, payload_json: str) -> bool:
-        cursor = self._connection().execute(
-            "INSERT OR IGNORE INTO intake (key, platform, kind, payload_json, received_at) VALUES (?, ?, ?, ?, ?)",
-            (key, self._platform, kind, payload_json, self._clock()),
+    async def _insert(self, key: str, kind: str, payload_json: str) -> bool:
+        """Store unless the key is known: one statement, so two processes receiving one retry store it once."""
+        statement = (
+            self._database.insert(intake)
+            .on_conflict_do_nothing(index_elements=[intake.c.key])
+            .values(key=key, platform=self._platform, kind=kind, payload_json=payload_json, received_at=self._clock())
         )
-        return cursor.rowcount == 1
+        return await self._database.run(statement) == 1
 
-    def _mark(self, key: str, column: str) -> None:
+    async def _mark(self, key: str, column: str) -> None:
         assert column in ("started_at", "done_at")
-        self._connection().execute(f"UPDATE intake SET {column} = ? WHERE key = ?", (self._clock(), key))
+        await self._database.run(update(intake).where(intake.c.key == key).values({column: self._clock()}))
 
-    def _pending(self) -> list[IntakeEntry]:
-        rows = self._connection().execute(
-            "SELECT key, kind, payload_json, started_at FROM intake WHERE platform = ? AND done_at IS NULL "
-            "ORDER BY received_at", (self._platform,),
-        ).fetchall()
-        return [IntakeEntry(key, kind, json.loads(payload), started is not None)
-                for key, kind, payload, started in rows]
+    async def _pending(self) -> list[IntakeEntry]:
+        query = (
+            select(intake.c.key, intake.c.kind, intake.c.payload_json, intake.c.started_at)
+            .where(intake.c.platform == self._platform, intake.c.done_at.is_(None))
+            .order_by(intake.c.received_at)
+        )
+        async with self._database.read() as db:
+            rows = (await db.execute(query)).all()
+        return [
+            IntakeEntry(key, kind, json.loads(payload), started is not None) for key, kind, payload, started in rows
+        ]

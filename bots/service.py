@@ -1,8 +1,10 @@
-"""The whole service in one process, started and stopped in order (`imagine serve`, and the benchmarks).
+"""The whole service in one process, started and stopped in order (`imagine serve`, the benchmarks, the test rigs).
 
-Start: engine (model load, journal replay) → admission → adapters (each opens its durable intake before it
-connects to its platform, and registers the platform with the conversation) → conversation.start() (follow
-resumed jobs, deliver undelivered results, poll review decisions).
+One `storage.Database` (`store.url`) is shared by the job store, moderation and the adapters' intakes: built here,
+connected first in start(), closed last in close().
+Start: database (connect, migrate) → job queue (model load, journal replay) → admission → adapters (each opens its
+durable intake before it connects to its platform, and registers the platform with the conversation) →
+conversation.start() (follow resumed jobs, deliver undelivered results, poll review decisions).
 Stop: `drain()` finishes queued work and lets followers deliver (or hands back at once when hurried); `close()`
 closes the rest in reverse order. Journaled work survives either way.
 """
@@ -13,21 +15,26 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bots.contract import Adapter
 from bots.conversation import Conversation
 from config.settings import Settings
+from engine.screening import ImageScreener
+from engine.store import JobStore
 from moderation.admission import Admission
+from storage.database import Database
 
 if TYPE_CHECKING:
     from engine.local import LocalJobQueue
+    from engine.worker.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
 DELIVERY_DRAIN_S = 60.0
 
 
-AdapterFactory = Callable[[Settings, Conversation], Adapter]
+class AdapterFactory(Protocol):
+    def __call__(self, settings: Settings, conversation: Conversation, *, database: Database) -> Adapter: ...
 
 
 def configured_adapters(settings: Settings) -> list[AdapterFactory]:
@@ -54,11 +61,13 @@ def image_screening(settings: Settings) -> dict[str, Any]:
             "withhold": partial(withheld_version, mode=settings.moderation.withheld_image)}
 
 
-def local_queue(settings: Settings) -> LocalJobQueue:
+def local_queue(settings: Settings, store: JobStore, *, runner_factory: Callable[[], PipelineRunner] | None = None,
+                screener: ImageScreener | None = None) -> LocalJobQueue:
     """The embedded mode's job queue: the GPU worker in this process (this is where torch is loaded)."""
     from engine.local import LocalJobQueue
 
-    return LocalJobQueue(settings, **image_screening(settings))
+    screening = image_screening(settings) if screener is None else {"screener": screener}
+    return LocalJobQueue(settings, store=store, runner_factory=runner_factory, **screening)
 
 
 OPEN_ADMISSION = "open"
@@ -66,20 +75,23 @@ OPEN_ADMISSION = "open"
 
 
 class Service:
-    """The composition root. Tests build it with their own job queue, admission or adapter factories, so the
-    rigs start exactly what `imagine serve` starts, in the same order."""
+    """The composition root. Tests build it with their own pipeline runner, screener, admission, conversation
+    timings or adapter factories, so the rigs start exactly what `imagine serve` starts, in the same order."""
 
     def __init__(
         self,
         settings: Settings,
         adapters: Sequence[AdapterFactory] | None = None,
         *,
-        jobs: LocalJobQueue | None = None,
+        runner_factory: Callable[[], PipelineRunner] | None = None,
+        screener: ImageScreener | None = None,
         admission: Admission | None | str = OPEN_ADMISSION,
         conversation_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
-        self.engine = jobs or local_queue(settings)
+        self.database = Database(settings.store.url)  # checks the URL only; connected in start()
+        self.engine = local_queue(settings, JobStore(self.database), runner_factory=runner_factory,
+                                  screener=screener)
         self.admission: Admission | None = None if isinstance(admission, str) else admission
         self._open_admission = admission == OPEN_ADMISSION
         self._conversation_options = dict(conversation_options or {})
@@ -93,14 +105,15 @@ class Service:
         await self.resume()
 
     async def start_adapters(self) -> None:
-        """The job queue (model load, journal replay), admission, then every adapter (each registers its
-        platform with the conversation and opens its intake)."""
+        """The database, the job queue (model load, journal replay), admission, then every adapter (each opens
+        its intake and registers its platform with the conversation)."""
+        await self.database.connect()
         await self.engine.start()
         if self._open_admission:
-            self.admission = await Admission.open(self.settings)
+            self.admission = await Admission.open(self.settings, database=self.database)
         self.conversation = Conversation(self.settings, self.engine, self.admission, **self._conversation_options)
         for factory in self._factories:
-            adapter = factory(self.settings, self.conversation)
+            adapter = factory(self.settings, self.conversation, database=self.database)
             await adapter.start()
             self.adapters.append(adapter)
 
@@ -127,7 +140,7 @@ class Service:
 
     async def close(self) -> None:
         """Adapters first (no new commands), then the conversation, then the job queue, which hands unfinished
-        jobs back to its journal, then admission."""
+        jobs back to its journal, then admission and the database."""
         for adapter in reversed(self.adapters):
             await adapter.close()
         if self.conversation is not None:
@@ -135,3 +148,4 @@ class Service:
         await self.engine.shutdown(drain=False)
         if self.admission is not None:
             await self.admission.close()
+        await self.database.close()

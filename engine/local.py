@@ -18,7 +18,6 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +30,7 @@ from engine.postprocess import PostProcessor
 from engine.requests import GeneratedImage, GenerationRequest, JobState, Requester
 from engine.scheduler import FairQueue
 from engine.screening import ImageScreener
-from engine.store import JobRecord, JobStore, open_store
+from engine.store import JobRecord, JobStore
 from engine.validation import prepare_record
 from engine.worker.batches import BatchWorker, load_runner
 from engine.worker.finishing import ImageFinisher, Withhold, blur, build_postprocessor
@@ -67,7 +66,7 @@ class LocalJobQueue:
         self._config = settings.engine
         self._runner_factory = runner_factory or (lambda: load_runner(settings))
         self._output_dir = Path(output_dir or self._config.output_dir).expanduser()
-        self._store = _ThreadedStore(store)
+        self._store = _StoreHandle(store)
         finisher = ImageFinisher(postprocessor or build_postprocessor(settings), self._output_dir, screener,
                                  withhold or blur)
         self._worker = BatchWorker(self._config, finisher, self._store, self._end)
@@ -293,43 +292,38 @@ def _same_shape(first: Job, other: Job) -> bool:
     return (a.width, a.height, a.steps) == (b.width, b.height, b.steps)
 
 
-class _ThreadedStore:
-    """The synchronous job store behind awaitable calls, run in one dedicated thread (never on the event loop)."""
+class _StoreHandle:
+    """The job store the queue was given, or one it opens itself at start() (and then closes)."""
 
     def __init__(self, store: JobStore | None) -> None:
         self._store = store
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="imagine-store")
 
     async def open(self, url: str) -> None:
         if self._store is None:
-            self._store = await self._call(open_store, url)
+            self._store = await JobStore.open(url)
 
     async def close(self) -> None:
         if self._store is not None:
-            await self._call(self._store.close)
-        await asyncio.to_thread(self._thread.shutdown, wait=True)
+            await self._store.close()  # closes the database only when the store opened its own
 
     async def add(self, record: JobRecord) -> None:
-        await self._call(self._required().add, record)
+        await self._required().add(record)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        return await self._call(self._required().get, job_id)
+        return await self._required().get(job_id)
 
     async def in_states(self, states: Sequence[JobState]) -> list[JobRecord]:
-        return await self._call(self._required().in_states, states)
+        return await self._required().in_states(states)
 
     async def set_request(self, job_id: str, request: GenerationRequest) -> None:
-        await self._call(self._required().set_request, job_id, request)
+        await self._required().set_request(job_id, request)
 
     async def set_state(self, job_id: str, state: JobState, error_kind: str | None = None,
                         error: str | None = None) -> None:
-        await self._call(self._required().set_state, job_id, state, error_kind, error)
+        await self._required().set_state(job_id, state, error_kind, error)
 
     async def set_done(self, job_id: str, images: Sequence[GeneratedImage]) -> None:
-        await self._call(self._required().set_done, job_id, images)
-
-    async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        await self._required().set_done(job_id, images)
 
     def _required(self) -> JobStore:
         if self._store is None:

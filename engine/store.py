@@ -1,48 +1,24 @@
 """The durable job store: every accepted job and each state change is written here before it is acknowledged.
 
-`JobStore` is the interface (synchronous; the engine calls it from one dedicated thread, never on the event
-loop). `SqliteJobStore` is the embedded default; the schema uses plain portable types so that a PostgreSQL
-implementation can follow. `open_store(url)` picks the implementation from `store.url`.
+`JobStore(database)` keeps the `jobs` and `job_images` tables (storage/tables.py) on a shared, open
+`storage.Database`; its methods are coroutines that never block the event loop (aiosqlite / asyncpg).
+`await JobStore.open(url)` is the stand-alone form (tools, an engine started without a store): it opens a
+database of its own and `close()` closes it; a store given a database leaves closing it to its owner.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+
+from sqlalchemy import Row, select, update
 
 from engine.requests import GeneratedImage, GenerationRequest, JobState
 from engine.serialize import image_from_dict, image_to_dict, request_from_json, request_to_json
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    platform TEXT NOT NULL,
-    user_key TEXT NOT NULL,
-    state TEXT NOT NULL,
-    request_json TEXT NOT NULL,
-    seeds_json TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    steps INTEGER NOT NULL,
-    error_kind TEXT,
-    error TEXT,
-    images_json TEXT,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
-CREATE TABLE IF NOT EXISTS job_images (
-    watermark_id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    image_index INTEGER NOT NULL
-);
-"""
+from storage.database import Database
+from storage.tables import job_images, jobs
 
 
 @dataclass(frozen=True)
@@ -62,132 +38,118 @@ class JobRecord:
     error: str | None = None
 
 
-class JobStore(Protocol):
-    def add(self, record: JobRecord) -> None: ...
-
-    def set_state(self, job_id: str, state: JobState, error_kind: str | None = None,
-                  error: str | None = None) -> None: ...
-
-    def set_done(self, job_id: str, images: Sequence[GeneratedImage]) -> None: ...
-
-    def get(self, job_id: str) -> JobRecord | None: ...
-
-    def set_request(self, job_id: str, request: GenerationRequest) -> None: ...
-
-    def in_states(self, states: Sequence[JobState]) -> list[JobRecord]: ...
-
-    def find_image_by_watermark(self, watermark_id: str) -> tuple[str, int] | None: ...
-
-    def close(self) -> None: ...
+COLUMNS = (
+    jobs.c.id,
+    jobs.c.request_json,
+    jobs.c.seeds_json,
+    jobs.c.width,
+    jobs.c.height,
+    jobs.c.steps,
+    jobs.c.state,
+    jobs.c.created_at,
+    jobs.c.images_json,
+    jobs.c.error_kind,
+    jobs.c.error,
+)
 
 
-class SqliteJobStore:
-    """SQLite in WAL mode. One connection guarded by a lock: the engine uses one thread, tools may use others."""
+class JobStore:
+    def __init__(self, database: Database, *, owns_database: bool = False) -> None:
+        self.database = database
+        self._owns_database = owns_database
 
-    def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            path = str(Path(path).expanduser())
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+    @classmethod
+    async def open(cls, url: str) -> JobStore:
+        """A store on a database of its own (opened and migrated now, closed by `close()`)."""
+        return cls(await Database.open(url), owns_database=True)
 
-    def add(self, record: JobRecord) -> None:
-        now = time.time()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs (id, platform, user_key, state, request_json, seeds_json, width, height, steps,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.id, record.request.requester.platform, record.request.requester.key, record.state.value,
-                 request_to_json(record.request), json.dumps(list(record.seeds)), record.width, record.height,
-                 record.steps, record.created_at, now),
+    async def add(self, record: JobRecord) -> None:
+        requester = record.request.requester
+        await self.database.run(
+            jobs.insert().values(
+                id=record.id,
+                platform=requester.platform,
+                user_key=requester.key,
+                state=record.state.value,
+                request_json=request_to_json(record.request),
+                seeds_json=json.dumps(list(record.seeds)),
+                width=record.width,
+                height=record.height,
+                steps=record.steps,
+                created_at=record.created_at,
+                updated_at=time.time(),
             )
+        )
 
-    def set_state(self, job_id: str, state: JobState, error_kind: str | None = None,
-                  error: str | None = None) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET state = ?, error_kind = ?, error = ?, updated_at = ? WHERE id = ?",
-                (state.value, error_kind, error, time.time(), job_id),
-            )
+    async def set_state(
+        self, job_id: str, state: JobState, error_kind: str | None = None, error: str | None = None
+    ) -> None:
+        await self._update(job_id, state=state.value, error_kind=error_kind, error=error)
 
-    def set_done(self, job_id: str, images: Sequence[GeneratedImage]) -> None:
+    async def set_done(self, job_id: str, images: Sequence[GeneratedImage]) -> None:
+        """The result and its watermark ids in one transaction: `imagine verify` never finds half of it."""
         images_json = json.dumps([image_to_dict(image) for image in images])
-        with self._lock, self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "UPDATE jobs SET state = ?, images_json = ?, updated_at = ? WHERE id = ?",
-                (JobState.DONE.value, images_json, time.time(), job_id),
+        marked = [
+            {"watermark_id": image.watermark_id, "job_id": job_id, "image_index": image.index}
+            for image in images
+            if image.watermark_id
+        ]
+        async with self.database.write() as db:
+            await db.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(state=JobState.DONE.value, images_json=images_json, updated_at=time.time())
             )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO job_images (watermark_id, job_id, image_index) VALUES (?, ?, ?)",
-                [(image.watermark_id, job_id, image.index) for image in images if image.watermark_id],
-            )
+            if marked:
+                insert = self.database.insert(job_images)
+                await db.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[job_images.c.watermark_id],
+                        set_={"job_id": insert.excluded.job_id, "image_index": insert.excluded.image_index},
+                    ),
+                    marked,
+                )
 
-    def set_request(self, job_id: str, request: GenerationRequest) -> None:
-        with self._lock:
-            self._db.execute("UPDATE jobs SET request_json = ?, updated_at = ? WHERE id = ?",
-                             (request_to_json(request), time.time(), job_id))
+    async def set_request(self, job_id: str, request: GenerationRequest) -> None:
+        await self._update(job_id, request_json=request_to_json(request))
 
-    def get(self, job_id: str) -> JobRecord | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    async def get(self, job_id: str) -> JobRecord | None:
+        async with self.database.read() as db:
+            row = (await db.execute(select(*COLUMNS).where(jobs.c.id == job_id))).first()
         return _record(row) if row else None
 
-    def in_states(self, states: Sequence[JobState]) -> list[JobRecord]:
-        marks = ", ".join("?" for _ in states)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY created_at",
-                [state.value for state in states],
-            ).fetchall()
+    async def in_states(self, states: Sequence[JobState]) -> list[JobRecord]:
+        query = select(*COLUMNS).where(jobs.c.state.in_([s.value for s in states])).order_by(jobs.c.created_at)
+        async with self.database.read() as db:
+            rows = (await db.execute(query)).all()
         return [_record(row) for row in rows]
 
-    def find_image_by_watermark(self, watermark_id: str) -> tuple[str, int] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT job_id, image_index FROM job_images WHERE watermark_id = ?", (watermark_id,)
-            ).fetchone()
-        return (row[0], int(row[1])) if row else None
+    async def find_image_by_watermark(self, watermark_id: str) -> tuple[str, int] | None:
+        query = select(job_images.c.job_id, job_images.c.image_index).where(job_images.c.watermark_id == watermark_id)
+        async with self.database.read() as db:
+            row = (await db.execute(query)).first()
+        return (row.job_id, int(row.image_index)) if row else None
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    async def close(self) -> None:
+        if self._owns_database:
+            await self.database.close()
+
+    async def _update(self, job_id: str, **values: object) -> None:
+        await self.database.run(update(jobs).where(jobs.c.id == job_id).values(**values, updated_at=time.time()))
 
 
-_COLUMNS = "id, request_json, seeds_json, width, height, steps, state, created_at, images_json, error_kind, error"
-
-
-def _record(row: tuple) -> JobRecord:
-    (job_id, request_json, seeds_json, width, height, steps, state, created_at, images_json, error_kind,
-     error) = row
-    images = tuple(image_from_dict(item) for item in json.loads(images_json)) if images_json else ()
+def _record(row: Row) -> JobRecord:
+    images = tuple(image_from_dict(item) for item in json.loads(row.images_json)) if row.images_json else ()
     return JobRecord(
-        id=job_id, request=request_from_json(request_json), seeds=tuple(json.loads(seeds_json)), width=width,
-        height=height, steps=steps, state=JobState(state), created_at=created_at, images=images,
-        error_kind=error_kind, error=error,
+        id=row.id,
+        request=request_from_json(row.request_json),
+        seeds=tuple(json.loads(row.seeds_json)),
+        width=row.width,
+        height=row.height,
+        steps=row.steps,
+        state=JobState(row.state),
+        created_at=row.created_at,
+        images=images,
+        error_kind=row.error_kind,
+        error=row.error,
     )
-
-
-class UnsupportedStore(ValueError):
-    pass
-
-
-def sqlite_path(url: str) -> str:
-    """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `sqlite://:memory:` -> a path."""
-    if not url.startswith("sqlite://"):
-        raise UnsupportedStore(
-            f"store.url must start with sqlite:// (PostgreSQL arrives with the scale-out mode), got {url!r}"
-        )
-    rest = url[len("sqlite://"):]
-    if rest in (":memory:", "/:memory:"):
-        return ":memory:"
-    if not rest.startswith("/"):
-        raise UnsupportedStore(f"store.url must look like sqlite:///path/to/file.db, got {url!r}")
-    return rest[1:]
-
-
-def open_store(url: str) -> JobStore:
-    return SqliteJobStore(sqlite_path(url))

@@ -41,13 +41,13 @@ from dataclasses import dataclass
 from config.settings import Settings
 from engine.requests import GenerationRequest, Requester
 from moderation.audit import AuditLog
-from moderation.db import ModerationDatabase
 from moderation.limits import InMemoryRateLimiter, RateLimiter
 from moderation.messages import admission_message
 from moderation.prompts import PromptModerator
 from moderation.review import ReviewQueue
 from moderation.strikes import Ban, StrikeBook
 from moderation.verdict import Action, Verdict
+from storage.database import Database
 
 logger = logging.getLogger(__name__)
 
@@ -83,32 +83,42 @@ class AdmissionDecision:
 
 class Admission:
     def __init__(self, settings: Settings, *, moderator: PromptModerator, limiter: RateLimiter,
-                 db: ModerationDatabase) -> None:
+                 database: Database, clock: Callable[[], float] = time.time, owns_database: bool = False) -> None:
         self.settings = settings
         self.moderator = moderator
         self.limiter = limiter
-        self.db = db
-        self.audit = AuditLog(db)
-        self.strikes = StrikeBook(db, settings.moderation)
-        self.review = ReviewQueue(db, expiry_s=settings.moderation.review_expiry_s)
+        self.database = database
+        self.clock = clock
+        self._owns_database = owns_database
+        self.audit = AuditLog(database, clock=clock)
+        self.strikes = StrikeBook(database, settings.moderation, clock=clock)
+        self.review = ReviewQueue(database, expiry_s=settings.moderation.review_expiry_s, clock=clock)
         self._admins = frozenset(settings.moderation.admin_user_ids)
 
     @classmethod
-    async def open(cls, settings: Settings, *, moderator: PromptModerator | None = None,
-                   limiter: RateLimiter | None = None, clock: Callable[[], float] = time.time,
-                   warm_up: bool = True) -> Admission:
-        """Build from settings; `warm_up` loads the embedding model now (seconds, off the event loop)."""
-        db = ModerationDatabase(settings.store.url, clock)
-        await db.open()
-        moderator = moderator or PromptModerator.from_settings(settings.moderation, settings.engine.cache_dir)
-        if warm_up and settings.moderation.enabled:
-            await moderator.warm_up()
+    async def open(cls, settings: Settings, *, database: Database | None = None,
+                   moderator: PromptModerator | None = None, limiter: RateLimiter | None = None,
+                   clock: Callable[[], float] = time.time, warm_up: bool = True) -> Admission:
+        """Build from settings; `warm_up` loads the embedding model now (seconds, off the event loop). Without
+        `database` (the service passes its shared one) it opens one of its own, closed by `close()`."""
+        owns_database = database is None
+        database = database or await Database.open(settings.store.url)
+        try:
+            moderator = moderator or PromptModerator.from_settings(settings.moderation, settings.engine.cache_dir)
+            if warm_up and settings.moderation.enabled:
+                await moderator.warm_up()
+        except BaseException:
+            if owns_database:
+                await database.close()
+            raise
         limiter = limiter or InMemoryRateLimiter(settings.limits, clock)
-        return cls(settings, moderator=moderator, limiter=limiter, db=db)
+        return cls(settings, moderator=moderator, limiter=limiter, database=database, clock=clock,
+                   owns_database=owns_database)
 
     async def close(self) -> None:
         self.moderator.close()
-        await self.db.close()
+        if self._owns_database:
+            await self.database.close()
 
     def is_exempt(self, requester: Requester, is_moderator: bool = False) -> bool:
         return is_moderator or requester.key in self._admins
@@ -167,12 +177,12 @@ class Admission:
         evidence = f"{'; '.join(verdict.reasons)} | prompt: {prompt[:500]!r}"
         outcome = await self.strikes.add_strike(requester.key, verdict.user_reason, evidence, ban_now=verdict.ban)
         ban = outcome.ban
-        retry = ban.remaining_s(self.db.clock()) if ban is not None else None
+        retry = ban.remaining_s(self.clock()) if ban is not None else None
         message = admission_message(Outcome.BLOCKED, verdict.user_reason, retry, banned_now=ban is not None)
         return AdmissionDecision(Outcome.BLOCKED, message, verdict.user_reason, retry, verdict=verdict, ban=ban)
 
     def _banned(self, ban: Ban) -> AdmissionDecision:
-        retry = ban.remaining_s(self.db.clock())
+        retry = ban.remaining_s(self.clock())
         return AdmissionDecision(Outcome.BANNED, admission_message(Outcome.BANNED, "", retry), "banned", retry,
                                  ban=ban)
 

@@ -11,11 +11,16 @@ Entries are never updated or deleted.
 
 from __future__ import annotations
 
-import sqlite3
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from moderation.db import ModerationDatabase, ordered_id
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from moderation.ids import ordered_id
+from storage.database import Database
+from storage.tables import audit_log
 
 OK, REFUSED, FAILED = "ok", "refused", "failed"
 
@@ -36,11 +41,13 @@ class AuditEntry:
 
 
 class AuditLog:
-    def __init__(self, db: ModerationDatabase) -> None:
-        self._db = db
+    def __init__(self, database: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self._database = database
+        self._clock = clock
 
     async def record(self, actor: str, action: str, target: str, detail: str = "", outcome: str = OK) -> AuditEntry:
-        return await self._db.run(insert_entry, self._db.clock, actor, action, target, outcome, detail)
+        async with self._database.write() as db:
+            return await insert_entry(db, self._clock, actor, action, target, outcome, detail)
 
     async def record_refused(self, actor: str, action: str, target: str, detail: str = "") -> AuditEntry:
         """Someone tried an action they may not take (e.g. a non-moderator pressed Approve)."""
@@ -50,32 +57,20 @@ class AuditLog:
         self, limit: int = 100, *, target: str | None = None, actor: str | None = None
     ) -> list[AuditEntry]:
         """The most recent entries first."""
-        return await self._db.run(_select, limit, target, actor)
+        query = select(*audit_log.c).order_by(audit_log.c.created_at.desc(), audit_log.c.id.desc()).limit(limit)
+        if target is not None:
+            query = query.where(audit_log.c.target == target)
+        if actor is not None:
+            query = query.where(audit_log.c.actor == actor)
+        async with self._database.read() as db:
+            rows = (await db.execute(query)).all()
+        return [AuditEntry(*row) for row in rows]
 
 
-def insert_entry(connection: sqlite3.Connection, clock: Callable[[], float], actor: str, action: str,
-                 target: str, outcome: str, detail: str) -> AuditEntry:
+async def insert_entry(
+    db: AsyncConnection, clock: Callable[[], float], actor: str, action: str, target: str, outcome: str, detail: str
+) -> AuditEntry:
     """Append one entry; call inside the caller's transaction so the entry commits with the change."""
     entry = AuditEntry(ordered_id(), clock(), actor, action, target, outcome, detail)
-    connection.execute(
-        "INSERT INTO audit_log (id, created_at, actor, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (entry.id, entry.created_at, entry.actor, entry.action, entry.target, entry.outcome, entry.detail),
-    )
+    await db.execute(audit_log.insert().values(**asdict(entry)))
     return entry
-
-
-def _select(connection: sqlite3.Connection, limit: int, target: str | None, actor: str | None) -> list[AuditEntry]:
-    clauses, params = [], []
-    if target is not None:
-        clauses.append("target = ?")
-        params.append(target)
-    if actor is not None:
-        clauses.append("actor = ?")
-        params.append(actor)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = connection.execute(
-        f"SELECT id, created_at, actor, action, target, outcome, detail FROM audit_log {where}"
-        " ORDER BY created_at DESC, id DESC LIMIT ?",
-        (*params, limit),
-    ).fetchall()
-    return [AuditEntry(*row) for row in rows]

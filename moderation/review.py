@@ -20,21 +20,37 @@ from __future__ import annotations
 
 import enum
 import json
-import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from sqlalchemy import Row, Update, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.requests import GenerationRequest, Requester
 from engine.serialize import request_from_json, request_to_json
 from moderation.audit import FAILED, OK, insert_entry
-from moderation.db import ModerationDatabase, new_id, transaction
 from moderation.errors import AlreadyDecided, ReviewExpired, ReviewItemNotFound
+from moderation.ids import new_id
 from moderation.verdict import Verdict
+from storage.database import Database
+from storage.tables import review_items
 
 SYSTEM = "system"
-COLUMNS = (
-    "id, state, request_json, verdict_json, created_at, expires_at, decided_by, decided_at, decision_reason,"
-    " claimed_at"
+COLUMNS = tuple(
+    review_items.c[name]
+    for name in (
+        "id",
+        "state",
+        "request_json",
+        "verdict_json",
+        "created_at",
+        "expires_at",
+        "decided_by",
+        "decided_at",
+        "decision_reason",
+        "claimed_at",
+    )
 )
 
 
@@ -72,15 +88,34 @@ class ReviewItem:
 
 
 class ReviewQueue:
-    def __init__(self, db: ModerationDatabase, *, expiry_s: float) -> None:
-        self._db = db
+    def __init__(self, database: Database, *, expiry_s: float, clock: Callable[[], float] = time.time) -> None:
+        self._database = database
         self.expiry_s = expiry_s
+        self.clock = clock
 
     async def submit(self, request: GenerationRequest, verdict: Verdict) -> ReviewItem:
-        return await self._db.run(self._insert, request, verdict)
+        now = self.clock()
+        insert = self._database.insert(review_items).on_conflict_do_nothing(index_elements=[review_items.c.id])
+        while True:  # ids are short enough to type; retry the rare collision
+            item = ReviewItem(new_id(), request, verdict, ReviewState.PENDING, now, now + self.expiry_s)
+            inserted = await self._database.run(
+                insert.values(
+                    id=item.id,
+                    user_key=request.requester.key,
+                    platform=request.requester.platform,
+                    state=item.state.value,
+                    request_json=request_to_json(request),
+                    verdict_json=json.dumps(verdict.to_dict()),
+                    created_at=now,
+                    expires_at=item.expires_at,
+                )
+            )
+            if inserted == 1:
+                return item
 
     async def get(self, item_id: str) -> ReviewItem:
-        item = await self._db.run(_select_one, item_id)
+        async with self._database.read() as db:
+            item = await _select_one(db, item_id)
         if item is None:
             raise ReviewItemNotFound(f"no review item with id {item_id!r}")
         return item
@@ -88,23 +123,47 @@ class ReviewQueue:
     async def list(self, state: ReviewState | None = ReviewState.PENDING, limit: int = 50) -> list[ReviewItem]:
         """Items in `state` (None: all), oldest first; pending items past expiry are expired first."""
         await self.expire_due()
-        return await self._db.run(_select_many, state, limit)
+        query = select(*COLUMNS).order_by(review_items.c.created_at, review_items.c.id).limit(limit)
+        if state is not None:
+            query = query.where(review_items.c.state == state.value)
+        async with self._database.read() as db:
+            rows = (await db.execute(query)).all()
+        return [_item_from_row(row) for row in rows]
 
     async def approve(self, item_id: str, moderator: str, reason: str = "") -> ReviewItem:
-        return await self._db.run(self._decide, item_id, ReviewState.APPROVED, moderator, reason)
+        return await self._decide(item_id, ReviewState.APPROVED, moderator, reason)
 
     async def reject(self, item_id: str, moderator: str, reason: str = "") -> ReviewItem:
-        return await self._db.run(self._decide, item_id, ReviewState.REJECTED, moderator, reason)
+        return await self._decide(item_id, ReviewState.REJECTED, moderator, reason)
 
     async def expire_due(self) -> int:
         """Mark pending items past their expiry as expired; returns how many."""
-        return await self._db.run(self._expire_due)
+        return await self._database.run(_expiry(self.clock()))
 
-    async def claim_decided(self, states: Sequence[ReviewState] = DECIDED,
-                            platforms: Sequence[str] | None = None) -> list[ReviewItem]:
+    async def claim_decided(
+        self, states: Sequence[ReviewState] = DECIDED, platforms: Sequence[str] | None = None
+    ) -> list[ReviewItem]:
         """Hand over decided items not yet handed to anyone, each exactly once (across processes). With
         `platforms`, only items whose requester is on one of them (a process claims only what it can deliver)."""
-        return await self._db.run(self._claim, tuple(states), None if platforms is None else tuple(platforms))
+        now, token = self.clock(), new_id(8)
+        claim = update(review_items).where(
+            review_items.c.claim_token.is_(None), review_items.c.state.in_([s.value for s in states])
+        )
+        if platforms is not None:  # an empty list claims nothing (SQLAlchemy renders an empty IN as false)
+            claim = claim.where(review_items.c.platform.in_(list(platforms)))
+        async with self._database.write() as db:
+            await self._expire(db, now)
+            # One UPDATE stamps every unclaimed row with our token; a concurrent claimant's UPDATE then finds
+            # claim_token set (SQLite: it waited for our write lock; PostgreSQL: it re-checks the locked rows).
+            await db.execute(claim.values(claim_token=token, claimed_at=now))
+            rows = (
+                await db.execute(
+                    select(*COLUMNS)
+                    .where(review_items.c.claim_token == token)
+                    .order_by(review_items.c.decided_at, review_items.c.id)
+                )
+            ).all()
+        return [_item_from_row(row) for row in rows]
 
     async def claim_approved(self) -> list[ReviewItem]:
         return await self.claim_decided((ReviewState.APPROVED,))
@@ -113,96 +172,64 @@ class ReviewQueue:
         """Rejected and expired items: the requester is told either way."""
         return await self.claim_decided((ReviewState.REJECTED, ReviewState.EXPIRED))
 
-    # -- in the database thread -------------------------------------------------------------------------
+    # -- inside a transaction ---------------------------------------------------------------------------
 
-    def _insert(self, db: sqlite3.Connection, request: GenerationRequest, verdict: Verdict) -> ReviewItem:
-        now = self._db.clock()
-        while True:  # ids are short enough to type; retry the rare collision
-            item = ReviewItem(new_id(), request, verdict, ReviewState.PENDING, now, now + self.expiry_s)
-            try:
-                db.execute(
-                    "INSERT INTO review_items (id, user_key, platform, state, request_json, verdict_json,"
-                    " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (item.id, request.requester.key, request.requester.platform, item.state.value,
-                     request_to_json(request), json.dumps(verdict.to_dict()), now, item.expires_at),
-                )
-                return item
-            except sqlite3.IntegrityError:
-                continue
-
-    def _decide(self, db: sqlite3.Connection, item_id: str, state: ReviewState, moderator: str,
-                reason: str) -> ReviewItem:
-        now = self._db.clock()
+    async def _decide(self, item_id: str, state: ReviewState, moderator: str, reason: str) -> ReviewItem:
+        now = self.clock()
         action = "approve" if state is ReviewState.APPROVED else "reject"
-        with transaction(db):
-            self._expire(db, now)
-            item = _select_one(db, item_id)
+        async with self._database.write() as db:
+            await self._expire(db, now)
+            item = await _select_one(db, item_id, for_update=True)
             if item is None or item.state is not ReviewState.PENDING:
                 problem = "unknown item" if item is None else f"already {item.state.value}"
-                insert_entry(db, self._db.clock, moderator, action, f"review:{item_id}", FAILED, problem)
+                await insert_entry(db, self.clock, moderator, action, f"review:{item_id}", FAILED, problem)
             else:
-                db.execute(
-                    "UPDATE review_items SET state = ?, decided_by = ?, decided_at = ?, decision_reason = ?"
-                    " WHERE id = ? AND state = ?",
-                    (state.value, moderator, now, reason, item_id, ReviewState.PENDING.value),
+                await db.execute(
+                    update(review_items)
+                    .where(review_items.c.id == item_id, review_items.c.state == ReviewState.PENDING.value)
+                    .values(state=state.value, decided_by=moderator, decided_at=now, decision_reason=reason)
                 )
-                insert_entry(db, self._db.clock, moderator, action, item.target, OK, reason)
+                await insert_entry(db, self.clock, moderator, action, item.target, OK, reason)
+                item = await _select_one(db, item_id) or item
+                return item
         if item is None:
             raise ReviewItemNotFound(f"no review item with id {item_id!r}")
         if item.state is ReviewState.EXPIRED:
             raise ReviewExpired(item)
-        if item.state is not ReviewState.PENDING:
-            raise AlreadyDecided(item)
-        return _select_one(db, item_id) or item
+        raise AlreadyDecided(item)
 
-    def _expire_due(self, db: sqlite3.Connection) -> int:
-        with transaction(db):
-            return self._expire(db, self._db.clock())
-
-    def _expire(self, db: sqlite3.Connection, now: float) -> int:
-        return db.execute(
-            "UPDATE review_items SET state = ?, decided_by = ?, decided_at = ? WHERE state = ? AND expires_at <= ?",
-            (ReviewState.EXPIRED.value, SYSTEM, now, ReviewState.PENDING.value, now),
-        ).rowcount
-
-    def _claim(self, db: sqlite3.Connection, states: tuple[ReviewState, ...],
-               platforms: tuple[str, ...] | None) -> list[ReviewItem]:
-        now = self._db.clock()
-        token = new_id(8)
-        where = f"claim_token IS NULL AND state IN ({', '.join('?' for _ in states)})"
-        params: list[object] = [s.value for s in states]
-        if platforms is not None:
-            where += f" AND platform IN ({', '.join('?' for _ in platforms)})" if platforms else " AND 1 = 0"
-            params += platforms
-        with transaction(db):
-            self._expire(db, now)
-            db.execute(f"UPDATE review_items SET claim_token = ?, claimed_at = ? WHERE {where}", (token, now, *params))
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM review_items WHERE claim_token = ? ORDER BY decided_at, id", (token,)
-            ).fetchall()
-        return [_item_from_row(row) for row in rows]
+    @staticmethod
+    async def _expire(db: AsyncConnection, now: float) -> int:
+        return (await db.execute(_expiry(now))).rowcount
 
 
-def _select_one(db: sqlite3.Connection, item_id: str) -> ReviewItem | None:
-    row = db.execute(f"SELECT {COLUMNS} FROM review_items WHERE id = ?", (item_id,)).fetchone()
+def _expiry(now: float) -> Update:
+    """Pending items past their expiry become expired."""
+    return (
+        update(review_items)
+        .where(review_items.c.state == ReviewState.PENDING.value, review_items.c.expires_at <= now)
+        .values(state=ReviewState.EXPIRED.value, decided_by=SYSTEM, decided_at=now)
+    )
+
+
+async def _select_one(db: AsyncConnection, item_id: str, *, for_update: bool = False) -> ReviewItem | None:
+    """One item; `for_update` locks its row on PostgreSQL (SQLite's BEGIN IMMEDIATE already holds the lock), so
+    two moderators deciding at once see each other's decision."""
+    query = select(*COLUMNS).where(review_items.c.id == item_id)
+    row = (await db.execute(query.with_for_update() if for_update else query)).first()
     return _item_from_row(row) if row else None
 
 
-def _select_many(db: sqlite3.Connection, state: ReviewState | None, limit: int) -> list[ReviewItem]:
-    if state is None:
-        rows = db.execute(f"SELECT {COLUMNS} FROM review_items ORDER BY created_at, id LIMIT ?", (limit,))
-    else:
-        rows = db.execute(
-            f"SELECT {COLUMNS} FROM review_items WHERE state = ? ORDER BY created_at, id LIMIT ?",
-            (state.value, limit),
-        )
-    return [_item_from_row(row) for row in rows.fetchall()]
-
-
-def _item_from_row(row: tuple) -> ReviewItem:
-    item_id, state, request_json, verdict_json, created, expires, by, at, reason, claimed = row
+def _item_from_row(row: Row) -> ReviewItem:
     return ReviewItem(
-        id=item_id, request=request_from_json(request_json), verdict=Verdict.from_dict(json.loads(verdict_json)),
-        state=ReviewState(state), created_at=created, expires_at=expires, decided_by=by, decided_at=at,
-        decision_reason=reason, claimed_at=claimed,
+        id=row.id,
+        request=request_from_json(row.request_json),
+        verdict=Verdict.from_dict(json.loads(row.verdict_json)),
+        state=ReviewState(row.state),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
+        decision_reason=row.decision_reason,
+        claimed_at=row.claimed_at,
     )

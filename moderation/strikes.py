@@ -15,13 +15,18 @@ ban, unban and clear strikes; each action is written to the audit log in the sam
 
 from __future__ import annotations
 
-import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import ColumnElement, Row, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from config.settings import ModerationSettings
 from moderation.audit import OK, insert_entry
-from moderation.db import ModerationDatabase, new_id, transaction
+from moderation.ids import new_id
+from storage.database import Database
+from storage.tables import bans, strikes
 
 SYSTEM = "system"
 
@@ -50,139 +55,146 @@ class StrikeOutcome:
     """The ban this strike caused, if any."""
 
 
-BAN_COLUMNS = "id, user_key, created_at, expires_at, reason, created_by, pending_review"
+BAN_COLUMNS = tuple(
+    bans.c[name] for name in ("id", "user_key", "created_at", "expires_at", "reason", "created_by", "pending_review")
+)
 
 
 class StrikeBook:
-    def __init__(self, db: ModerationDatabase, settings: ModerationSettings) -> None:
-        self._db = db
+    def __init__(
+        self, database: Database, settings: ModerationSettings, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._database = database
+        self._clock = clock
         self.strikes_to_ban = settings.strikes_to_ban
         self.window_s = settings.strike_window_s
         self.ban_duration_s = settings.ban_duration_s
 
-    @property
-    def _clock(self) -> Callable[[], float]:
-        return self._db.clock
-
     async def active_ban(self, user_key: str) -> Ban | None:
         """The ban in force for this user (the longest one if several), or None."""
-        return await self._db.run(_active_ban, user_key, self._clock())
+        async with self._database.read() as db:
+            return await _active_ban(db, user_key, self._clock())
 
     async def bans(self, *, active_only: bool = True) -> list[Ban]:
-        return await self._db.run(_list_bans, self._clock(), active_only)
+        query = select(*BAN_COLUMNS).order_by(bans.c.created_at.desc())
+        if active_only:
+            query = query.where(_in_force(self._clock()))
+        async with self._database.read() as db:
+            rows = (await db.execute(query)).all()
+        return [_ban_from_row(row) for row in rows]
 
     async def strike_count(self, user_key: str) -> int:
-        return await self._db.run(_count_strikes, user_key, self._clock() - self.window_s)
+        async with self._database.read() as db:
+            return await _count_strikes(db, user_key, self._clock() - self.window_s)
 
     async def add_strike(self, user_key: str, category: str, reason: str, *, ban_now: bool = False) -> StrikeOutcome:
         """Record a strike; ban if this one reaches the threshold, or at once (no end) when `ban_now`."""
-        return await self._db.run(self._add_strike, user_key, category, reason, ban_now)
+        now = self._clock()
+        async with self._database.write() as db:
+            await self._database.serialize(db, f"strikes:{user_key}")  # count and ban as one step per user
+            await db.execute(
+                strikes.insert().values(
+                    id=new_id(8), user_key=user_key, created_at=now, category=category, reason=reason
+                )
+            )
+            await insert_entry(db, self._clock, SYSTEM, "strike", user_key, OK, f"{category}: {reason}")
+            count = await _count_strikes(db, user_key, now - self.window_s)
+            ban = None
+            if ban_now:
+                ban = await _insert_ban(db, now, user_key, SYSTEM, f"immediate ban ({category}): {reason}", None, True)
+            elif count >= self.strikes_to_ban and await _active_ban(db, user_key, now) is None:
+                why = f"{count} strikes within {self.window_s:g} s (last: {category})"
+                ban = await _insert_ban(db, now, user_key, SYSTEM, why, now + self.ban_duration_s, False)
+            if ban is not None:
+                await insert_entry(db, self._clock, SYSTEM, "auto_ban", user_key, OK, ban.reason)
+        return StrikeOutcome(count, ban)
 
     async def ban(self, user_key: str, moderator: str, *, reason: str = "", duration_s: float | None = None) -> Ban:
         """Ban a user now; `duration_s=None` bans until lifted."""
         if duration_s is not None and duration_s <= 0:
             raise ValueError(f"ban duration must be greater than 0 seconds, got {duration_s}")
-        return await self._db.run(self._ban, user_key, moderator, reason, duration_s)
+        now = self._clock()
+        expires = None if duration_s is None else now + duration_s
+        async with self._database.write() as db:
+            ban = await _insert_ban(db, now, user_key, moderator, reason or "banned by a moderator", expires, False)
+            length = "until lifted" if duration_s is None else f"for {duration_s:g} s"
+            await insert_entry(db, self._clock, moderator, "ban", user_key, OK, f"{length}: {ban.reason}")
+        return ban
 
     async def unban(self, user_key: str, moderator: str, reason: str = "") -> int:
         """Lift every ban in force for the user; returns how many were lifted (0: was not banned)."""
-        return await self._db.run(self._unban, user_key, moderator, reason)
+        now = self._clock()
+        async with self._database.write() as db:
+            lifted = (
+                await db.execute(
+                    update(bans)
+                    .where(bans.c.user_key == user_key, _in_force(now))
+                    .values(lifted_at=now, lifted_by=moderator)
+                )
+            ).rowcount
+            await insert_entry(
+                db,
+                self._clock,
+                moderator,
+                "unban",
+                user_key,
+                OK if lifted else "failed",
+                reason or ("lifted" if lifted else "was not banned"),
+            )
+        return lifted
 
     async def clear_strikes(self, user_key: str, moderator: str) -> int:
         """Clear the user's strikes (kept, marked cleared); returns how many were cleared."""
-        return await self._db.run(self._clear, user_key, moderator)
-
-    # -- in the database thread -------------------------------------------------------------------------
-
-    def _add_strike(self, db: sqlite3.Connection, user_key: str, category: str, reason: str,
-                    ban_now: bool) -> StrikeOutcome:
         now = self._clock()
-        with transaction(db):
-            db.execute(
-                "INSERT INTO strikes (id, user_key, created_at, category, reason) VALUES (?, ?, ?, ?, ?)",
-                (new_id(8), user_key, now, category, reason),
-            )
-            insert_entry(db, self._clock, SYSTEM, "strike", user_key, OK, f"{category}: {reason}")
-            count = _count_strikes(db, user_key, now - self.window_s)
-            ban = None
-            if ban_now:
-                ban = _insert_ban(db, now, user_key, SYSTEM, f"immediate ban ({category}): {reason}", None, True)
-            elif count >= self.strikes_to_ban and _active_ban(db, user_key, now) is None:
-                why = f"{count} strikes within {self.window_s:g} s (last: {category})"
-                ban = _insert_ban(db, now, user_key, SYSTEM, why, now + self.ban_duration_s, False)
-            if ban is not None:
-                insert_entry(db, self._clock, SYSTEM, "auto_ban", user_key, OK, ban.reason)
-        return StrikeOutcome(count, ban)
-
-    def _ban(self, db: sqlite3.Connection, user_key: str, moderator: str, reason: str,
-             duration_s: float | None) -> Ban:
-        now = self._clock()
-        expires = None if duration_s is None else now + duration_s
-        with transaction(db):
-            ban = _insert_ban(db, now, user_key, moderator, reason or "banned by a moderator", expires, False)
-            length = "until lifted" if duration_s is None else f"for {duration_s:g} s"
-            insert_entry(db, self._clock, moderator, "ban", user_key, OK, f"{length}: {ban.reason}")
-        return ban
-
-    def _unban(self, db: sqlite3.Connection, user_key: str, moderator: str, reason: str) -> int:
-        now = self._clock()
-        with transaction(db):
-            lifted = db.execute(
-                "UPDATE bans SET lifted_at = ?, lifted_by = ? WHERE user_key = ? AND lifted_at IS NULL"
-                " AND (expires_at IS NULL OR expires_at > ?)",
-                (now, moderator, user_key, now),
+        async with self._database.write() as db:
+            cleared = (
+                await db.execute(
+                    update(strikes)
+                    .where(strikes.c.user_key == user_key, strikes.c.cleared_at.is_(None))
+                    .values(cleared_at=now, cleared_by=moderator)
+                )
             ).rowcount
-            insert_entry(db, self._clock, moderator, "unban", user_key, OK if lifted else "failed",
-                         reason or ("lifted" if lifted else "was not banned"))
-        return lifted
-
-    def _clear(self, db: sqlite3.Connection, user_key: str, moderator: str) -> int:
-        now = self._clock()
-        with transaction(db):
-            cleared = db.execute(
-                "UPDATE strikes SET cleared_at = ?, cleared_by = ? WHERE user_key = ? AND cleared_at IS NULL",
-                (now, moderator, user_key),
-            ).rowcount
-            insert_entry(db, self._clock, moderator, "clear_strikes", user_key, OK, f"{cleared} cleared")
+            await insert_entry(db, self._clock, moderator, "clear_strikes", user_key, OK, f"{cleared} cleared")
         return cleared
 
 
-def _count_strikes(db: sqlite3.Connection, user_key: str, since: float) -> int:
-    row = db.execute(
-        "SELECT COUNT(*) FROM strikes WHERE user_key = ? AND created_at > ? AND cleared_at IS NULL",
-        (user_key, since),
-    ).fetchone()
-    return int(row[0])
+def _in_force(now: float) -> ColumnElement[bool]:
+    return bans.c.lifted_at.is_(None) & or_(bans.c.expires_at.is_(None), bans.c.expires_at > now)
 
 
-def _insert_ban(db: sqlite3.Connection, now: float, user_key: str, by: str, reason: str,
-                expires_at: float | None, pending_review: bool) -> Ban:
+async def _count_strikes(db: AsyncConnection, user_key: str, since: float) -> int:
+    query = (
+        select(func.count())
+        .select_from(strikes)
+        .where(strikes.c.user_key == user_key, strikes.c.created_at > since, strikes.c.cleared_at.is_(None))
+    )
+    return int((await db.execute(query)).scalar_one())
+
+
+async def _insert_ban(
+    db: AsyncConnection, now: float, user_key: str, by: str, reason: str, expires_at: float | None, pending_review: bool
+) -> Ban:
     ban = Ban(new_id(8), user_key, now, expires_at, reason, by, pending_review)
-    db.execute(
-        f"INSERT INTO bans ({BAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (ban.id, user_key, now, expires_at, reason, by, int(pending_review)),
+    await db.execute(
+        bans.insert().values(
+            id=ban.id,
+            user_key=user_key,
+            created_at=now,
+            expires_at=expires_at,
+            reason=reason,
+            created_by=by,
+            pending_review=int(pending_review),
+        )
     )
     return ban
 
 
-def _active_ban(db: sqlite3.Connection, user_key: str, now: float) -> Ban | None:
-    rows = db.execute(
-        f"SELECT {BAN_COLUMNS} FROM bans WHERE user_key = ? AND lifted_at IS NULL"
-        " AND (expires_at IS NULL OR expires_at > ?)",
-        (user_key, now),
-    ).fetchall()
-    bans = [_ban_from_row(row) for row in rows]
-    return max(bans, key=lambda b: float("inf") if b.expires_at is None else b.expires_at, default=None)
+async def _active_ban(db: AsyncConnection, user_key: str, now: float) -> Ban | None:
+    rows = (await db.execute(select(*BAN_COLUMNS).where(bans.c.user_key == user_key, _in_force(now)))).all()
+    found = [_ban_from_row(row) for row in rows]
+    return max(found, key=lambda b: float("inf") if b.expires_at is None else b.expires_at, default=None)
 
 
-def _list_bans(db: sqlite3.Connection, now: float, active_only: bool) -> list[Ban]:
-    where = "WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?)" if active_only else ""
-    rows = db.execute(
-        f"SELECT {BAN_COLUMNS} FROM bans {where} ORDER BY created_at DESC", (now,) if active_only else ()
-    ).fetchall()
-    return [_ban_from_row(row) for row in rows]
-
-
-def _ban_from_row(row: tuple) -> Ban:
+def _ban_from_row(row: Row) -> Ban:
     ban_id, user_key, created_at, expires_at, reason, created_by, pending = row
     return Ban(ban_id, user_key, created_at, expires_at, reason, created_by, bool(pending))

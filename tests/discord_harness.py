@@ -101,12 +101,11 @@ async def start_rig(
 ) -> DiscordRig:
     """Start in `imagine serve`'s order: engine, admission, adapter (registers the platform), conversation
     (resumes). With `moderated`, the real admission (limits, prompt rules, review queue) sits in front."""
-    engine = LocalJobQueue(settings, runner_factory=runner_factory, screener=screener)
     admission = await Admission.open(settings, warm_up=False) if moderated else None
     clock = clock or FakeClock()
     service = Service(
-        settings, [partial(DiscordAdapter, clock=clock, guild_ready_timeout=0.05)], jobs=engine,
-        admission=admission, conversation_options=rig_conversation_options(redelivery_interval_s),
+        settings, [partial(DiscordAdapter, clock=clock, guild_ready_timeout=0.05)], runner_factory=runner_factory,
+        screener=screener, admission=admission, conversation_options=rig_conversation_options(redelivery_interval_s),
     )
     try:
         await service.start()
@@ -116,7 +115,7 @@ async def start_rig(
     assert service.conversation is not None
     adapter = service.adapters[0]
     assert isinstance(adapter, DiscordAdapter)
-    return DiscordRig(standin, settings, engine, service.conversation, adapter, clock, admission, service)
+    return DiscordRig(standin, settings, service.engine, service.conversation, adapter, clock, admission, service)
 
 
 def jpeg_sizes(message: StoredMessage) -> list[tuple[str, tuple[int, int]]]:

@@ -94,8 +94,7 @@ async def start_rig(
     """Start in `imagine serve`'s order: engine; adapter built (registers the platform) and started (resumes
     stored requests, takes new ones); conversation started (follows resumed jobs, delivers undelivered ones).
     `slow_start`: stored requests are all handled before the conversation starts (a slow connect to Slack)."""
-    engine = LocalJobQueue(settings, runner_factory=runner_factory)
-    service = Service(settings, [SlackAdapter], jobs=engine, admission=admission,
+    service = Service(settings, [SlackAdapter], runner_factory=runner_factory, admission=admission,
                       conversation_options=rig_conversation_options(redelivery_interval_s))
     try:
         await service.start_adapters()
@@ -109,7 +108,7 @@ async def start_rig(
         raise
     endpoint = f"http://127.0.0.1:{adapter.port}{EVENTS_PATH}"
     sender = await SlackSender(endpoint, SIGNING_SECRET, standin).__aenter__()
-    return SlackRig(standin, settings, engine, service.conversation, adapter, sender, admission, service)
+    return SlackRig(standin, settings, service.engine, service.conversation, adapter, sender, admission, service)
 
 
 def jpeg_sizes(upload: CompletedUpload) -> list[tuple[str, tuple[int, int]]]:

@@ -25,7 +25,7 @@ from engine.errors import (
 from engine.local import LocalJobQueue, QueueState
 from engine.postprocess import PlainJpeg
 from engine.requests import GenerationRequest, JobState, Requester, Variation
-from engine.store import open_store
+from engine.store import JobStore
 from engine.worker.batches import load_runner
 from engine.worker.runner import PipelineRunner
 from tests.support import gated_runner, make_settings
@@ -365,9 +365,9 @@ async def test_handed_back_jobs_resume_after_restart_and_results_wait_for_delive
     await stopping
     with pytest.raises(EngineClosed):
         await queued.result()
-    store = open_store(settings.store.url)
-    assert {record.id for record in store.in_states([JobState.QUEUED])} == {running.id, queued.id}
-    store.close()
+    store = await JobStore.open(settings.store.url)
+    assert {record.id for record in await store.in_states([JobState.QUEUED])} == {running.id, queued.id}
+    await store.close()
 
     second = await started(LocalJobQueue(settings))
     try:
@@ -412,6 +412,6 @@ async def test_a_second_shutdown_without_drain_hands_back_a_draining_one(tmp_pat
     gate.release()
     await draining
     assert engine.state is QueueState.STOPPED
-    store = open_store(settings.store.url)
-    assert {record.id for record in store.in_states([JobState.QUEUED])} == {running.id, queued.id}
-    store.close()
+    store = await JobStore.open(settings.store.url)
+    assert {record.id for record in await store.in_states([JobState.QUEUED])} == {running.id, queued.id}
+    await store.close()

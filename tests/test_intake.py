@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from bots.errors import Deferred
 from bots.intake import Intake, IntakeEntry
+from storage.database import Database
 
 pytestmark = pytest.mark.timeout(60)
+
+
+Opener = Callable[[], Awaitable[Database]]
+
+
+@pytest.fixture
+async def process(tmp_path: Path) -> AsyncIterator[Opener]:
+    """Opens the database as a new process would (one Database each); closes them all at the end."""
+    opened: list[Database] = []
+
+    async def open_database() -> Database:
+        opened.append(await Database.open(f"sqlite:///{tmp_path}/db.sqlite"))
+        return opened[-1]
+
+    yield open_database
+    for database in opened:
+        await database.close()
 
 
 class Recorder:
@@ -27,9 +46,9 @@ class Recorder:
         self.entries.append(entry)
 
 
-async def test_each_key_is_handled_once(tmp_path: Path) -> None:
+async def test_each_key_is_handled_once(process: Opener) -> None:
     handler = Recorder()
-    intake = Intake(f"sqlite:///{tmp_path}/db.sqlite", "slack", handler)
+    intake = Intake(await process(), "slack", handler)
     await intake.open()
     await intake.resume()
     assert await intake.receive("command:t1", "command", {"text": "a fox"})
@@ -41,11 +60,10 @@ async def test_each_key_is_handled_once(tmp_path: Path) -> None:
         ("slack:command:t1", "command", {"text": "a fox"}, False), ("slack:event:Ev1", "mention", {"event": {}}, False)]
 
 
-async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembered(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembered(process: Opener) -> None:
     stopped = Recorder()
     stopped.hold = True
-    first = Intake(url, "slack", stopped)
+    first = Intake(await process(), "slack", stopped)
     await first.open()
     await first.resume()
     await first.receive("command:t1", "command", {"text": "interrupted"})
@@ -55,8 +73,8 @@ async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembere
     assert stopped.entries == []
 
     handler = Recorder()
-    second = Intake(url, "slack", handler)
-    other_platform = Intake(url, "discord", Recorder())
+    second = Intake(await process(), "slack", handler)
+    other_platform = Intake(await process(), "discord", Recorder())
     await second.open()
     await second.resume()
     await other_platform.open()
@@ -69,7 +87,7 @@ async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembere
     await second.close()
     await other_platform.close()
 
-    third = Intake(url, "slack", Recorder())
+    third = Intake(await process(), "slack", Recorder())
     await third.open()
     await third.resume()
     await third.settled()
@@ -77,8 +95,7 @@ async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembere
     await third.close()
 
 
-async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(process: Opener) -> None:
     now = [1000.0]
     calls = []
 
@@ -86,7 +103,7 @@ async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_p
         calls.append(entry.key)
         raise RuntimeError("the platform is down")
 
-    intake = Intake(url, "slack", failing, retention_s=60.0, clock=lambda: now[0])
+    intake = Intake(await process(), "slack", failing, retention_s=60.0, clock=lambda: now[0])
     await intake.open()
     await intake.resume()
     await intake.receive("command:t1", "command", {})
@@ -94,7 +111,7 @@ async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_p
     await intake.close()
 
     now[0] += 61.0
-    later = Intake(url, "slack", failing, retention_s=60.0, clock=lambda: now[0])
+    later = Intake(await process(), "slack", failing, retention_s=60.0, clock=lambda: now[0])
     await later.open()
     await later.resume()
     await later.settled()
@@ -105,13 +122,12 @@ async def test_old_keys_are_forgotten_and_a_failing_handler_is_not_retried(tmp_p
     assert calls == ["slack:command:t1", "slack:command:t1"]
 
 
-async def test_a_deferred_request_is_kept_for_the_next_start(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
+async def test_a_deferred_request_is_kept_for_the_next_start(process: Opener) -> None:
 
     async def stopping(entry: IntakeEntry) -> None:
         raise Deferred("not now")
 
-    first = Intake(url, "slack", stopping)
+    first = Intake(await process(), "slack", stopping)
     await first.open()
     await first.resume()
     await first.receive("command:t1", "command", {"text": "later"})
@@ -119,7 +135,7 @@ async def test_a_deferred_request_is_kept_for_the_next_start(tmp_path: Path) -> 
     await first.close()
 
     handler = Recorder()
-    second = Intake(url, "slack", handler)
+    second = Intake(await process(), "slack", handler)
     await second.open()
     await second.resume()
     await second.settled()
@@ -127,17 +143,16 @@ async def test_a_deferred_request_is_kept_for_the_next_start(tmp_path: Path) -> 
     assert [(e.key, e.payload) for e in handler.entries] == [("slack:command:t1", {"text": "later"})]
 
 
-async def test_requests_are_stored_at_once_and_handed_over_only_from_resume(tmp_path: Path) -> None:
+async def test_requests_are_stored_at_once_and_handed_over_only_from_resume(process: Opener) -> None:
     """Between open() and resume() the intake stores (a restart then keeps them) but hands nothing over; resume()
     hands over what a previous run left, then what arrived meanwhile, each once; later requests go at once."""
-    url = f"sqlite:///{tmp_path}/db.sqlite"
-    first = Intake(url, "discord", Recorder())
+    first = Intake(await process(), "discord", Recorder())
     await first.open()
     assert await first.receive("left", "command", {"text": "from the last run"})
     await first.close()  # never resumed: stored, never handed over
 
     handler = Recorder()
-    second = Intake(url, "discord", handler)
+    second = Intake(await process(), "discord", handler)
     await second.open()
     assert await second.receive("early", "command", {"text": "before resume"})
     assert not await second.receive("early", "command", {"text": "a replay"})

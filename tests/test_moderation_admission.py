@@ -11,12 +11,12 @@ import pytest
 
 from engine.requests import GenerationRequest, Requester
 from moderation.admission import Admission, Outcome
-from moderation.db import ModerationDatabase
 from moderation.limits import InMemoryRateLimiter
 from moderation.messages import review_outcome_message
 from moderation.prompts import PromptModerator
 from moderation.review import ReviewState
 from moderation.semantic import SemanticScorer
+from storage.database import Database
 from tests.moderation_support import ManualClock, make_settings, moderator, reuse_loaded_model, shared_policy
 
 BOB = Requester(platform="discord", user_id="222", server_id="g1", channel_id="c1")
@@ -29,10 +29,9 @@ def ask(prompt: str, requester: Requester = BOB) -> GenerationRequest:
 async def build(tmp_path: Path, clock: ManualClock, *, prompts: PromptModerator | None = None,
                 **sections: Any) -> Admission:
     settings = make_settings(tmp_path, **sections)
-    db = ModerationDatabase(settings.store.url, clock)
-    await db.open()
-    return Admission(settings, moderator=prompts or moderator(), db=db,
-                     limiter=InMemoryRateLimiter(settings.limits, clock))
+    database = await Database.open(settings.store.url)
+    return Admission(settings, moderator=prompts or moderator(), database=database, clock=clock,
+                     limiter=InMemoryRateLimiter(settings.limits, clock), owns_database=True)
 
 
 @pytest.fixture

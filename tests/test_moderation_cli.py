@@ -14,9 +14,9 @@ import pytest
 
 from bots.cli import main
 from engine.requests import GenerationRequest, Requester
-from moderation.db import ModerationDatabase
 from moderation.review import ReviewQueue, ReviewState
 from moderation.verdict import Action, Verdict
+from storage.database import Database
 from tests.moderation_support import reuse_loaded_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_moderate_stdin_through_the_real_entry_point(tmp_path: Path) -> None:
 
 def _held_item(store_url: str, prompt: str) -> str:
     async def submit() -> str:
-        db = ModerationDatabase(store_url)
+        db = await Database.open(store_url)
         try:
             request = GenerationRequest(prompt=prompt, requester=Requester("slack", "U1", "T1", "C1"))
             return (await ReviewQueue(db, expiry_s=3600).submit(request, HELD)).id
@@ -86,7 +86,7 @@ def _held_item(store_url: str, prompt: str) -> str:
 
 def _state(store_url: str, item_id: str) -> ReviewState:
     async def get() -> ReviewState:
-        db = ModerationDatabase(store_url)
+        db = await Database.open(store_url)
         try:
             return (await ReviewQueue(db, expiry_s=3600).get(item_id)).state
         finally:

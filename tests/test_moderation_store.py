@@ -11,11 +11,11 @@ import pytest
 from config.settings import ModerationSettings
 from engine.requests import GenerationRequest, Requester
 from moderation.audit import AuditLog
-from moderation.db import ModerationDatabase
 from moderation.errors import AlreadyDecided, ReviewExpired, ReviewItemNotFound
 from moderation.review import ReviewQueue, ReviewState
 from moderation.strikes import StrikeBook
 from moderation.verdict import Action, Verdict
+from storage.database import Database
 from tests.moderation_support import ManualClock
 
 SETTINGS = ModerationSettings(strikes_to_ban=3, strike_window_s=3600.0, ban_duration_s=600.0, review_expiry_s=900.0)
@@ -34,9 +34,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def db(tmp_path: Path, clock: ManualClock) -> AsyncIterator[ModerationDatabase]:
-    database = ModerationDatabase(f"sqlite:///{tmp_path}/imagine.db", clock)
-    await database.open()
+async def db(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Database]:
+    database = await Database.open(f"sqlite:///{tmp_path}/imagine.db")
     yield database
     await database.close()
 
@@ -44,8 +43,8 @@ async def db(tmp_path: Path, clock: ManualClock) -> AsyncIterator[ModerationData
 # -- strikes and bans -------------------------------------------------------------------------------------
 
 
-async def test_strikes_within_the_window_lead_to_a_temporary_ban(db: ModerationDatabase, clock: ManualClock) -> None:
-    book = StrikeBook(db, SETTINGS)
+async def test_strikes_within_the_window_lead_to_a_temporary_ban(db: Database, clock: ManualClock) -> None:
+    book = StrikeBook(db, SETTINGS, clock=clock)
     assert (await book.add_strike("discord:111", "sexual", "porn")).ban is None
     clock.advance(1000)
     assert (await book.add_strike("discord:111", "sexual", "porn")).ban is None
@@ -58,8 +57,8 @@ async def test_strikes_within_the_window_lead_to_a_temporary_ban(db: ModerationD
     assert await book.active_ban("discord:111") is None
 
 
-async def test_old_strikes_fall_out_of_the_window(db: ModerationDatabase, clock: ManualClock) -> None:
-    book = StrikeBook(db, SETTINGS)
+async def test_old_strikes_fall_out_of_the_window(db: Database, clock: ManualClock) -> None:
+    book = StrikeBook(db, SETTINGS, clock=clock)
     await book.add_strike("discord:111", "sexual", "x")
     await book.add_strike("discord:111", "sexual", "x")
     clock.advance(3601)
@@ -67,9 +66,9 @@ async def test_old_strikes_fall_out_of_the_window(db: ModerationDatabase, clock:
     assert (outcome.strikes, outcome.ban) == (1, None)
 
 
-async def test_minors_strike_bans_at_once_until_a_moderator_lifts_it(db: ModerationDatabase,
+async def test_minors_strike_bans_at_once_until_a_moderator_lifts_it(db: Database,
                                                                      clock: ManualClock) -> None:
-    book = StrikeBook(db, SETTINGS)
+    book = StrikeBook(db, SETTINGS, clock=clock)
     outcome = await book.add_strike("discord:111", "minors", "minor + nudity", ban_now=True)
     assert outcome.ban is not None and outcome.ban.expires_at is None and outcome.ban.pending_review
     clock.advance(10 * 365 * 86400)
@@ -78,8 +77,8 @@ async def test_minors_strike_bans_at_once_until_a_moderator_lifts_it(db: Moderat
     assert await book.active_ban("discord:111") is None
 
 
-async def test_moderators_ban_unban_and_clear_strikes(db: ModerationDatabase, clock: ManualClock) -> None:
-    book = StrikeBook(db, SETTINGS)
+async def test_moderators_ban_unban_and_clear_strikes(db: Database, clock: ManualClock) -> None:
+    book = StrikeBook(db, SETTINGS, clock=clock)
     ban = await book.ban("slack:U7", "slack:UMOD", reason="spam", duration_s=60)
     assert (await book.active_ban("slack:U7")) == ban and ban.expires_at == clock.now + 60
     assert [b.user_key for b in await book.bans()] == ["slack:U7"]
@@ -95,14 +94,14 @@ async def test_moderators_ban_unban_and_clear_strikes(db: ModerationDatabase, cl
 
 async def test_strikes_and_bans_survive_a_restart(tmp_path: Path, clock: ManualClock) -> None:
     url = f"sqlite:///{tmp_path}/imagine.db"
-    first = ModerationDatabase(url, clock)
-    book = StrikeBook(first, SETTINGS)
+    first = await Database.open(url)
+    book = StrikeBook(first, SETTINGS, clock=clock)
     await book.add_strike("discord:111", "sexual", "x")
     await book.add_strike("discord:111", "sexual", "x")
     await book.ban("discord:222", "cli:root")
     await first.close()
-    second = ModerationDatabase(url, clock)
-    book = StrikeBook(second, SETTINGS)
+    second = await Database.open(url)
+    book = StrikeBook(second, SETTINGS, clock=clock)
     assert await book.strike_count("discord:111") == 2
     assert (await book.active_ban("discord:222")) is not None
     assert (await book.add_strike("discord:111", "sexual", "x")).ban is not None
@@ -112,7 +111,7 @@ async def test_strikes_and_bans_survive_a_restart(tmp_path: Path, clock: ManualC
 # -- the review queue -------------------------------------------------------------------------------------
 
 
-async def test_review_item_keeps_the_whole_request(db: ModerationDatabase) -> None:
+async def test_review_item_keeps_the_whole_request(db: Database) -> None:
     queue = ReviewQueue(db, expiry_s=900)
     item = await queue.submit(request(), HELD)
     again = await queue.get(item.id)
@@ -120,7 +119,7 @@ async def test_review_item_keeps_the_whole_request(db: ModerationDatabase) -> No
     assert [i.id for i in await queue.list()] == [item.id]
 
 
-async def test_approve_then_claimed_exactly_once(db: ModerationDatabase) -> None:
+async def test_approve_then_claimed_exactly_once(db: Database) -> None:
     queue = ReviewQueue(db, expiry_s=900)
     item = await queue.submit(request(), HELD)
     approved = await queue.approve(item.id, "discord:999", "art")
@@ -132,8 +131,8 @@ async def test_approve_then_claimed_exactly_once(db: ModerationDatabase) -> None
     assert await queue.claim_decided() == []
 
 
-async def test_state_machine_rejects_misuse(db: ModerationDatabase, clock: ManualClock) -> None:
-    queue = ReviewQueue(db, expiry_s=900)
+async def test_state_machine_rejects_misuse(db: Database, clock: ManualClock) -> None:
+    queue = ReviewQueue(db, expiry_s=900, clock=clock)
     first = await queue.submit(request("one"), HELD)
     second = await queue.submit(request("two"), HELD)
     await queue.approve(first.id, "discord:999")
@@ -152,7 +151,7 @@ async def test_state_machine_rejects_misuse(db: ModerationDatabase, clock: Manua
     assert (await queue.get(first.id)).decided_by == "discord:999"  # the refused attempt changed nothing
 
 
-async def test_a_process_claims_only_the_platforms_it_serves(db: ModerationDatabase) -> None:
+async def test_a_process_claims_only_the_platforms_it_serves(db: Database) -> None:
     queue = ReviewQueue(db, expiry_s=900)
     on_discord = await queue.submit(request(), HELD)
     on_slack = await queue.submit(request(requester=Requester(platform="slack", user_id="U1")), HELD)
@@ -163,9 +162,9 @@ async def test_a_process_claims_only_the_platforms_it_serves(db: ModerationDatab
     assert [i.id for i in await queue.claim_decided()] == [on_discord.id]
 
 
-async def test_expired_items_are_handed_out_so_the_requester_hears(db: ModerationDatabase,
+async def test_expired_items_are_handed_out_so_the_requester_hears(db: Database,
                                                                     clock: ManualClock) -> None:
-    queue = ReviewQueue(db, expiry_s=900)
+    queue = ReviewQueue(db, expiry_s=900, clock=clock)
     item = await queue.submit(request(), HELD)
     clock.advance(899)
     assert await queue.claim_decided() == []
@@ -176,8 +175,8 @@ async def test_expired_items_are_handed_out_so_the_requester_hears(db: Moderatio
 
 async def test_concurrent_claims_from_two_processes_never_share_an_item(tmp_path: Path, clock: ManualClock) -> None:
     url = f"sqlite:///{tmp_path}/imagine.db"
-    serving, other = ModerationDatabase(url, clock), ModerationDatabase(url, clock)
-    queues = [ReviewQueue(serving, expiry_s=900), ReviewQueue(other, expiry_s=900)]
+    serving, other = await Database.open(url), await Database.open(url)
+    queues = [ReviewQueue(serving, expiry_s=900, clock=clock), ReviewQueue(other, expiry_s=900, clock=clock)]
     ids = [(await queues[0].submit(request(f"p{i}"), HELD)).id for i in range(30)]
     claims: list[list[str]] = [[], []]
 
@@ -197,8 +196,9 @@ async def test_concurrent_claims_from_two_processes_never_share_an_item(tmp_path
 # -- the audit log -------------------------------------------------------------------------------------
 
 
-async def test_every_moderator_action_is_audited(db: ModerationDatabase, clock: ManualClock) -> None:
-    queue, book, audit = ReviewQueue(db, expiry_s=900), StrikeBook(db, SETTINGS), AuditLog(db)
+async def test_every_moderator_action_is_audited(db: Database, clock: ManualClock) -> None:
+    queue, book = ReviewQueue(db, expiry_s=900, clock=clock), StrikeBook(db, SETTINGS, clock=clock)
+    audit = AuditLog(db, clock=clock)
     item = await queue.submit(request(), HELD)
     await audit.record_refused("discord:222", "approve", item.target, "not a moderator")
     clock.advance(1)

@@ -3,6 +3,7 @@ files; and the whole path from the engine's real tiny pipeline through the job s
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -20,7 +21,7 @@ from engine.local import LocalJobQueue
 from engine.postprocess import ImageContext
 from engine.provenance import ProvenancePostProcessor, verify_file, verify_image, watermark_payload
 from engine.requests import GeneratedImage, GenerationRequest, JobState
-from engine.store import JobRecord, open_store
+from engine.store import JobRecord, JobStore
 from tests.support import make_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,12 +117,16 @@ def test_cli_json_reports_unreadable_images(files: dict[str, Path], capsys: pyte
 def test_cli_names_the_job_from_the_store(files: dict[str, Path], tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path}/jobs.db"
-    store = open_store(url)
-    store.add(JobRecord(id="job-7", request=GenerationRequest(prompt="a fox"), seeds=(1, 2, 3, 4), width=768,
-                        height=768, steps=4, state=JobState.RUNNING, created_at=time.time()))
-    store.set_done("job-7", [GeneratedImage(index=3, seed=4, path="x.jpg", width=768, height=768,
-                                            watermark_id=watermark_payload("job-7", 3).hex())])
-    store.close()
+
+    async def journal() -> None:
+        store = await JobStore.open(url)
+        await store.add(JobRecord(id="job-7", request=GenerationRequest(prompt="a fox"), seeds=(1, 2, 3, 4),
+                                  width=768, height=768, steps=4, state=JobState.RUNNING, created_at=time.time()))
+        await store.set_done("job-7", [GeneratedImage(index=3, seed=4, path="x.jpg", width=768, height=768,
+                                                      watermark_id=watermark_payload("job-7", 3).hex())])
+        await store.close()
+
+    asyncio.run(journal())
     monkeypatch.setenv("IMAGINE_STORE__URL", url)
     assert main(["verify", "--json", str(files["reshared.jpg"])]) == 0
     image = json.loads(capsys.readouterr().out)["images"][0]
@@ -154,13 +159,14 @@ async def test_engine_output_verifies_to_its_job(tmp_path: Path, tiny_model_dir:
         assert delivered.size == (1280, 1280)
         reshared = jpeg(resize(crop(delivered, "left"), 0.5), 60)
     reshared.save(tmp_path / "reshared.jpg")
-    store = open_store(settings.store.url)
-    try:
-        report = verify_file(tmp_path / "reshared.jpg", store.find_image_by_watermark)
-    finally:
-        store.close()
+    report = await asyncio.to_thread(verify_file, tmp_path / "reshared.jpg")
     assert report.watermark_found, "the tiny model's image lost its mark after crop + resize + JPEG 60"
-    assert (report.job_id, report.image_index) == (result.job_id, 0)
+    store = await JobStore.open(settings.store.url)
+    try:
+        found = await store.find_image_by_watermark(report.watermark_id or "")
+    finally:
+        await store.close()
+    assert found == (result.job_id, 0)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "CMYK", "I;16"])

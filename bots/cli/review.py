@@ -34,11 +34,12 @@ from bots.errors import UsageError
 from config.settings import Settings
 from engine.serialize import request_to_dict
 from moderation.audit import AuditLog
-from moderation.db import ModerationDatabase
 from moderation.errors import ReviewError, ReviewItemNotFound
 from moderation.messages import duration
 from moderation.review import ReviewItem, ReviewQueue, ReviewState
 from moderation.strikes import StrikeBook
+from storage.database import Database
+from storage.errors import StorageError, UnsupportedStore
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -89,9 +90,14 @@ def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> in
     return asyncio.run(_with_db(settings, lambda db: _COMMANDS[args.review_command](args, settings, db)))
 
 
-async def _with_db(settings: Settings, work: Callable[[ModerationDatabase], Awaitable[int]]) -> int:
-    db = ModerationDatabase(settings.store.url)
-    await db.open()
+async def _with_db(settings: Settings, work: Callable[[Database], Awaitable[int]]) -> int:
+    try:
+        db = await Database.open(settings.store.url)
+    except UnsupportedStore as exc:
+        raise UsageError(str(exc)) from None
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         return await work(db)
     except ReviewItemNotFound as exc:
@@ -110,11 +116,11 @@ def _actor() -> str:
         return "cli:local"
 
 
-def _queue(settings: Settings, db: ModerationDatabase) -> ReviewQueue:
+def _queue(settings: Settings, db: Database) -> ReviewQueue:
     return ReviewQueue(db, expiry_s=settings.moderation.review_expiry_s)
 
 
-async def _list(args: argparse.Namespace, settings: Settings, db: ModerationDatabase) -> int:
+async def _list(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     state = None if args.state == "all" else ReviewState(args.state)
     items = await _queue(settings, db).list(state, args.limit)
     for item in items:
@@ -124,7 +130,7 @@ async def _list(args: argparse.Namespace, settings: Settings, db: ModerationData
     return 0
 
 
-async def _show(args: argparse.Namespace, settings: Settings, db: ModerationDatabase) -> int:
+async def _show(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     item = await _queue(settings, db).get(args.id)
     if args.json:
         print(json.dumps(_item_dict(item), ensure_ascii=False))
@@ -137,19 +143,19 @@ async def _show(args: argparse.Namespace, settings: Settings, db: ModerationData
     return 0
 
 
-async def _approve(args: argparse.Namespace, settings: Settings, db: ModerationDatabase) -> int:
+async def _approve(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     item = await _queue(settings, db).approve(args.id, _actor(), args.reason)
     print(f"approved {item.id}: the serving process will generate it for {item.requester.key}")
     return 0
 
 
-async def _reject(args: argparse.Namespace, settings: Settings, db: ModerationDatabase) -> int:
+async def _reject(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     item = await _queue(settings, db).reject(args.id, _actor(), args.reason)
     print(f"rejected {item.id}: {item.requester.key} will be told")
     return 0
 
 
-async def _bans(args: argparse.Namespace, settings: Settings, db: ModerationDatabase) -> int:
+async def _bans(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     bans = await StrikeBook(db, settings.moderation).bans()
     now = time.time()
     for ban in bans:
@@ -164,7 +170,7 @@ async def _bans(args: argparse.Namespace, settings: Settings, db: ModerationData
     return 0
 
 
-async def _ban(args: argparse.Namespace, settings: Settings, db: ModerationDatabase) -> int:
+async def _ban(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     ban = await StrikeBook(db, settings.moderation).ban(args.user, _actor(), reason=args.reason,
                                                         duration_s=args.duration)
     length = "until lifted" if ban.expires_at is None else f"for {duration(args.duration)}"
@@ -172,19 +178,19 @@ async def _ban(args: argparse.Namespace, settings: Settings, db: ModerationDatab
     return 0
 
 
-async def _unban(args: argparse.Namespace, settings: Settings, db: ModerationDatabase) -> int:
+async def _unban(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     lifted = await StrikeBook(db, settings.moderation).unban(args.user, _actor(), args.reason)
     print(f"lifted {lifted} ban(s) of {args.user}" if lifted else f"{args.user} was not banned")
     return 0
 
 
-async def _clear_strikes(args: argparse.Namespace, settings: Settings, db: ModerationDatabase) -> int:
+async def _clear_strikes(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     cleared = await StrikeBook(db, settings.moderation).clear_strikes(args.user, _actor())
     print(f"cleared {cleared} strike(s) of {args.user}")
     return 0
 
 
-async def _audit(args: argparse.Namespace, settings: Settings, db: ModerationDatabase) -> int:
+async def _audit(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     for entry in await AuditLog(db).entries(args.limit, target=args.target):
         if args.json:
             print(json.dumps(asdict(entry), ensure_ascii=False))
@@ -195,7 +201,7 @@ async def _audit(args: argparse.Namespace, settings: Settings, db: ModerationDat
     return 0
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, ModerationDatabase], Awaitable[int]]] = {
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Database], Awaitable[int]]] = {
     "list": _list, "show": _show, "approve": _approve, "reject": _reject, "bans": _bans, "ban": _ban,
     "unban": _unban, "clear-strikes": _clear_strikes, "audit": _audit,
 }

@@ -5,18 +5,21 @@ others are still reported)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
+import asyncio
+import dataclasses
 import json
 import logging
-import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from bots.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from config.settings import Settings
-from engine.provenance.verify import Lookup, VerifyReport, verify_file
-from engine.store import UnsupportedStore, open_store, sqlite_path
+from engine.provenance.verify import VerifyReport, verify_file
+from engine.store import JobStore
+from storage.database import Database
+from storage.errors import StorageError, UnsupportedStore
+from storage.urls import MEMORY, is_sqlite, sqlite_path
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +36,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> int:
-    with _job_lookup(settings_loader().store.url) as lookup:
-        reports = [verify_file(path, lookup) for path in args.images]
+    store_url = settings_loader().store.url
+    reports = [verify_file(path) for path in args.images]
+    if any(report.watermark_found for report in reports) and _store_exists(store_url):
+        reports = asyncio.run(_with_jobs(store_url, reports))
     if args.json:
         print(json.dumps({"all_marked": all(r.watermark_found for r in reports),
                           "images": [r.to_dict() for r in reports]}))
@@ -58,25 +63,39 @@ def _describe(report: VerifyReport) -> str:
     return f"{mark}; AI metadata: {'yes' if report.metadata_found else 'no'}"
 
 
-@contextlib.contextmanager
-def _job_lookup(store_url: str) -> Iterator[Lookup | None]:
-    """The job store's watermark lookup, if a store exists: verifying never creates one."""
+async def _with_jobs(store_url: str, reports: list[VerifyReport]) -> list[VerifyReport]:
+    """The reports with the job each found watermark maps to, if the job store knows it."""
+    store = await _job_store(store_url)
+    if store is None:
+        return reports
     try:
-        path = sqlite_path(store_url)
+        return [await _with_job(store, report) for report in reports]
+    except StorageError as exc:
+        logger.warning("jobs cannot be looked up: %s", exc)
+        return reports
+    finally:
+        await store.close()
+
+
+async def _with_job(store: JobStore, report: VerifyReport) -> VerifyReport:
+    job = await store.find_image_by_watermark(report.watermark_id) if report.watermark_id else None
+    return dataclasses.replace(report, job_id=job[0], image_index=job[1]) if job else report
+
+
+def _store_exists(store_url: str) -> bool:
+    """Verifying never creates a job store: a SQLite file that is not there has no jobs to find."""
+    try:
+        path = sqlite_path(store_url) if is_sqlite(store_url) else None
     except UnsupportedStore as exc:
         logger.warning("jobs cannot be looked up: %s", exc)
-        yield None
-        return
-    if path == ":memory:" or not Path(path).expanduser().is_file():
-        yield None
-        return
+        return False
+    return path is None or (path != MEMORY and Path(path).expanduser().is_file())
+
+
+async def _job_store(store_url: str) -> JobStore | None:
+    """The job store, used as it is: verifying never migrates one."""
     try:
-        store = open_store(store_url)
-    except sqlite3.Error as exc:
-        logger.warning("jobs cannot be looked up: the job store at %s cannot be opened: %s", path, exc)
-        yield None
-        return
-    try:
-        yield store.find_image_by_watermark
-    finally:
-        store.close()
+        return JobStore(await Database.open(store_url, migrate_schema=False), owns_database=True)
+    except StorageError as exc:  # UnsupportedStore included
+        logger.warning("jobs cannot be looked up: the job store cannot be opened: %s", exc)
+    return None

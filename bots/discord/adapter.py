@@ -37,6 +37,7 @@ from bots.errors import AdapterStartError, BadButton
 from bots.intake import Intake, IntakeEntry
 from config.settings import DiscordSettings, Settings
 from engine.requests import MAX_SEED, Requester
+from storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,12 @@ class DiscordAdapter(AdapterLifecycle):
         *,
         clock: Callable[[], float] = time.time,
         guild_ready_timeout: float = 2.0,
+        database: Database | None = None,
     ) -> None:
+        """`database`: the service's shared one; without it the adapter connects one of its own in start()."""
         self._config = settings.discord
-        self._store_url = settings.store.url
+        self._own_database = None if database is not None else Database(settings.store.url)
+        self._database = database or self._own_database
         self._conversation = conversation
         self._clock = clock
         self._guild_ready_timeout = guild_ready_timeout
@@ -163,8 +167,10 @@ class DiscordAdapter(AdapterLifecycle):
         replier_for, which needs the logged-in client. The sync comes last: nothing waits for it."""
         if not self._config.token:
             raise DiscordStartError("discord.token is empty: set IMAGINE_DISCORD__TOKEN to the bot's token")
-        self._intake = Intake(self._store_url, PLATFORM, self._handle_stored)
+        self._intake = Intake(self._database, PLATFORM, self._handle_stored)
         try:
+            if self._own_database is not None:
+                await self._own_database.connect()
             await self._intake.open()
             self._endpoints = _Endpoints.point_at(self._config)
             self._client = _Client(self, self._guild_ready_timeout)
@@ -210,6 +216,8 @@ class DiscordAdapter(AdapterLifecycle):
         if self._intake is not None:  # first: prompts still being handled stay stored for the next start
             intake, self._intake = self._intake, None
             await intake.close()
+        if self._own_database is not None:
+            await self._own_database.close()
         self._acknowledging.clear()
         if self._handling:
             _, late = await asyncio.wait(set(self._handling), timeout=HANDLER_DRAIN_S)

@@ -41,6 +41,7 @@ from bots.slack.handling import BUTTON, COMMAND, DIRECT_MESSAGE, MENTION, PLATFO
 from bots.slack.moderators import ModeratorCheck
 from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
 from config.settings import ConfigError, Settings, SlackSettings
+from storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def _raise_if_rejected(error: SlackApiError, key: str, variable: str) -> None:
 class SlackAdapter(AdapterLifecycle):
     """With `slack.port = 0` the bound port is in `adapter.port` after start()."""
 
-    def __init__(self, settings: Settings, conversation: Conversation) -> None:
+    def __init__(self, settings: Settings, conversation: Conversation, *, database: Database | None = None) -> None:
+        """`database`: the service's shared one; without it the adapter connects one of its own in start()."""
         self.config = settings.slack
         check_slack_settings(self.config)
         self.client = AsyncWebClient(
@@ -108,7 +110,8 @@ class SlackAdapter(AdapterLifecycle):
             self.client, self.config.moderator_user_ids, self.config.moderator_usergroup_id
         )
         handler = SlackRequestHandler(self.client, conversation, self.moderators, moderator_check)
-        self.intake = Intake(settings.store.url, PLATFORM, handler)
+        self._own_database = None if database is not None else Database(settings.store.url)
+        self.intake = Intake(database or self._own_database, PLATFORM, handler)
         self.app = self._build_app()
         # Only HTTP requests are signed (Socket Mode needs no signing secret, and SignatureVerifier refuses "").
         self._verifier = SignatureVerifier(self.config.signing_secret) if self.config.mode == "http" else None
@@ -125,6 +128,8 @@ class SlackAdapter(AdapterLifecycle):
         self._session = aiohttp.ClientSession()
         self.client.session = self._session
         await self._check_bot_token()
+        if self._own_database is not None:
+            await self._own_database.connect()
         # Stored before Slack can send anything, acked only once stored (_store_then_ack). The platform is
         # registered first, so the handler can reply at once: hand over what waits.
         self._conversation.add_platform(PLATFORM, self.replier_for, self.moderators)
@@ -155,6 +160,8 @@ class SlackAdapter(AdapterLifecycle):
             await self._runner.cleanup()
             self._runner = None
         await self.intake.close()
+        if self._own_database is not None:
+            await self._own_database.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -19,8 +19,9 @@ from bots.discord.adapter import DiscordAdapter, DiscordStartError
 from config.settings import Settings
 from engine.local import LocalJobQueue, QueueState
 from engine.requests import GenerationRequest, JobState
-from engine.store import open_store, sqlite_path
+from engine.store import JobStore
 from moderation.admission import Admission, AdmissionDecision
+from storage.urls import sqlite_path
 from tests.conftest import NetworkGuardError
 from tests.discord_harness import FakeClock, discord_settings, start_rig
 from tests.standins.discord_server import DiscordStandIn, InteractionRecord
@@ -162,6 +163,7 @@ async def test_a_restart_mid_job_delivers_every_acknowledged_command_exactly_onc
     stopping = asyncio.create_task(first.engine.shutdown(drain=False))
     gate.release()
     await stopping
+    await first.stop()  # what is left: admission and the database
     assert standin.messages_with_files() == []
 
     second = await start_rig(settings, standin)
@@ -238,6 +240,7 @@ async def test_a_replayed_command_that_already_became_a_job_is_not_submitted_aga
     assert first.engine.state is QueueState.STOPPING
     gate.release()
     await stopping
+    await first.stop()  # what is left: admission and the database
     # As if the crash came after the job was journaled but before the intake noted the command as handled.
     await asyncio.to_thread(_forget_handled, settings)
 
@@ -262,14 +265,11 @@ def finished_status(standin: DiscordStandIn, command: InteractionRecord) -> bool
 
 
 async def journaled_states(settings: Settings) -> list[JobState]:
-    def read() -> list[JobState]:
-        store = open_store(settings.store.url)
-        try:
-            return [record.state for record in store.in_states(list(JobState))]
-        finally:
-            store.close()
-
-    return await asyncio.to_thread(read)
+    store = await JobStore.open(settings.store.url)
+    try:
+        return [record.state for record in await store.in_states(list(JobState))]
+    finally:
+        await store.close()
 
 
 def _forget_handled(settings: Settings) -> None:

@@ -15,7 +15,7 @@ from bots import messages
 from bots.discord.adapter import DiscordAdapter
 from bots.intake import Intake
 from config.settings import Settings
-from engine.store import sqlite_path
+from storage.urls import sqlite_path
 from tests.discord_harness import DiscordRig, discord_settings, start_rig
 from tests.standins.discord_server import DiscordStandIn, InteractionRecord, RecordedRequest
 

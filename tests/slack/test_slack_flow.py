@@ -9,7 +9,7 @@ import pytest
 
 from bots import messages
 from engine.requests import JobState
-from engine.store import open_store
+from engine.store import JobStore
 from tests.slack_harness import SlackRig, jpeg_sizes, slack_settings, start_rig
 from tests.standins.slack_server import SlackStandIn
 
@@ -122,11 +122,11 @@ async def test_slash_command_in_a_channel_the_bot_is_not_in_is_answered_through_
     assert answer["response_type"] == "ephemeral" and "not a member" in answer["text"]
     await rig.settled()
     assert await rig.engine.active() == []
-    store = open_store(rig.settings.store.url)
+    store = await JobStore.open(rig.settings.store.url)
     try:
-        assert [record.state for record in store.in_states(list(JobState))] == [JobState.CANCELLED]
+        assert [record.state for record in await store.in_states(list(JobState))] == [JobState.CANCELLED]
     finally:
-        store.close()
+        await store.close()
     assert not [m for m in standin.messages.values() if m.channel == "CPRIVATE"]
 
     await rig.sender.post(rig.sender.slash_command("a lighthouse at dawn", channel_id="CGENERAL"))

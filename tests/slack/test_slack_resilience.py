@@ -14,7 +14,9 @@ from bots.intake import Intake
 from config.settings import Settings
 from engine.local import QueueState
 from engine.requests import JobState
-from engine.store import open_store, sqlite_path
+from engine.store import JobStore
+from storage.database import Database
+from storage.urls import sqlite_path
 from tests.slack_harness import SlackRig, slack_settings, start_rig
 from tests.standins.slack_requests import slash_command_payload
 from tests.standins.slack_server import SlackStandIn
@@ -109,6 +111,8 @@ async def stop_mid_job(rig: SlackRig, gate: UnetGate) -> None:
     assert rig.engine.state is QueueState.STOPPING
     gate.release()
     await stopping
+    assert rig.service is not None
+    await rig.service.close()  # what is left: admission and the database
 
 
 async def settled(rig: SlackRig) -> None:
@@ -116,14 +120,11 @@ async def settled(rig: SlackRig) -> None:
 
 
 async def journaled_states(settings: Settings) -> dict[str, JobState]:
-    def read() -> dict[str, JobState]:
-        store = open_store(settings.store.url)
-        try:
-            return {r.request.requester.channel_id: r.state for r in store.in_states(list(JobState))}
-        finally:
-            store.close()
-
-    return await asyncio.to_thread(read)
+    store = await JobStore.open(settings.store.url)
+    try:
+        return {r.request.requester.channel_id: r.state for r in await store.in_states(list(JobState))}
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize("slow_start", [False, True], ids=["quick start", "slow start"])
@@ -133,12 +134,14 @@ async def test_a_request_acknowledged_just_before_a_crash_is_handled_after_the_r
         settings = slack_settings(tmp_path, tiny_model_dir, standin)
         # The process stored the command and acked it; it died before the command reached the engine.
         never = asyncio.Event()
-        dying = Intake(settings.store.url, "slack", lambda entry: never.wait())
+        database = await Database.open(settings.store.url)
+        dying = Intake(database, "slack", lambda entry: never.wait())
         await dying.open()
         await dying.resume()
         command = slash_command_payload("a fox that survived a crash", channel_id="CCRASH")
         assert await dying.receive(f"command:{command['trigger_id']}", "command", command)
         await dying.close()
+        await database.close()
 
         # Slow start: the replayed command is a job before conversation.start() looks for jobs to follow.
         rig = await start_rig(settings, standin, slow_start=slow_start)

@@ -13,7 +13,7 @@ import pytest
 from bots import messages
 from bots.slack.adapter import request_key
 from engine.requests import JobState
-from engine.store import open_store
+from engine.store import JobStore
 from tests.slack_harness import SIGNING_SECRET, SlackRig
 from tests.standins.slack_requests import SignedRequest, SlackSender
 
@@ -21,14 +21,11 @@ pytestmark = pytest.mark.timeout(300)
 
 
 async def journaled_jobs(rig: SlackRig) -> list[str]:
-    def read() -> list[str]:
-        store = open_store(rig.settings.store.url)
-        try:
-            return [record.id for record in store.in_states(list(JobState))]
-        finally:
-            store.close()
-
-    return await asyncio.to_thread(read)
+    store = await JobStore.open(rig.settings.store.url)
+    try:
+        return [record.id for record in await store.in_states(list(JobState))]
+    finally:
+        await store.close()
 
 
 def builders(sender: SlackSender) -> dict[str, Callable[..., SignedRequest]]:
