@@ -159,7 +159,7 @@ class Admission:
 
     async def _hold(self, request: GenerationRequest, verdict: Verdict) -> AdmissionDecision:
         item = await self.review.submit(request, verdict)
-        message = admission_message(Outcome.REVIEW, verdict.user_reason)
+        message = admission_message(Outcome.REVIEW, verdict.user_reason, language=verdict.language)
         return AdmissionDecision(Outcome.REVIEW, message, verdict.user_reason, review_item_id=item.id,
                                  verdict=verdict)
 
@@ -168,7 +168,8 @@ class Admission:
         outcome = await self.strikes.add_strike(requester.key, verdict.user_reason, evidence, ban_now=verdict.ban)
         ban = outcome.ban
         retry = ban.remaining_s(self.db.clock()) if ban is not None else None
-        message = admission_message(Outcome.BLOCKED, verdict.user_reason, retry, banned_now=ban is not None)
+        message = admission_message(Outcome.BLOCKED, verdict.user_reason, retry, banned_now=ban is not None,
+                                    language=verdict.language)
         return AdmissionDecision(Outcome.BLOCKED, message, verdict.user_reason, retry, verdict=verdict, ban=ban)
 
     def _banned(self, ban: Ban) -> AdmissionDecision:
