@@ -115,29 +115,42 @@ def _age_alternation(max_age: int) -> str:
     return "(?<![0-9])(?:" + "|".join(numbers + [w.replace("-", WORD_JOINER) for w in words]) + ")(?![0-9])"
 
 
-def _term_sources(term: str) -> list[str]:
-    """Regular expressions for one term, one per folded form, with its word boundaries."""
+def _term_forms(term: str) -> list[tuple[str, str, str]]:
+    """(kind, body, start) per folded form of a term: kind "word" (boundaries on both sides, optional plural),
+    "stem" (boundary before, any ending) or "free" (a script without spaces: no boundaries)."""
     stem = term.strip().endswith("*")
-    sources = []
+    forms = []
     for form in fold_term(term.strip().rstrip("*")):
         words = form.replace("-", " ").split(" ")
         body = WORD_JOINER.join(re.escape(word) for word in words if word)
         if not body:
             continue
-        before = "" if UNSPACED.match(form[0]) else rf"(?<!{LETTER})"
-        if stem:
-            after = STEM_TAIL
+        if UNSPACED.match(form[0]) or UNSPACED.match(form[-1]):
+            kind = "free"
         else:
-            after = "" if UNSPACED.match(form[-1]) else rf"(?:s|es)?(?!{LETTER})"
-        sources.append(before + body + after)
-    return sources
+            kind = "stem" if stem else "word"
+        forms.append((kind, body, form[0]))
+    return forms
 
 
 def _phrase_regex(phrases: Iterable[str]) -> re.Pattern[str] | None:
-    sources = sorted({source for p in phrases for source in _term_sources(p)}, key=len, reverse=True)
-    if not sources:
-        return None
-    return re.compile("(?:" + "|".join(sources) + ")")
+    """One alternation per kind of boundary: a lookbehind inside every alternative made each verdict's term
+    matching 30x slower (the engine tries every alternative at every position)."""
+    by_kind: dict[str, set[str]] = {"word": set(), "stem": set(), "free": set()}
+    for phrase in phrases:
+        for kind, body, _ in _term_forms(phrase):
+            by_kind[kind].add(body)
+    shapes = {
+        "word": rf"(?<!{LETTER})(?:{{}})(?:s|es)?(?!{LETTER})",
+        "stem": rf"(?<!{LETTER})(?:{{}}){STEM_TAIL}",
+        "free": "(?:{})",
+    }
+    parts = [
+        shapes[kind].format("|".join(sorted(bodies, key=len, reverse=True)))
+        for kind, bodies in by_kind.items()
+        if bodies
+    ]
+    return re.compile("|".join(parts)) if parts else None
 
 
 def _category_regex(category: CategoryPolicy, age: str) -> re.Pattern[str] | None:
