@@ -117,7 +117,7 @@ class Admission:
         requester = request.requester
         ban = await self.strikes.active_ban(requester.key)
         if ban is not None:
-            return self._log(requester, self._banned(ban))
+            return self._log(requester, self._banned(ban, self.moderator.language(request.prompt)))
         server_key = f"{requester.platform}:{requester.server_id}" if requester.server_id else None
         limit = await self.limiter.acquire(requester.key, server_key,
                                            exempt=self.is_exempt(requester, is_moderator))
@@ -172,10 +172,10 @@ class Admission:
                                     language=verdict.language)
         return AdmissionDecision(Outcome.BLOCKED, message, verdict.user_reason, retry, verdict=verdict, ban=ban)
 
-    def _banned(self, ban: Ban) -> AdmissionDecision:
+    def _banned(self, ban: Ban, language: str) -> AdmissionDecision:
         retry = ban.remaining_s(self.db.clock())
-        return AdmissionDecision(Outcome.BANNED, admission_message(Outcome.BANNED, "", retry), "banned", retry,
-                                 ban=ban)
+        message = admission_message(Outcome.BANNED, "", retry, language=language)
+        return AdmissionDecision(Outcome.BANNED, message, "banned", retry, ban=ban)
 
     @staticmethod
     def _log(requester: Requester, decision: AdmissionDecision) -> AdmissionDecision:

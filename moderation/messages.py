@@ -60,15 +60,23 @@ ENGLISH = {
     "banned_until_lifted": BANNED_UNTIL_LIFTED,
     "banned_for": BANNED_FOR,
     "reasons": USER_REASONS,
+    "approved": APPROVED,
+    "rejected": REJECTED,
+    "rejected_because": REJECTED_BECAUSE,
+    "expired": EXPIRED,
 }
 
 
 # -- the refusal in the requester's language (issue 13) ----------------------------------------------------
-# Keys: held, blocked, blocked_banned, ban_until_lifted, ban_for, banned_until_lifted, banned_for, and
-# "reasons" (the USER_REASONS categories). A language or key missing here falls back to English.
+# Keys: those of ENGLISH (held, blocked, blocked_banned, the ban lines, the review outcomes, and "reasons": the
+# USER_REASONS categories). A language or key missing here falls back to English.
 
 TRANSLATIONS: dict[str, dict[str, Any]] = {
     "es": {
+        "approved": "Un moderador aprobó tu prompt; tus imágenes están en camino. {prompt}",
+        "rejected": "Un moderador rechazó tu prompt. {prompt}",
+        "rejected_because": "Un moderador rechazó tu prompt: {reason} {prompt}",
+        "expired": "Nadie pudo revisar tu prompt a tiempo, así que no se generó. Prueba con otro. {prompt}",
         "held": "Tu prompt necesita que lo revise un moderador (puede tratarse de {reason}). "
         "Recibirás tus imágenes aquí cuando lo aprueben.",
         "blocked": "No puedo hacer eso: aquí no se permiten prompts con {reason}. "
@@ -94,6 +102,10 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "pt": {
+        "approved": "Um moderador aprovou seu prompt; suas imagens estão a caminho. {prompt}",
+        "rejected": "Um moderador recusou seu prompt. {prompt}",
+        "rejected_because": "Um moderador recusou seu prompt: {reason} {prompt}",
+        "expired": "Ninguém conseguiu revisar seu prompt a tempo, então ele não foi gerado. Tente outro. {prompt}",
         "held": "Seu prompt precisa ser revisto por um moderador (pode envolver {reason}). "
         "Você receberá suas imagens aqui quando for aprovado.",
         "blocked": "Não posso fazer isso: prompts com {reason} não são permitidos aqui. "
@@ -118,6 +130,11 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "fr": {
+        "approved": "Un modérateur a approuvé votre prompt ; vos images arrivent. {prompt}",
+        "rejected": "Un modérateur a refusé votre prompt. {prompt}",
+        "rejected_because": "Un modérateur a refusé votre prompt : {reason} {prompt}",
+        "expired": "Personne n'a pu examiner votre prompt à temps, il n'a donc "
+        "pas été généré. Essayez-en un autre. {prompt}",
         "held": "Votre prompt doit être vérifié par un modérateur (il pourrait s'agir de {reason}). "
         "Vous recevrez vos images ici une fois qu'il sera approuvé.",
         "blocked": "Je ne peux pas faire ça : les prompts contenant {reason} ne sont pas autorisés ici. "
@@ -143,6 +160,11 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "de": {
+        "approved": "Die Moderation hat deinen Prompt freigegeben; deine Bilder sind unterwegs. {prompt}",
+        "rejected": "Die Moderation hat deinen Prompt abgelehnt. {prompt}",
+        "rejected_because": "Die Moderation hat deinen Prompt abgelehnt: {reason} {prompt}",
+        "expired": "Niemand konnte deinen Prompt rechtzeitig prüfen, daher wurde er "
+        "nicht erstellt. Versuche einen anderen. {prompt}",
         "held": "Dein Prompt muss kurz von einer Moderatorin oder einem Moderator geprüft werden "
         "(es könnte um {reason} gehen). Du bekommst deine Bilder hier, sobald er freigegeben ist.",
         "blocked": "Das kann ich nicht erstellen: Prompts mit {reason} sind hier nicht erlaubt. "
@@ -167,6 +189,11 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "it": {
+        "approved": "Un moderatore ha approvato il tuo prompt; le tue immagini sono in arrivo. {prompt}",
+        "rejected": "Un moderatore ha rifiutato il tuo prompt. {prompt}",
+        "rejected_because": "Un moderatore ha rifiutato il tuo prompt: {reason} {prompt}",
+        "expired": "Nessuno ha potuto controllare il tuo prompt in tempo, quindi "
+        "non è stato generato. Provane un altro. {prompt}",
         "held": "Il tuo prompt deve essere controllato da un moderatore (potrebbe riguardare {reason}). "
         "Riceverai qui le tue immagini quando sarà approvato.",
         "blocked": "Non posso farlo: qui non sono ammessi prompt con {reason}. "
@@ -193,6 +220,10 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "ru": {
+        "approved": "Модератор одобрил ваш запрос; изображения уже в пути. {prompt}",
+        "rejected": "Модератор отклонил ваш запрос. {prompt}",
+        "rejected_because": "Модератор отклонил ваш запрос: {reason} {prompt}",
+        "expired": "Никто не успел проверить ваш запрос, поэтому он не выполнен. Попробуйте другой. {prompt}",
         "held": "Ваш запрос должен проверить модератор (он может касаться темы: {reason}). "
         "Изображения придут сюда, как только запрос одобрят.",
         "blocked": "Я не могу это сделать: запросы на тему «{reason}» здесь запрещены. "
@@ -217,6 +248,10 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "pl": {
+        "approved": "Moderator zatwierdził Twój prompt; obrazy są w drodze. {prompt}",
+        "rejected": "Moderator odrzucił Twój prompt. {prompt}",
+        "rejected_because": "Moderator odrzucił Twój prompt: {reason} {prompt}",
+        "expired": "Nikt nie zdążył sprawdzić Twojego promptu, więc nie został wygenerowany. Spróbuj innego. {prompt}",
         "held": "Twój prompt musi sprawdzić moderator (może dotyczyć tematu: {reason}). "
         "Obrazy dostaniesz tutaj, gdy zostanie zatwierdzony.",
         "blocked": "Nie mogę tego zrobić: prompty zawierające {reason} są tu niedozwolone. "
@@ -241,6 +276,10 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "tr": {
+        "approved": "Bir moderatör isteminizi onayladı; görselleriniz yolda. {prompt}",
+        "rejected": "Bir moderatör isteminizi reddetti. {prompt}",
+        "rejected_because": "Bir moderatör isteminizi reddetti: {reason} {prompt}",
+        "expired": "İsteminiz zamanında incelenemediği için oluşturulmadı. Lütfen başka bir istem deneyin. {prompt}",
         "held": "İsteminizin bir moderatör tarafından kontrol edilmesi gerekiyor (konu: {reason} olabilir). "
         "Onaylandığında görselleriniz buraya gelecek.",
         "blocked": "Bunu yapamam: {reason} içeren istemlere burada izin verilmiyor. "
@@ -265,6 +304,10 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "ja": {
+        "approved": "モデレーターがプロンプトを承認しました。画像をお送りします。{prompt}",
+        "rejected": "モデレーターがプロンプトを却下しました。{prompt}",
+        "rejected_because": "モデレーターがプロンプトを却下しました：{reason} {prompt}",
+        "expired": "時間内に確認できなかったため、生成されませんでした。別のプロンプトをお試しください。{prompt}",
         "held": "このプロンプトはモデレーターの確認が必要です（{reason}に関わる可能性があります）。"
         "承認されると、ここに画像が届きます。",
         "blocked": "これは作成できません。{reason}を含むプロンプトはここでは許可されていません。"
@@ -289,6 +332,10 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "zh": {
+        "approved": "管理员已批准你的提示词，图片正在生成。{prompt}",
+        "rejected": "管理员拒绝了你的提示词。{prompt}",
+        "rejected_because": "管理员拒绝了你的提示词：{reason} {prompt}",
+        "expired": "没有人及时审核你的提示词，因此未生成图片。请换一个试试。{prompt}",
         "held": "你的提示词需要管理员审核（可能涉及{reason}）。审核通过后，图片会发送到这里。",
         "blocked": "我无法生成：这里不允许包含{reason}的提示词。多次尝试会导致暂时封禁。",
         "blocked_banned": "我无法生成：这里不允许包含{reason}的提示词。{ban}",
@@ -311,6 +358,10 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "ko": {
+        "approved": "관리자가 프롬프트를 승인했습니다. 이미지를 곧 보내 드립니다. {prompt}",
+        "rejected": "관리자가 프롬프트를 거절했습니다. {prompt}",
+        "rejected_because": "관리자가 프롬프트를 거절했습니다: {reason} {prompt}",
+        "expired": "제시간에 프롬프트를 검토하지 못해 생성되지 않았습니다. 다른 프롬프트를 시도해 보세요. {prompt}",
         "held": "프롬프트를 관리자가 확인해야 합니다({reason}와(과) 관련될 수 있음). "
         "승인되면 여기로 이미지를 보내 드립니다.",
         "blocked": "만들 수 없습니다: 이곳에서는 {reason}이(가) 포함된 프롬프트가 허용되지 않습니다. "
@@ -335,6 +386,10 @@ TRANSLATIONS: dict[str, dict[str, Any]] = {
         },
     },
     "ar": {
+        "approved": "وافق أحد المشرفين على طلبك؛ صورك في الطريق. {prompt}",
+        "rejected": "رفض أحد المشرفين طلبك. {prompt}",
+        "rejected_because": "رفض أحد المشرفين طلبك: {reason} {prompt}",
+        "expired": "لم يتمكن أحد من مراجعة طلبك في الوقت المناسب، لذلك لم يتم إنشاؤه. جرّب طلبًا آخر. {prompt}",
         "held": "يحتاج طلبك إلى مراجعة من أحد المشرفين (قد يتعلق بـ{reason}). ستصلك صورك هنا بعد الموافقة عليه.",
         "blocked": "لا يمكنني إنشاء ذلك: الطلبات التي تتضمن {reason} غير مسموح بها هنا. "
         "تكرار المحاولة يؤدي إلى حظر مؤقت.",
@@ -441,13 +496,14 @@ def review_outcome_message(item: ReviewItem) -> str:
     from moderation.review import ReviewState
 
     prompt = _quote(item.request.prompt)
+    text = functools.partial(refusal_text, language=item.verdict.language)  # the language of the held prompt
     if item.state is ReviewState.APPROVED:
-        return APPROVED.format(prompt=prompt)
+        return text("approved").format(prompt=prompt)
     if item.state is ReviewState.EXPIRED:
-        return EXPIRED.format(prompt=prompt)
-    if item.decision_reason:
-        return REJECTED_BECAUSE.format(reason=item.decision_reason.rstrip(".") + ".", prompt=prompt)
-    return REJECTED.format(prompt=prompt)
+        return text("expired").format(prompt=prompt)
+    if item.decision_reason:  # the moderator's own words, as written
+        return text("rejected_because").format(reason=item.decision_reason.rstrip(".") + ".", prompt=prompt)
+    return text("rejected").format(prompt=prompt)
 
 
 def _quote(prompt: str, limit: int = 80) -> str:

@@ -102,7 +102,7 @@ class PromptModerator:
         return self.moderate_many([prompt])[0]
 
     def moderate_many(self, prompts: Sequence[str]) -> list[Verdict]:
-        """Judge many prompts; the embedding model sees them in one batch (fast for `imagine moderate -`)."""
+        """Judge many prompts; each embedding model sees its prompts in one batch (fast for `imagine moderate -`)."""
         texts = [self._normalize(prompt) for prompt in prompts]
         languages = [self._identify(text) for text in texts]
         all_scores = self._scores(texts, languages)
@@ -111,11 +111,15 @@ class PromptModerator:
             for text, scores, language in zip(texts, all_scores, languages, strict=True)
         ]
 
+    def language(self, prompt: str) -> str:
+        """The prompt's language code ("en", "es"...), without judging it (for messages before moderation)."""
+        return self._identify(self._normalize(prompt))
+
     def _scores(self, texts: list[NormalizedText], languages: list[str]) -> list[dict[str, float]]:
         """Meaning scores: the English model for English prompts, the multilingual one for the others."""
         all_scores: list[dict[str, float]] = [{} for _ in texts]
         english = [i for i, language in enumerate(languages) if language == ENGLISH or self.multilingual is None]
-        foreign = [i for i in range(len(texts)) if i not in set(english)]
+        foreign = sorted(set(range(len(texts))) - set(english))
         if self.semantic is not None and english:
             found = self.semantic.scores_many([self._terms.mask(texts[i].readable) for i in english])
             for index, scores in zip(english, found, strict=True):

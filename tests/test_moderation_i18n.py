@@ -4,11 +4,13 @@ rates per language (printed; run with -s to see the table)."""
 
 from __future__ import annotations
 
+import string
+
 import pytest
 
 from moderation.admission import Outcome
 from moderation.languages import LanguageIdentifier
-from moderation.messages import TRANSLATIONS, admission_message, reason_text
+from moderation.messages import ENGLISH, TRANSLATIONS, admission_message, reason_text, review_outcome_message
 from moderation.normalize import Normalizer
 from moderation.prompts import PromptModerator
 from moderation.verdict import Action, Verdict
@@ -207,10 +209,16 @@ def test_meaning_in_other_languages_is_judged_by_the_multilingual_model(
 
 
 def test_every_language_has_every_refusal() -> None:
-    english_keys = set(TRANSLATIONS["es"])
     for language in LANGUAGES:
-        assert set(TRANSLATIONS[language]) == english_keys, language
-        assert set(TRANSLATIONS[language]["reasons"]) == set(TRANSLATIONS["es"]["reasons"]), language
+        assert set(TRANSLATIONS[language]) == set(ENGLISH), language
+        assert set(TRANSLATIONS[language]["reasons"]) == set(ENGLISH["reasons"]), language
+        for key, template in TRANSLATIONS[language].items():  # the same placeholders as the English line
+            if key != "reasons":
+                assert _placeholders(template) == _placeholders(ENGLISH[key]), (language, key)
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -225,7 +233,9 @@ def test_a_language_without_translations_gets_english() -> None:
     assert admission_message(Outcome.REVIEW, "nudity", language="sw") == admission_message(Outcome.REVIEW, "nudity")
 
 
-async def test_admission_refuses_in_the_prompts_language(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+async def test_admission_refuses_in_the_prompts_language(tmp_path) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
     from engine.requests import GenerationRequest, Requester
     from moderation.admission import Admission
     from tests.moderation_support import make_settings
@@ -238,6 +248,14 @@ async def test_admission_refuses_in_the_prompts_language(tmp_path, monkeypatch) 
         decision = await admission.check(request)
         assert decision.outcome is Outcome.BLOCKED
         assert decision.message.startswith("No puedo hacer eso") and "menores" in decision.message
+        again = await admission.check(replace(request, prompt="un faro al amanecer"))  # banned now
+        assert again.outcome is Outcome.BANNED and again.message.startswith("Tu acceso")
+        held = await admission.check(
+            replace(request, requester=Requester(platform="discord", user_id="43"), prompt="голая женщина на пляже")
+        )
+        assert held.outcome is Outcome.REVIEW and held.message.startswith("Ваш запрос")
+        item = await admission.review.approve(held.review_item_id, "discord:mod")
+        assert review_outcome_message(item).startswith("Модератор одобрил")
     finally:
         await admission.close()
 
