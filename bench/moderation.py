@@ -270,42 +270,52 @@ def main() -> None:
         ("limiter decisions, direct", f"{limits['direct_per_s']:,.0f} /s"),
         ("limiter decisions, through await", f"{limits['async_per_s']:,.0f} /s"),
     ]
-    print(f"moderation benchmark: {prompts['prompts']} prompt verdicts, {images['images']} images, "
-          f"{limits['decisions']:,} limiter decisions; {os.cpu_count()} CPUs, torch threads {threads}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
-          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(
+        f"moderation benchmark: {prompts['prompts']} prompt verdicts, {images['images']} images, "
+        f"{limits['decisions']:,} limiter decisions; {os.cpu_count()} CPUs, torch threads {threads}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>12}")
     print("  per language: verdicts, p50 / p99 ms now, and now / today (p50, p99)")
     for language, row in prompts["by_language"].items():
-        print(f"    {language}  {row['verdicts']:>4}  {row['p50_ms']:6.2f} / {row['p99_ms']:6.2f} ms"
-              f"   ×{row['p50_ratio']:.2f}  ×{row['p99_ratio']:.2f}")
-    print(json.dumps({
-        "prompt_p50_ms": round(prompts["p50_ms"], 3),
-        "prompt_p99_ms": round(prompts["p99_ms"], 3),
-        "prompt_cpu_ms": round(prompts["cpu_ms"], 3),
-        "prompt_today_p50_ms": round(prompts["today_p50_ms"], 3),
-        "prompt_today_p99_ms": round(prompts["today_p99_ms"], 3),
-        "multilingual_load_s": round(prompts["multilingual_load_s"], 2),
-        "multilingual_added_mb": round(prompts["multilingual_mb"], 1),
-        "by_language": {k: {n: round(v, 3) for n, v in row.items()} for k, row in prompts["by_language"].items()},
-        "prompt_torch_p50_ms": round(prompts["torch_p50_ms"], 3),
-        "prompt_torch_p99_ms": round(prompts["torch_p99_ms"], 3),
-        "prompt_words_only_p50_ms": round(prompts["words_only_p50_ms"], 4),
-        "prompt_words_only_p99_ms": round(prompts["words_only_p99_ms"], 4),
-        "prompt_batched_per_s": round(prompts["batched_prompts_per_s"], 1),
-        "image_screen_ms": round(images["screen_ms"], 2),
-        "image_jpeg_ms": round(images["jpeg_ms"], 2),
-        "withheld_blur_ms": round(images["withheld_blur_ms"], 2),
-        "limiter_decisions_per_s": round(limits["direct_per_s"]),
-        "limiter_async_decisions_per_s": round(limits["async_per_s"]),
-        "p99_goal_met": prompts["p99_ms"] < 20.0,
-        "torch_threads": threads,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
-        "cpus": os.cpu_count(),
-        "load_average": round(load_before, 2),
-    }))
+        print(
+            f"    {language}  {row['verdicts']:>4}  {row['p50_ms']:6.2f} / {row['p99_ms']:6.2f} ms"
+            f"   ×{row['p50_ratio']:.2f}  ×{row['p99_ratio']:.2f}"
+        )
+    print(
+        json.dumps(
+            {
+                "prompt_p50_ms": round(prompts["p50_ms"], 3),
+                "prompt_p99_ms": round(prompts["p99_ms"], 3),
+                "prompt_cpu_ms": round(prompts["cpu_ms"], 3),
+                "prompt_today_p50_ms": round(prompts["today_p50_ms"], 3),
+                "prompt_today_p99_ms": round(prompts["today_p99_ms"], 3),
+                "multilingual_load_s": round(prompts["multilingual_load_s"], 2),
+                "multilingual_added_mb": round(prompts["multilingual_mb"], 1),
+                "by_language": {
+                    k: {n: round(v, 3) for n, v in row.items()} for k, row in prompts["by_language"].items()
+                },
+                "prompt_torch_p50_ms": round(prompts["torch_p50_ms"], 3),
+                "prompt_torch_p99_ms": round(prompts["torch_p99_ms"], 3),
+                "prompt_words_only_p50_ms": round(prompts["words_only_p50_ms"], 4),
+                "prompt_words_only_p99_ms": round(prompts["words_only_p99_ms"], 4),
+                "prompt_batched_per_s": round(prompts["batched_prompts_per_s"], 1),
+                "image_screen_ms": round(images["screen_ms"], 2),
+                "image_jpeg_ms": round(images["jpeg_ms"], 2),
+                "withheld_blur_ms": round(images["withheld_blur_ms"], 2),
+                "limiter_decisions_per_s": round(limits["direct_per_s"]),
+                "limiter_async_decisions_per_s": round(limits["async_per_s"]),
+                "p99_goal_met": prompts["p99_ms"] < 20.0,
+                "torch_threads": threads,
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+                "cpus": os.cpu_count(),
+                "load_average": round(load_before, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ class AdmissionDecision:
 
 
 class Admission:
-    def __init__(self, settings: Settings, *, moderator: PromptModerator, limiter: RateLimiter,
-                 db: ModerationDatabase) -> None:
+    def __init__(
+        self, settings: Settings, *, moderator: PromptModerator, limiter: RateLimiter, db: ModerationDatabase
+    ) -> None:
         self.settings = settings
         self.moderator = moderator
         self.limiter = limiter
@@ -94,9 +95,15 @@ class Admission:
         self._admins = frozenset(settings.moderation.admin_user_ids)
 
     @classmethod
-    async def open(cls, settings: Settings, *, moderator: PromptModerator | None = None,
-                   limiter: RateLimiter | None = None, clock: Callable[[], float] = time.time,
-                   warm_up: bool = True) -> Admission:
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        moderator: PromptModerator | None = None,
+        limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+        warm_up: bool = True,
+    ) -> Admission:
         """Build from settings; `warm_up` loads the embedding model now (seconds, off the event loop)."""
         db = ModerationDatabase(settings.store.url, clock)
         await db.open()
@@ -119,14 +126,11 @@ class Admission:
         if ban is not None:
             return self._log(requester, self._banned(ban, self.moderator.language(request.prompt)))
         server_key = f"{requester.platform}:{requester.server_id}" if requester.server_id else None
-        limit = await self.limiter.acquire(requester.key, server_key,
-                                           exempt=self.is_exempt(requester, is_moderator))
+        limit = await self.limiter.acquire(requester.key, server_key, exempt=self.is_exempt(requester, is_moderator))
         if not limit.allowed:
             reason = limit.limit or "burst"
-            message = admission_message(Outcome.RATE_LIMITED, reason, limit.retry_after_s,
-                                        limits=self.settings.limits)
-            return self._log(requester, AdmissionDecision(Outcome.RATE_LIMITED, message, reason,
-                                                          limit.retry_after_s))
+            message = admission_message(Outcome.RATE_LIMITED, reason, limit.retry_after_s, limits=self.settings.limits)
+            return self._log(requester, AdmissionDecision(Outcome.RATE_LIMITED, message, reason, limit.retry_after_s))
         verdict = await self._moderate(request.prompt)
         if verdict.action is Action.ALLOW:
             return self._log(requester, AdmissionDecision(Outcome.ADMITTED, verdict=verdict))
@@ -160,16 +164,16 @@ class Admission:
     async def _hold(self, request: GenerationRequest, verdict: Verdict) -> AdmissionDecision:
         item = await self.review.submit(request, verdict)
         message = admission_message(Outcome.REVIEW, verdict.user_reason, language=verdict.language)
-        return AdmissionDecision(Outcome.REVIEW, message, verdict.user_reason, review_item_id=item.id,
-                                 verdict=verdict)
+        return AdmissionDecision(Outcome.REVIEW, message, verdict.user_reason, review_item_id=item.id, verdict=verdict)
 
     async def _block(self, requester: Requester, prompt: str, verdict: Verdict) -> AdmissionDecision:
         evidence = f"{'; '.join(verdict.reasons)} | prompt: {prompt[:500]!r}"
         outcome = await self.strikes.add_strike(requester.key, verdict.user_reason, evidence, ban_now=verdict.ban)
         ban = outcome.ban
         retry = ban.remaining_s(self.db.clock()) if ban is not None else None
-        message = admission_message(Outcome.BLOCKED, verdict.user_reason, retry, banned_now=ban is not None,
-                                    language=verdict.language)
+        message = admission_message(
+            Outcome.BLOCKED, verdict.user_reason, retry, banned_now=ban is not None, language=verdict.language
+        )
         return AdmissionDecision(Outcome.BLOCKED, message, verdict.user_reason, retry, verdict=verdict, ban=ban)
 
     def _banned(self, ban: Ban, language: str) -> AdmissionDecision:
@@ -179,6 +183,10 @@ class Admission:
 
     @staticmethod
     def _log(requester: Requester, decision: AdmissionDecision) -> AdmissionDecision:
-        logger.info("admission for %s: %s%s", requester.key, decision.outcome.value,
-                    f" ({decision.reason})" if decision.reason else "")
+        logger.info(
+            "admission for %s: %s%s",
+            requester.key,
+            decision.outcome.value,
+            f" ({decision.reason})" if decision.reason else "",
+        )
         return decision

@@ -34,9 +34,7 @@ INVISIBLE_LETTERS = "\u115f\u1160\u3164\uffa0\u2800"
 SEPARATOR_CHARS = r"\s.\-_*·•,/\\~+:;'\"`^=()\[\]{}<>"
 GLYPH = r"[a-z0-9@$!|]"
 # Three or more single glyphs separated by separators: "n u d e", "n.u.d.e", "s-3-x".
-SPACED_LETTERS = re.compile(
-    rf"(?<![a-z0-9@$]){GLYPH}(?:[{SEPARATOR_CHARS}]+{GLYPH}(?![a-z0-9@$])){{2,}}"
-)
+SPACED_LETTERS = re.compile(rf"(?<![a-z0-9@$]){GLYPH}(?:[{SEPARATOR_CHARS}]+{GLYPH}(?![a-z0-9@$])){{2,}}")
 WIDE_GAP = re.compile(r"\s{2,}")
 SEPARATORS = re.compile(rf"[{SEPARATOR_CHARS}]+")
 REPEATED_LETTER = re.compile(r"([a-z])\1{2,}")
@@ -86,8 +84,15 @@ class Normalizer:
         script = _fold(own_letters)
         views += [latin, script]
         native = _fold("".join(_visible(ch) for ch in unicodedata.normalize("NFKC", text)))
-        return NormalizedText(original=text, base=base, views=tuple(dict.fromkeys(views)), readable=joined,
-                              native=native, latin=latin, script=script)
+        return NormalizedText(
+            original=text,
+            base=base,
+            views=tuple(dict.fromkeys(views)),
+            readable=joined,
+            native=native,
+            latin=latin,
+            script=script,
+        )
 
 
 def fold_term(term: str) -> tuple[str, ...]:
@@ -102,8 +107,7 @@ def latin_letters(text: str) -> str:
     from anyascii import anyascii
 
     return "".join(
-        ch if ch.isascii() or UNSPACED.match(ch) else anyascii(ch).replace("'", "").replace("`", "")
-        for ch in text
+        ch if ch.isascii() or UNSPACED.match(ch) else anyascii(ch).replace("'", "").replace("`", "") for ch in text
     )
 
 

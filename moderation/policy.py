@@ -131,8 +131,7 @@ def _parse(data: Mapping[str, Any], source: str) -> ModerationPolicy:
     reader = _Reader(source)
     normalize = _parse_normalize(reader, _table(reader, data, "normalize"))
     categories = tuple(
-        _parse_category(reader, name, table)
-        for name, table in _table(reader, data, "categories").items()
+        _parse_category(reader, name, table) for name, table in _table(reader, data, "categories").items()
     )
     known_cues = {category.name for category in categories}
     languages = tuple(
@@ -149,8 +148,7 @@ def _parse(data: Mapping[str, Any], source: str) -> ModerationPolicy:
     if unknown_masks:
         raise reader.fail("normalize.embedding_masks", f"unknown categor(ies) {', '.join(unknown_masks)}")
     semantic = tuple(
-        _parse_semantic(reader, name, table)
-        for name, table in _table(reader, data, "semantic", required=False).items()
+        _parse_semantic(reader, name, table) for name, table in _table(reader, data, "semantic", required=False).items()
     )
     known_cues |= {SEMANTIC_PREFIX + item.name for item in semantic}
     rules = tuple(
@@ -261,9 +259,7 @@ def _with_languages(category: CategoryPolicy, languages: tuple[LanguagePolicy, .
     """The category with every language's terms and patterns for it added (matched whatever the language
     of the prompt: a prompt may mix languages, and language identification of a few words is unsure)."""
     terms = category.terms + tuple(t for language in languages for t in language.terms.get(category.name, ()))
-    patterns = category.patterns + tuple(
-        p for language in languages for p in language.patterns.get(category.name, ())
-    )
+    patterns = category.patterns + tuple(p for language in languages for p in language.patterns.get(category.name, ()))
     return replace(category, terms=terms, patterns=patterns)
 
 

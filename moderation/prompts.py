@@ -52,8 +52,13 @@ class _Thresholds:
 
 
 class PromptModerator:
-    def __init__(self, policy: ModerationPolicy, *, semantic: SemanticScorer | None = None,
-                 multilingual: MultilingualScorer | None = None) -> None:
+    def __init__(
+        self,
+        policy: ModerationPolicy,
+        *,
+        semantic: SemanticScorer | None = None,
+        multilingual: MultilingualScorer | None = None,
+    ) -> None:
         self.policy = policy
         self.semantic = semantic
         self.multilingual = multilingual
@@ -63,8 +68,7 @@ class PromptModerator:
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_settings(cls, settings: ModerationSettings, cache_dir: str = EngineSettings.cache_dir
-                      ) -> PromptModerator:
+    def from_settings(cls, settings: ModerationSettings, cache_dir: str = EngineSettings.cache_dir) -> PromptModerator:
         """`cache_dir` (engine.cache_dir) keeps the embedding model's ONNX export."""
         policy = ModerationPolicy.load(settings.policy_file or None)
         semantic = multilingual = None
@@ -134,19 +138,23 @@ class PromptModerator:
         hits = self._terms.match(text)
         thresholds = self._thresholds(language)
         cues = set(hits.categories) | self._semantic_cues(scores, thresholds)
-        findings = (self._category_findings(hits) + self._rule_findings(cues)
-                    + self._semantic_findings(scores, thresholds))
+        findings = (
+            self._category_findings(hits) + self._rule_findings(cues) + self._semantic_findings(scores, thresholds)
+        )
         action = Action.most_severe(f.action for f in findings)
         labels = list(hits.by_category) + [f.label for f in findings if f.label not in hits.by_category]
         rendering = self._rendering(text) if self._identify.foreign_letters(text) else ""
         if action is Action.ALLOW:
-            return Verdict(Action.ALLOW, categories=tuple(labels), scores=scores, language=language,
-                           rendering=rendering)
+            return Verdict(
+                Action.ALLOW, categories=tuple(labels), scores=scores, language=language, rendering=rendering
+            )
         first = min(findings, key=lambda f: (not f.ban, -f.action.severity))
         reasons = tuple(f.reason for f in findings if f.action is not Action.ALLOW)
         if language != ENGLISH:  # moderators read the reasons: say what language, and show it in Latin letters
-            reasons += (f"prompt in {self._identify.names.get(language, language)}"
-                        + (f"; in Latin letters: {rendering!r}" if rendering else ""),)
+            reasons += (
+                f"prompt in {self._identify.names.get(language, language)}"
+                + (f"; in Latin letters: {rendering!r}" if rendering else ""),
+            )
         return Verdict(
             action=action,
             categories=tuple(labels),

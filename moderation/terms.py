@@ -49,18 +49,20 @@ class TermMatcher:
     def __init__(self, policy: ModerationPolicy) -> None:
         age = _age_alternation(policy.normalize.max_minor_age)
         self._allow = _phrase_regex(policy.normalize.allow_phrases)
-        self._categories = [
-            (category.name, _category_regex(category, age)) for category in policy.categories
-        ]
+        self._categories = [(category.name, _category_regex(category, age)) for category in policy.categories]
         regexes = dict(self._categories)
         self._masks = [
             (regexes[name], phrase) for name, phrase in policy.normalize.embedding_masks.items() if regexes[name]
         ]
         joinable = set(policy.normalize.joinable)
         self._join_targets = frozenset(
-            form for category in policy.categories if category.name in joinable
-            for term in category.terms if " " not in term.strip() and not term.endswith("*")
-            for form in fold_term(term) if form.isalpha() and len(form) >= 4
+            form
+            for category in policy.categories
+            if category.name in joinable
+            for term in category.terms
+            if " " not in term.strip() and not term.endswith("*")
+            for form in fold_term(term)
+            if form.isalpha() and len(form) >= 4
         )
         self._common = frozenset(word.casefold() for word in policy.normalize.common_words)
 
@@ -96,10 +98,10 @@ class TermMatcher:
             pieces = [(m.start(), m.end(), m.group(0)) for m in FRAGMENT.finditer(view)]
             for size in range(2, MAX_JOINED_PIECES + 1):
                 for index in range(len(pieces) - size + 1):
-                    run = pieces[index:index + size]
+                    run = pieces[index : index + size]
                     word = "".join(piece for _, _, piece in run)
                     if word in self._join_targets and not any(p in self._common for _, _, p in run):
-                        found.append(view[: run[0][0]] + word + view[run[-1][1]:])
+                        found.append(view[: run[0][0]] + word + view[run[-1][1] :])
         return list(dict.fromkeys(found))
 
     def _blank_allowed(self, view: str) -> str:

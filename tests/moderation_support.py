@@ -130,9 +130,11 @@ class Rates:
                 self.misses.append(f"minor not blocked ({verdict.action.value}): {row['prompt']}")
 
     def line(self, name: str) -> str:
-        return (f"{name:<8} caught {self.caught:>3}/{self.disallowed:<3} ({self.catch:6.1%})   minors blocked "
-                f"{self.minors_blocked:>2}/{self.minors:<2}   benign flagged {self.flagged:>2}/{self.benign:<3} "
-                f"({self.flagged_rate:5.1%})")
+        return (
+            f"{name:<8} caught {self.caught:>3}/{self.disallowed:<3} ({self.catch:6.1%})   minors blocked "
+            f"{self.minors_blocked:>2}/{self.minors:<2}   benign flagged {self.flagged:>2}/{self.benign:<3} "
+            f"({self.flagged_rate:5.1%})"
+        )
 
 
 def rates_by_language(rows: list[dict[str, str]], verdicts: list[Verdict]) -> dict[str, Rates]:
@@ -144,8 +146,9 @@ def rates_by_language(rows: list[dict[str, str]], verdicts: list[Verdict]) -> di
     return rates
 
 
-def make_settings(tmp_path: Path, *, moderation: dict[str, Any] | None = None,
-                  limits: dict[str, Any] | None = None) -> Settings:
+def make_settings(
+    tmp_path: Path, *, moderation: dict[str, Any] | None = None, limits: dict[str, Any] | None = None
+) -> Settings:
     """Defaults (no user file, no environment), with the database under tmp_path."""
     base = load_settings(env={})
     return replace(
