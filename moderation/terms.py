@@ -6,7 +6,8 @@ nothing ("self-harm", "self harm", "selfharm"). Allow-listed phrases ("pussy wil
 A term ending in "*" is a stem: any word that starts with it matches ("nackt*": nackt, nackte, nackten), for
 languages that inflect more than English. Terms in scripts written without spaces (Chinese, Japanese; also
 Korean and Arabic, whose particles and articles attach to words) match anywhere, with no word boundary.
-Terms are folded like the text (moderation.normalize.fold_term), so they may be written with accents.
+Terms are folded like the text (moderation.normalize.fold_term), so they may be written with accents. A term
+starting with "=" must match with its accents, in the prompt as written ("=niña": not the name "Nina").
 
 Words split by spaces or punctuation ("pe nis", "pe.nis", "na-ked") are read joined when the joined word is a
 single-word term of a `joinable` category and no piece is a common word (so "the pen is red" stays apart).
@@ -50,6 +51,11 @@ class TermMatcher:
         age = _age_alternation(policy.normalize.max_minor_age)
         self._allow = _phrase_regex(policy.normalize.allow_phrases)
         self._categories = [(category.name, _category_regex(category, age)) for category in policy.categories]
+        self._exact = [
+            (category.name, _exact_regex(category.terms))
+            for category in policy.categories
+            if _exact_regex(category.terms)
+        ]
         regexes = dict(self._categories)
         self._masks = [
             (regexes[name], phrase) for name, phrase in policy.normalize.embedding_masks.items() if regexes[name]
@@ -60,7 +66,7 @@ class TermMatcher:
             for category in policy.categories
             if category.name in joinable
             for term in category.terms
-            if " " not in term.strip() and not term.endswith("*")
+            if " " not in term.strip() and not term.endswith("*") and not term.startswith("=")
             for form in fold_term(term)
             if form.isalpha() and len(form) >= 4
         )
@@ -70,10 +76,13 @@ class TermMatcher:
         views = [self._blank_allowed(view) for view in (*text.views, *self._joined_pieces(text.views))]
         own_letters = self._blank_allowed(text.script) if text.script else ""
         hits: dict[str, tuple[str, ...]] = {}
+        exact = dict(self._exact)
         for name, regex in self._categories:
-            if regex is None:
+            if regex is None and name not in exact:
                 continue
+            regex = regex or _NEVER
             found = {m.group(0).strip() for view in views for m in regex.finditer(view)}
+            found |= {m.group(0).strip() for m in exact.get(name, _NEVER).finditer(text.native)}
             if found:
                 # Moderators read the match as written ("голая"), not also its other readings ("rolaya").
                 as_written = {m.group(0).strip() for m in regex.finditer(own_letters)}
@@ -155,9 +164,20 @@ def _phrase_regex(phrases: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts)) if parts else None
 
 
+_NEVER = re.compile(r"(?!)")
+
+
+def _exact_regex(terms: Iterable[str]) -> re.Pattern[str] | None:
+    """The "=" terms of a category, as written (case folded), for the prompt as written."""
+    bodies = sorted({re.escape(" ".join(t[1:].casefold().split())) for t in terms if t.startswith("=")}, key=len)
+    if not bodies:
+        return None
+    return re.compile(rf"(?<!{LETTER})(?:{'|'.join(reversed(bodies))})(?:s|es)?(?!{LETTER})")
+
+
 def _category_regex(category: CategoryPolicy, age: str) -> re.Pattern[str] | None:
     alternatives = []
-    terms = _phrase_regex(category.terms)
+    terms = _phrase_regex(t for t in category.terms if not t.startswith("="))
     if terms is not None:
         alternatives.append(terms.pattern)
     alternatives.extend(f"(?:{pattern.replace('{age}', age)})" for pattern in category.patterns)
