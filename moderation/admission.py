@@ -127,16 +127,13 @@ class Admission:
         requester = request.requester
         ban = await self.strikes.active_ban(requester.key)
         if ban is not None:
-            return self._log(requester, self._banned(ban))
+            return self._log(requester, self._banned(ban, self.moderator.language(request.prompt)))
         server_key = f"{requester.platform}:{requester.server_id}" if requester.server_id else None
-        limit = await self.limiter.acquire(requester.key, server_key,
-                                           exempt=self.is_exempt(requester, is_moderator))
+        limit = await self.limiter.acquire(requester.key, server_key, exempt=self.is_exempt(requester, is_moderator))
         if not limit.allowed:
             reason = limit.limit or "burst"
-            message = admission_message(Outcome.RATE_LIMITED, reason, limit.retry_after_s,
-                                        limits=self.settings.limits)
-            return self._log(requester, AdmissionDecision(Outcome.RATE_LIMITED, message, reason,
-                                                          limit.retry_after_s))
+            message = admission_message(Outcome.RATE_LIMITED, reason, limit.retry_after_s, limits=self.settings.limits)
+            return self._log(requester, AdmissionDecision(Outcome.RATE_LIMITED, message, reason, limit.retry_after_s))
         verdict = await self._moderate(request.prompt)
         if verdict.action is Action.ALLOW:
             return self._log(requester, AdmissionDecision(Outcome.ADMITTED, verdict=verdict))
@@ -169,25 +166,30 @@ class Admission:
 
     async def _hold(self, request: GenerationRequest, verdict: Verdict) -> AdmissionDecision:
         item = await self.review.submit(request, verdict)
-        message = admission_message(Outcome.REVIEW, verdict.user_reason)
-        return AdmissionDecision(Outcome.REVIEW, message, verdict.user_reason, review_item_id=item.id,
-                                 verdict=verdict)
+        message = admission_message(Outcome.REVIEW, verdict.user_reason, language=verdict.language)
+        return AdmissionDecision(Outcome.REVIEW, message, verdict.user_reason, review_item_id=item.id, verdict=verdict)
 
     async def _block(self, requester: Requester, prompt: str, verdict: Verdict) -> AdmissionDecision:
         evidence = f"{'; '.join(verdict.reasons)} | prompt: {prompt[:500]!r}"
         outcome = await self.strikes.add_strike(requester.key, verdict.user_reason, evidence, ban_now=verdict.ban)
         ban = outcome.ban
         retry = ban.remaining_s(self.clock()) if ban is not None else None
-        message = admission_message(Outcome.BLOCKED, verdict.user_reason, retry, banned_now=ban is not None)
+        message = admission_message(
+            Outcome.BLOCKED, verdict.user_reason, retry, banned_now=ban is not None, language=verdict.language
+        )
         return AdmissionDecision(Outcome.BLOCKED, message, verdict.user_reason, retry, verdict=verdict, ban=ban)
 
-    def _banned(self, ban: Ban) -> AdmissionDecision:
+    def _banned(self, ban: Ban, language: str) -> AdmissionDecision:
         retry = ban.remaining_s(self.clock())
-        return AdmissionDecision(Outcome.BANNED, admission_message(Outcome.BANNED, "", retry), "banned", retry,
-                                 ban=ban)
+        message = admission_message(Outcome.BANNED, "", retry, language=language)
+        return AdmissionDecision(Outcome.BANNED, message, "banned", retry, ban=ban)
 
     @staticmethod
     def _log(requester: Requester, decision: AdmissionDecision) -> AdmissionDecision:
-        logger.info("admission for %s: %s%s", requester.key, decision.outcome.value,
-                    f" ({decision.reason})" if decision.reason else "")
+        logger.info(
+            "admission for %s: %s%s",
+            requester.key,
+            decision.outcome.value,
+            f" ({decision.reason})" if decision.reason else "",
+        )
         return decision

@@ -8,7 +8,14 @@ and a hit in any counts. Readings, in order:
   joined   spaced or dotted single letters re-joined ("n u d e", "n.u.d.e" -> "nude"; two or more spaces
            still separate words) and letters repeated three or more times collapsed ("seeex" -> "sex");
   leet     `joined` with leetspeak undone ("nud3" -> "nude") in tokens that mix letters with digits or
-           symbols (pure numbers such as ages are left alone), once per reading of ambiguous characters.
+           symbols (pure numbers such as ages are left alone), once per reading of ambiguous characters;
+  script   like base, without mapping homoglyphs: Cyrillic, Greek... stay in their own letters;
+  latin    the prompt transliterated into Latin letters (`anyascii`: "голая" -> "golaya"), so that Russian
+           typed in Latin letters meets the same lists; Han, kana, Hangul and Arabic letters are kept as they
+           are (their transliterations run words together and would only hit by accident).
+Every reading also has digits of any script as ASCII digits ("١٢" -> "12") and emoji skin tones removed.
+Term lists are folded with `fold_term`, the same functions, so a term written with accents or in Cyrillic
+meets the text in the same form.
 Extra readings only add hits: an innocent word can only be flagged if one of its readings is a listed term.
 """
 
@@ -27,14 +34,21 @@ INVISIBLE_LETTERS = "\u115f\u1160\u3164\uffa0\u2800"
 SEPARATOR_CHARS = r"\s.\-_*·•,/\\~+:;'\"`^=()\[\]{}<>"
 GLYPH = r"[a-z0-9@$!|]"
 # Three or more single glyphs separated by separators: "n u d e", "n.u.d.e", "s-3-x".
-SPACED_LETTERS = re.compile(
-    rf"(?<![a-z0-9@$]){GLYPH}(?:[{SEPARATOR_CHARS}]+{GLYPH}(?![a-z0-9@$])){{2,}}"
-)
+SPACED_LETTERS = re.compile(rf"(?<![a-z0-9@$]){GLYPH}(?:[{SEPARATOR_CHARS}]+{GLYPH}(?![a-z0-9@$])){{2,}}")
 WIDE_GAP = re.compile(r"\s{2,}")
 SEPARATORS = re.compile(rf"[{SEPARATOR_CHARS}]+")
 REPEATED_LETTER = re.compile(r"([a-z])\1{2,}")
 CAMEL_BOUNDARY = re.compile(r"(?<=[a-z])(?=[A-Z])")
 TOKEN = re.compile(r"[a-z0-9@$!|+]+")
+SKIN_TONES = frozenset(chr(code) for code in range(0x1F3FB, 0x1F400))
+# Scripts written without spaces between words, or whose transliteration runs words together: kept as they are
+# in the `latin` reading, and matched without word boundaries (moderation/terms.py).
+UNSPACED_SCRIPTS = (
+    "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"  # Hangul
+    "\u0600-\u06ff\u0750-\u077f"  # Arabic
+    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana, Han
+)
+UNSPACED = re.compile(f"[{UNSPACED_SCRIPTS}]")
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,13 @@ class NormalizedText:
     """All distinct readings, `base` first."""
     readable: str
     """The de-obfuscated reading closest to natural text (spaced letters joined): what the embedding sees."""
+    native: str = ""
+    """NFKC, invisible characters removed, case folded, in its own script: what the multilingual model sees."""
+    latin: str = ""
+    """The `latin` reading (transliterated into Latin letters), also one of `views`."""
+    script: str = ""
+    """The `script` reading: like `base` but in the prompt's own letters (no homoglyph mapping), also one of
+    `views`; with allow-listed phrases blanked, what the multilingual model sees."""
 
 
 class Normalizer:
@@ -58,29 +79,70 @@ class Normalizer:
         joined = _fold(_join_spaced_letters(cased.casefold()))  # before squeezing: wide gaps split words
         views = [base, camel, joined]
         views.extend(_undo_leet(joined, table) for table in self._leet_readings)
-        return NormalizedText(original=text, base=base, views=tuple(dict.fromkeys(views)), readable=joined)
+        own_letters = _unify_characters(text, homoglyphs=False)
+        latin = _fold(_join_spaced_letters(latin_letters(own_letters).casefold()))
+        script = _fold(own_letters)
+        views += [latin, script]
+        native = _fold("".join(_visible(ch) for ch in unicodedata.normalize("NFKC", text)))
+        return NormalizedText(
+            original=text,
+            base=base,
+            views=tuple(dict.fromkeys(views)),
+            readable=joined,
+            native=native,
+            latin=latin,
+            script=script,
+        )
 
 
-def _unify_characters(text: str) -> str:
+def fold_term(term: str) -> tuple[str, ...]:
+    """The forms a listed term takes in the readings: as `base` folds it, and transliterated like `latin`."""
+    own_letters = _unify_characters(term, homoglyphs=False)
+    return tuple(dict.fromkeys((_fold(_unify_characters(term)), _fold(latin_letters(own_letters)), _fold(own_letters))))
+
+
+def latin_letters(text: str) -> str:
+    """Transliterate into ASCII, except the scripts in UNSPACED_SCRIPTS; the apostrophes anyascii writes for
+    soft and hard signs ("mal'chik") are dropped, as people typing Russian in Latin letters do."""
+    from anyascii import anyascii
+
+    return "".join(
+        ch if ch.isascii() or UNSPACED.match(ch) else anyascii(ch).replace("'", "").replace("`", "") for ch in text
+    )
+
+
+def _unify_characters(text: str, homoglyphs: bool = True) -> str:
     """NFKC, drop invisible characters, map homoglyphs to Latin and strip accents (case kept)."""
     text = unicodedata.normalize("NFKC", text)
     text = "".join(_visible(ch) for ch in text)
-    text = text.translate(_homoglyph_table())
+    text = text.translate(_digit_table(text))  # before homoglyphs: "١" would otherwise read as "l"
+    if homoglyphs:
+        text = text.translate(_homoglyph_table())
     text = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in text if unicodedata.category(ch) not in ("Mn", "Me"))
 
 
 def _visible(ch: str) -> str:
     category = unicodedata.category(ch)
-    if category == "Cf" or ch in INVISIBLE_LETTERS:
+    if category == "Cf" or ch in INVISIBLE_LETTERS or ch in SKIN_TONES:
         return ""
     if category in ("Cc", "Zl", "Zp", "Zs"):
         return " "
     return ch
 
 
+def _digit_table(text: str) -> dict[int, str]:
+    """Decimal digits of any script (Arabic-Indic, Devanagari...) as ASCII digits."""
+    return {ord(ch): str(unicodedata.digit(ch)) for ch in set(text) if not ch.isascii() and ch.isdecimal()}
+
+
 def _fold(text: str) -> str:
     return " ".join(text.casefold().split())
+
+
+def homoglyph_table() -> dict[int, str]:
+    """Non-ASCII characters confusable with an ASCII letter or digit -> that letter or digit."""
+    return _homoglyph_table()
 
 
 @functools.cache

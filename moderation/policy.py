@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,25 @@ class SemanticCategory:
     """At or above: `semantic:<name>` counts as a cue for combination rules."""
     user_reason: str
     description: str
+    multilingual_exemplars: tuple[str, ...] = ()
+    """Extra exemplars for the multilingual model only (it also sees `exemplars`)."""
+    multilingual_review_threshold: float | None = None
+    """Like the thresholds above, for prompts not in English, scored by the multilingual model (whose
+    similarities run on another scale); None: the category is not judged in other languages by meaning."""
+    multilingual_cue_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class LanguagePolicy:
+    """One language's share of the policy: its term lists (merged into the categories of the same name),
+    innocent phrases, and the common words that identify it (moderation/languages.py)."""
+
+    code: str
+    name: str
+    hints: tuple[str, ...]
+    terms: Mapping[str, tuple[str, ...]]
+    patterns: Mapping[str, tuple[str, ...]]
+    allow_phrases: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,10 @@ class NormalizePolicy:
     embedding_masks: Mapping[str, str] = field(default_factory=dict)
     """Category -> phrase that replaces its matches in the text the embedding model sees: names carry so much
     weight that "Taylor Swift pleasuring herself" scores far lower than "a person pleasuring herself"."""
+    joinable: tuple[str, ...] = ()
+    """Categories whose single-word terms are also found split into pieces ("pe nis")."""
+    common_words: tuple[str, ...] = ()
+    """Words that are never taken as a piece of a split term ("the pen is red" is not "penis")."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,7 @@ class ModerationPolicy:
     semantic: tuple[SemanticCategory, ...]
     image: ImagePolicy
     source: str = ""
+    languages: tuple[LanguagePolicy, ...] = ()
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ModerationPolicy:
@@ -107,16 +131,24 @@ def _parse(data: Mapping[str, Any], source: str) -> ModerationPolicy:
     reader = _Reader(source)
     normalize = _parse_normalize(reader, _table(reader, data, "normalize"))
     categories = tuple(
-        _parse_category(reader, name, table)
-        for name, table in _table(reader, data, "categories").items()
+        _parse_category(reader, name, table) for name, table in _table(reader, data, "categories").items()
     )
     known_cues = {category.name for category in categories}
+    languages = tuple(
+        _parse_language(reader, code, table, known_cues)
+        for code, table in _table(reader, data, "languages", required=False).items()
+    )
+    categories = tuple(_with_languages(category, languages) for category in categories)
+    allow = normalize.allow_phrases + tuple(p for language in languages for p in language.allow_phrases)
+    normalize = replace(normalize, allow_phrases=allow)
+    unknown_joinable = [name for name in normalize.joinable if name not in known_cues]
+    if unknown_joinable:
+        raise reader.fail("normalize.joinable", f"unknown categor(ies) {', '.join(unknown_joinable)}")
     unknown_masks = [name for name in normalize.embedding_masks if name not in known_cues]
     if unknown_masks:
         raise reader.fail("normalize.embedding_masks", f"unknown categor(ies) {', '.join(unknown_masks)}")
     semantic = tuple(
-        _parse_semantic(reader, name, table)
-        for name, table in _table(reader, data, "semantic", required=False).items()
+        _parse_semantic(reader, name, table) for name, table in _table(reader, data, "semantic", required=False).items()
     )
     known_cues |= {SEMANTIC_PREFIX + item.name for item in semantic}
     rules = tuple(
@@ -124,7 +156,7 @@ def _parse(data: Mapping[str, Any], source: str) -> ModerationPolicy:
         for index, table in enumerate(reader.get(data, "rules", list, default=[]))
     )
     image = _parse_image(reader, _table(reader, data, "image"))
-    policy = ModerationPolicy(normalize, categories, rules, semantic, image, source)
+    policy = ModerationPolicy(normalize, categories, rules, semantic, image, source, languages)
     _check_patterns(reader, policy)
     return policy
 
@@ -197,7 +229,38 @@ def _parse_normalize(reader: _Reader, table: Mapping[str, Any]) -> NormalizePoli
         allow_phrases=reader.strings(table, "allow_phrases", where=where, default=[]),
         max_minor_age=max_age,
         embedding_masks=dict(masks),
+        joinable=reader.strings(table, "joinable", where=where, default=[]),
+        common_words=tuple(" ".join(reader.strings(table, "common_words", where=where, default=[])).split()),
     )
+
+
+def _parse_language(reader: _Reader, code: str, table: Any, known: set[str]) -> LanguagePolicy:
+    where = f"languages.{code}"
+    if not isinstance(table, dict):
+        raise reader.fail(where, "expected a table")
+    lists = {}
+    for key in ("terms", "patterns"):
+        by_category = reader.get(table, key, dict, default={}, where=where)
+        unknown = [name for name in by_category if name not in known]
+        if unknown:
+            raise reader.fail(f"{where}.{key}", f"unknown categor(ies) {', '.join(unknown)}")
+        lists[key] = {name: reader.strings(by_category, name, where=f"{where}.{key}") for name in by_category}
+    return LanguagePolicy(
+        code=code,
+        name=reader.get(table, "name", str, where=where),
+        hints=tuple(" ".join(reader.strings(table, "hints", where=where, default=[])).split()),
+        terms=lists["terms"],
+        patterns=lists["patterns"],
+        allow_phrases=reader.strings(table, "allow_phrases", where=where, default=[]),
+    )
+
+
+def _with_languages(category: CategoryPolicy, languages: tuple[LanguagePolicy, ...]) -> CategoryPolicy:
+    """The category with every language's terms and patterns for it added (matched whatever the language
+    of the prompt: a prompt may mix languages, and language identification of a few words is unsure)."""
+    terms = category.terms + tuple(t for language in languages for t in language.terms.get(category.name, ()))
+    patterns = category.patterns + tuple(p for language in languages for p in language.patterns.get(category.name, ()))
+    return replace(category, terms=terms, patterns=patterns)
 
 
 def _parse_category(reader: _Reader, name: str, table: Any) -> CategoryPolicy:
@@ -250,6 +313,10 @@ def _parse_semantic(reader: _Reader, name: str, table: Any) -> SemanticCategory:
     exemplars = reader.strings(table, "exemplars", where=where)
     if not exemplars:
         raise reader.fail(f"{where}.exemplars", "needs at least one exemplar prompt")
+    multilingual = {
+        key: reader.fraction(table, key, where) if key in table else None
+        for key in ("multilingual_review_threshold", "multilingual_cue_threshold")
+    }
     return SemanticCategory(
         name=name,
         exemplars=exemplars,
@@ -257,6 +324,8 @@ def _parse_semantic(reader: _Reader, name: str, table: Any) -> SemanticCategory:
         cue_threshold=reader.fraction(table, "cue_threshold", where),
         user_reason=reader.get(table, "user_reason", str, default="unsure", where=where),
         description=reader.get(table, "description", str, default=name, where=where),
+        multilingual_exemplars=reader.strings(table, "multilingual_exemplars", where=where, default=[]),
+        **multilingual,
     )
 
 

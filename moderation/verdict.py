@@ -42,6 +42,12 @@ class Verdict:
     """True when the verdict demands an immediate ban pending review (sexual content involving minors)."""
     scores: Mapping[str, float] = field(default_factory=dict)
     """Semantic similarity per category (0..1), when the embedding layer ran; for moderators and tuning."""
+    language: str = "en"
+    """The prompt's language (a code of config/moderation.toml's `[languages.X]`): the refusal is written in it
+    (`moderation.messages.admission_message(..., language=)`)."""
+    rendering: str = ""
+    """For moderators, beside the original prompt: the prompt in Latin letters when it is in another script
+    ("golaya zhenshchina na plyazhe"); empty for English and Latin-letter prompts. Not a translation."""
 
     @property
     def allowed(self) -> bool:
@@ -55,6 +61,8 @@ class Verdict:
             "user_reason": self.user_reason,
             "ban": self.ban,
             "scores": {name: round(score, 4) for name, score in self.scores.items()},
+            "language": self.language,
+            "rendering": self.rendering,
         }
 
     @classmethod
@@ -66,6 +74,8 @@ class Verdict:
             user_reason=str(data.get("user_reason", "")),
             ban=bool(data.get("ban", False)),
             scores=dict(data.get("scores", {})),
+            language=str(data.get("language", "en")),
+            rendering=str(data.get("rendering", "")),
         )
 
 
