@@ -1,5 +1,5 @@
-"""The invisible watermark: a 48-bit payload in a tiled, texture-masked luma pattern that survives JPEG, resizing
-and cropping.
+"""The invisible watermark: a 48-bit payload in a tiled, texture-masked luma pattern that survives JPEG, resizing,
+cropping, rotation and mirroring.
 
 Embedding. The pattern lives in luma only (4:2:0 JPEG subsampling wipes chroma). One 256×256 tile holds 32×32
 chips of 8×8 px, each a smooth bump times ±1: coarse enough to survive JPEG quality 60 after a 50% resize. A
@@ -11,9 +11,11 @@ tile repeats over the whole image, so a crop only shifts the grid. The amplitude
 Detection. High-pass and normalise the luma so that image content does not dominate, cut it into tiles of the
 watermark's period and add them up ("fold"): the pattern adds coherently, the image does not. The fold is
 whitened by the tiles' own power spectrum, the grid offset is the peak of its FFT cross-correlation with the
-pilots, and the chips are then read, Viterbi-decoded and CRC-checked. A mark is reported only when the sync
-peak is far above chance AND the CRC checks out. Periods tried: the original (256 px), half (a 50% resize),
-then whatever period the image's autocorrelation shows (any other resize).
+pilots under each of the tile's eight symmetries (`ORIENTATIONS`: flips and quarter turns), and the chips are
+then read, Viterbi-decoded and CRC-checked. A mark is reported only when the sync peak is far above chance AND
+the CRC checks out. Geometries tried, cheapest first: the original tiling (256 px), half (a 50% resize), then
+the tilings the image's autocorrelation shows (`geometry`: any angle, any scale from ~20% up), each resampled
+to lie on the axes before folding.
 
 Everything here is fixed forever for version 1 of the mark: changing a constant or the seed makes earlier images
 unverifiable.
@@ -22,7 +24,7 @@ unverifiable.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -30,7 +32,7 @@ import numpy as np
 from PIL import Image
 from scipy import fft
 
-from engine.provenance import coding
+from engine.provenance import coding, geometry
 
 PAYLOAD_BYTES = 6
 TILE = 256
@@ -46,6 +48,24 @@ Unmarked images peak at about 4.5 (the largest of 65,536 roughly Gaussian values
 MAX_SIDE = 4096
 MIN_PERIOD = 48
 """The smallest period the detector looks for: marks shrunk below ~20% have lost their chips anyway."""
+LATTICE_CANDIDATES = 3
+"""Tilings read from the autocorrelation and tried when the untouched and half-size ones fail: the mark's own
+is the strongest peak after every required attack; the next two guard against an image with a texture of its own."""
+STRAIGHT_RADIANS = math.radians(0.1)
+"""A tiling turned by less than this is folded as it is (the fold tolerates about 0.25°) instead of resampled."""
+
+ORIENTATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "upright": lambda fold: fold,
+    "mirrored left-right": np.fliplr,
+    "mirrored top-bottom": np.flipud,
+    "turned 180°": lambda fold: np.rot90(fold, 2),
+    "turned 90° counter-clockwise": lambda fold: np.rot90(fold, -1),
+    "turned 90° clockwise": lambda fold: np.rot90(fold, 1),
+    "transposed": np.transpose,
+    "anti-transposed": lambda fold: np.rot90(fold, 2).T,
+}
+"""The square tile's eight symmetries, keyed by what happened to the image: the fold is tried under each (a
+mirrored image folds into a mirrored tile). Each costs two 256² FFTs, and the CRC keeps false hits out."""
 
 _TARGET_RMS = 255.0 / 10 ** (TARGET_PSNR_DB / 20)
 _SYMBOLS = coding.coded_length(PAYLOAD_BYTES)
@@ -90,10 +110,27 @@ class Detection:
     """Pilot correlation peak in units of its noise; SYNC_THRESHOLD is the bar."""
     period: float
     """Tile size found, in pixels of the examined image: 256 unscaled, 128 after a 50% resize."""
+    rotation: float = 0.0
+    """Degrees counter-clockwise the tiling was turned by (within ±45°; quarter turns are in `orientation`)."""
+    orientation: str = "upright"
+    """Which of `ORIENTATIONS` matched: "mirrored left-right" for a horizontally flipped image."""
 
     @property
     def watermark_id(self) -> str:
         return self.payload.hex()
+
+    @property
+    def transformation(self) -> str:
+        """What the image went through since delivery, as far as the mark can tell: "as delivered", or e.g.
+        "scaled to 75%, rotated 2.0° clockwise, mirrored left-right"."""
+        parts = []
+        if abs(self.period / TILE - 1) > 0.01:
+            parts.append(f"scaled to {100 * self.period / TILE:.0f}%")
+        if abs(self.rotation) >= 0.05:
+            parts.append(f"rotated {abs(self.rotation):.1f}° {'counter-' if self.rotation > 0 else ''}clockwise")
+        if self.orientation != "upright":
+            parts.append(self.orientation)
+        return ", ".join(parts) or "as delivered"
 
 
 def tile_pattern(payload: bytes) -> np.ndarray:
@@ -138,23 +175,57 @@ def detect(image: Image.Image) -> Detection | None:
     if min(luma.shape) < MIN_PERIOD:
         return None
     residual = _prefilter(luma)
-    for period in _candidate_periods(residual):
-        sync_score, whitened_fold, offset = _synchronise(residual, period)
+    for hypothesis in _hypotheses(residual):
+        sync_score, fold, offset, orientation = hypothesis.synchronise()
         if sync_score >= SYNC_THRESHOLD:
-            payload = _read_payload(whitened_fold, offset)
+            payload = _read_payload(fold, offset)
             if payload is not None:
-                return Detection(payload, sync_score, period)
+                return Detection(payload, sync_score, hypothesis.period, hypothesis.rotation, orientation)
     return None
 
 
 def peak_sync_score(image: Image.Image) -> float:
-    """The strongest pilot correlation over every period `detect` tries: how close an image comes to passing
+    """The strongest pilot correlation over every geometry `detect` tries: how close an image comes to passing
     the sync test (for calibration and benchmarks)."""
     luma = _examined_luma(image)
     if min(luma.shape) < MIN_PERIOD:
         return 0.0
     residual = _prefilter(luma)
-    return max(_synchronise(residual, period)[0] for period in _candidate_periods(residual))
+    return max(hypothesis.synchronise()[0] for hypothesis in _hypotheses(residual))
+
+
+@dataclass(frozen=True)
+class _Hypothesis:
+    """One guess at the geometry: fold `residual` (already turned if the guess has an angle) at `period`."""
+
+    residual: np.ndarray
+    period: float
+    rotation: float = 0.0
+    fold_period: float | None = None
+    """The period in `residual` itself, when it was resampled to put the tiling on the axes."""
+
+    def synchronise(self) -> tuple[float, np.ndarray, tuple[int, int], str]:
+        return _synchronise(self.residual, self.fold_period or self.period)
+
+
+def _hypotheses(residual: np.ndarray) -> Iterator[_Hypothesis]:
+    """Cheapest first: the untouched tiling (delivered, cropped, flipped), a 50% resize, then the tilings
+    the image's autocorrelation shows (any angle and scale), computed only if the first two fail."""
+    tried = [float(TILE), TILE / 2]
+    for period in tried:
+        yield _Hypothesis(residual, period)
+    for lattice in geometry.lattice_candidates(residual, MIN_PERIOD, LATTICE_CANDIDATES):
+        straight = abs(lattice.angle) < STRAIGHT_RADIANS
+        if straight and any(abs(lattice.period - earlier) <= 0.003 * earlier for earlier in tried):
+            continue
+        if straight:
+            tried.append(lattice.period)
+            yield _Hypothesis(residual, lattice.period)
+        else:
+            frame_period = TILE if lattice.period > TILE / 2 else TILE // 2
+            turned = geometry.to_tile_frame(residual, lattice, frame_period)
+            # the lattice angle is measured with y pointing down: a counter-clockwise turn makes it negative
+            yield _Hypothesis(turned, lattice.period, -math.degrees(lattice.angle), float(frame_period))
 
 
 def _examined_luma(image: Image.Image) -> np.ndarray:
@@ -164,37 +235,6 @@ def _examined_luma(image: Image.Image) -> np.ndarray:
         image = image.copy()
         image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
     return np.asarray(image.convert("L"), dtype=np.float32)
-
-
-def _candidate_periods(residual: np.ndarray) -> Iterator[float]:
-    """The original size, a 50% resize, then what the autocorrelation suggests (computed only if needed)."""
-    tried = [float(TILE), TILE / 2]
-    yield from tried
-    for period in _autocorrelation_periods(residual):
-        if all(abs(period - earlier) > 0.01 * earlier for earlier in tried):
-            tried.append(period)
-            yield period
-
-
-def _autocorrelation_periods(residual: np.ndarray, peaks: int = 2) -> list[float]:
-    """A periodic mark puts lines in the power spectrum and peaks at its period (or a multiple) in the
-    autocorrelation. Flattening the spectrum first keeps the lines and drops the image's smooth spectrum."""
-    power = np.abs(fft.rfft2(residual)) ** 2
-    flattened = power / (cv2.blur(power, (9, 9)) + 1e-6 * float(power.mean()) + 1e-12)
-    autocorrelation = fft.irfft2(flattened, s=residual.shape)
-    longest = min(residual.shape) // 2
-    profile = autocorrelation[0, :longest] + autocorrelation[:longest, 0]
-    periods: list[float] = []
-    for lag in np.argsort(profile[MIN_PERIOD : longest - 1])[::-1] + MIN_PERIOD:
-        if len(periods) == 2 * peaks:
-            break
-        if any(abs(lag - p) <= 2 for p in periods):
-            continue  # the same peak again
-        left, centre, right = profile[lag - 1], profile[lag], profile[lag + 1]
-        curvature = left - 2 * centre + right
-        peak = float(lag + (0.5 * (left - right) / curvature if curvature < 0 else 0.0))
-        periods += [peak, peak / 2]
-    return [p for p in periods if p >= MIN_PERIOD]
 
 
 def _prefilter(luma: np.ndarray) -> np.ndarray:
@@ -209,9 +249,9 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     return cv2.blur(cv2.blur(values, (width, width)), (width, width))
 
 
-def _synchronise(residual: np.ndarray, period: float) -> tuple[float, np.ndarray, tuple[int, int]]:
-    """Fold the prefiltered image at `period`, whiten the fold and find the grid offset: (sync score, whitened
-    fold spectrum at the tile size, offset)."""
+def _synchronise(residual: np.ndarray, period: float) -> tuple[float, np.ndarray, tuple[int, int], str]:
+    """Fold the prefiltered image at `period`, whiten the fold, and find the orientation and grid offset that
+    best match the pilots: (sync score, aligned whitened fold at the tile size, offset, orientation)."""
     whole = round(period)
     if whole != period:  # resample slightly so that the period is a whole number of pixels
         factor = whole / period
@@ -220,16 +260,22 @@ def _synchronise(residual: np.ndarray, period: float) -> tuple[float, np.ndarray
     noise = cv2.blur((np.abs(spectra) ** 2).mean(axis=0).astype(np.float32), (5, 5), borderType=cv2.BORDER_REFLECT)
     fold, noise = _to_tile_spectrum(spectra.sum(axis=0), whole), _to_tile_spectrum(noise, whole).real
     floor = 0.1 * float(np.median(noise[_BAND])) + 1e-12
-    whitened = np.where(_BAND, fold / (noise + floor), 0)
-    correlation = fft.irfft2(whitened * _PILOT_SPECTRUM, s=(TILE, TILE))
-    row, col = np.unravel_index(int(np.argmax(correlation)), correlation.shape)
-    sync_score = float((correlation[row, col] - correlation.mean()) / (correlation.std() + 1e-12))
-    return sync_score, whitened, (int(row), int(col))
+    whitened = fft.irfft2(np.where(_BAND, fold / (noise + floor), 0), s=(TILE, TILE))
+    best: tuple[float, np.ndarray, tuple[int, int], str] | None = None
+    for orientation, transform in ORIENTATIONS.items():
+        oriented = transform(whitened)
+        correlation = fft.irfft2(fft.rfft2(oriented) * _PILOT_SPECTRUM, s=(TILE, TILE))
+        row, col = np.unravel_index(int(np.argmax(correlation)), correlation.shape)
+        sync_score = float((correlation[row, col] - correlation.mean()) / (correlation.std() + 1e-12))
+        if best is None or sync_score > best[0]:
+            best = (sync_score, oriented, (int(row), int(col)), orientation)
+    assert best is not None
+    return best
 
 
-def _read_payload(whitened_fold: np.ndarray, offset: tuple[int, int]) -> bytes | None:
+def _read_payload(fold: np.ndarray, offset: tuple[int, int]) -> bytes | None:
     """Correlate each chip of the aligned fold with its bump, gather chips into code symbols, decode."""
-    aligned = np.roll(fft.irfft2(whitened_fold, s=(TILE, TILE)), (-offset[0], -offset[1]), axis=(0, 1))
+    aligned = np.roll(fold, (-offset[0], -offset[1]), axis=(0, 1))
     chips = np.einsum("iajb,ab->ij", aligned.reshape(GRID, CHIP, GRID, CHIP), _BUMP).ravel()
     soft = np.bincount(_SYMBOL_OF_CHIP, weights=chips[_DATA] * _SIGNS[_DATA], minlength=_SYMBOLS)
     return coding.decode(soft, PAYLOAD_BYTES)
