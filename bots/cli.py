@@ -13,7 +13,7 @@ from config.settings import ConfigError, Settings, load_settings
 from engine.errors import EngineError
 
 # Subcommand modules, in help order. Each lives in bots/commands/<name>.py.
-COMMAND_MODULES = ("generate", "verify", "moderate", "review", "serve", "model")
+COMMAND_MODULES = ("generate", "verify", "provenance", "moderate", "review", "serve", "model")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -55,7 +55,8 @@ class PlainJpeg:
 
 
 def build_postprocessor(settings: Settings) -> PostProcessor:
-    """The service's post-processor: visible label, invisible watermark and AI metadata (`settings.provenance`)."""
+    """The service's post-processor: visible label, invisible watermark, AI metadata and the signed C2PA manifest
+    (`settings.provenance`; the development signing pair, if used, lives in `settings.engine.cache_dir`)."""
     from engine.provenance import ProvenancePostProcessor  # imported here: it builds on this module's types
 
-    return ProvenancePostProcessor(settings.provenance, settings.engine.jpeg_quality)
+    return ProvenancePostProcessor(settings.provenance, settings.engine.jpeg_quality, settings.engine.cache_dir)
