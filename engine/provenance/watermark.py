@@ -92,13 +92,23 @@ def _chips_to_pixels(chips: np.ndarray) -> np.ndarray:
     return np.kron(chips.reshape(GRID, GRID), _BUMP).astype(np.float32)
 
 
-def _pilot_spectrum() -> np.ndarray:
+def _pilot_spectra() -> dict[str, np.ndarray]:
+    """The conjugate spectrum of the pilot tile as each orientation's inverse leaves it. Correlating a fold with
+    these gives, for every orientation, the same set of values as turning the fold and correlating it with the
+    upright pilots (only the peak's position differs), at one forward FFT for all eight."""
     chips = np.zeros(GRID * GRID, dtype=np.float32)
     chips[_PILOTS] = _SIGNS[_PILOTS]
-    return np.conj(fft.rfft2(_chips_to_pixels(chips)))
+    pilots = _chips_to_pixels(chips)
+    return {name: np.conj(fft.rfft2(ORIENTATIONS[_INVERSE.get(name, name)](pilots))) for name in ORIENTATIONS}
 
 
-_PILOT_SPECTRUM = _pilot_spectrum()
+_INVERSE = {
+    "turned 90° counter-clockwise": "turned 90° clockwise",
+    "turned 90° clockwise": "turned 90° counter-clockwise",
+}
+"""The other orientations undo themselves."""
+_PILOT_SPECTRA = _pilot_spectra()
+_PILOT_SPECTRUM = _PILOT_SPECTRA["upright"]
 _FREQUENCY = np.hypot(fft.fftfreq(TILE)[:, None], fft.rfftfreq(TILE)[None, :])
 _BAND = _FREQUENCY <= 0.25  # the chips' energy lies below this; above it is only image and JPEG noise
 
@@ -176,9 +186,9 @@ def detect(image: Image.Image) -> Detection | None:
         return None
     residual = _prefilter(luma)
     for hypothesis in _hypotheses(residual):
-        sync_score, fold, offset, orientation = hypothesis.synchronise()
+        sync_score, whitened, orientation = hypothesis.synchronise()
         if sync_score >= SYNC_THRESHOLD:
-            payload = _read_payload(fold, offset)
+            payload = _read_payload(*_align(whitened, orientation))
             if payload is not None:
                 return Detection(payload, sync_score, hypothesis.period, hypothesis.rotation, orientation)
     return None
@@ -204,7 +214,7 @@ class _Hypothesis:
     fold_period: float | None = None
     """The period in `residual` itself, when it was resampled to put the tiling on the axes."""
 
-    def synchronise(self) -> tuple[float, np.ndarray, tuple[int, int], str]:
+    def synchronise(self) -> tuple[float, np.ndarray, str]:
         return _synchronise(self.residual, self.fold_period or self.period)
 
 
@@ -249,9 +259,9 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     return cv2.blur(cv2.blur(values, (width, width)), (width, width))
 
 
-def _synchronise(residual: np.ndarray, period: float) -> tuple[float, np.ndarray, tuple[int, int], str]:
-    """Fold the prefiltered image at `period`, whiten the fold, and find the orientation and grid offset that
-    best match the pilots: (sync score, aligned whitened fold at the tile size, offset, orientation)."""
+def _synchronise(residual: np.ndarray, period: float) -> tuple[float, np.ndarray, str]:
+    """Fold the prefiltered image at `period`, whiten the fold, and find the orientation that best matches the
+    pilots: (sync score, whitened fold at the tile size, orientation)."""
     whole = round(period)
     if whole != period:  # resample slightly so that the period is a whole number of pixels
         factor = whole / period
@@ -260,17 +270,23 @@ def _synchronise(residual: np.ndarray, period: float) -> tuple[float, np.ndarray
     noise = cv2.blur((np.abs(spectra) ** 2).mean(axis=0).astype(np.float32), (5, 5), borderType=cv2.BORDER_REFLECT)
     fold, noise = _to_tile_spectrum(spectra.sum(axis=0), whole), _to_tile_spectrum(noise, whole).real
     floor = 0.1 * float(np.median(noise[_BAND])) + 1e-12
-    whitened = fft.irfft2(np.where(_BAND, fold / (noise + floor), 0), s=(TILE, TILE))
-    best: tuple[float, np.ndarray, tuple[int, int], str] | None = None
-    for orientation, transform in ORIENTATIONS.items():
-        oriented = transform(whitened)
-        correlation = fft.irfft2(fft.rfft2(oriented) * _PILOT_SPECTRUM, s=(TILE, TILE))
-        row, col = np.unravel_index(int(np.argmax(correlation)), correlation.shape)
-        sync_score = float((correlation[row, col] - correlation.mean()) / (correlation.std() + 1e-12))
-        if best is None or sync_score > best[0]:
-            best = (sync_score, oriented, (int(row), int(col)), orientation)
-    assert best is not None
-    return best
+    whitened = np.where(_BAND, fold / (noise + floor), 0)
+    scores = {name: _peak_score(whitened * pilots)[0] for name, pilots in _PILOT_SPECTRA.items()}
+    orientation = max(scores, key=scores.__getitem__)
+    return scores[orientation], whitened, orientation
+
+
+def _align(whitened: np.ndarray, orientation: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """The fold turned into `orientation` (spatial, TILE×TILE) and its grid offset against the pilots."""
+    oriented = ORIENTATIONS[orientation](fft.irfft2(whitened, s=(TILE, TILE)))
+    return oriented, _peak_score(fft.rfft2(oriented) * _PILOT_SPECTRUM)[1]
+
+
+def _peak_score(cross_spectrum: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """The cross-correlation's peak in units of its noise, and where it is."""
+    correlation = fft.irfft2(cross_spectrum, s=(TILE, TILE))
+    row, col = np.unravel_index(int(np.argmax(correlation)), correlation.shape)
+    return float((correlation[row, col] - correlation.mean()) / (correlation.std() + 1e-12)), (int(row), int(col))
 
 
 def _read_payload(fold: np.ndarray, offset: tuple[int, int]) -> bytes | None:
