@@ -31,6 +31,8 @@ JPEG ringing."""
 SAMPLE_STEP = 7
 """Every 7th lag is plenty to estimate the autocorrelation's noise level."""
 _SQUARE_5 = np.ones((5, 5), np.uint8)
+AXIS_CANDIDATES = 2
+"""Straight tilings taken from the axes' profile besides the 2D lattice candidates."""
 FUNDAMENTAL_SHARE = 0.3
 """A shorter vector replaces a tiling it divides when its lattice score is at least this share of that one's:
 the tiling's own multiples can score higher than it (measured: 11.5 at 2P against 4.8 at P after a border)."""
@@ -50,7 +52,8 @@ class Lattice:
 
 
 def lattice_candidates(residual: np.ndarray, min_period: float, count: int = 3) -> list[Lattice]:
-    """Up to `count` distinct tilings the prefiltered image may carry, strongest first."""
+    """Up to `count` distinct tilings the prefiltered image may carry, strongest first, then up to
+    AXIS_CANDIDATES straight ones from the axes' profile."""
     if min(residual.shape) / 2 - 2 < min_period:
         return []  # too small to hold two tiles in any direction
     autocorrelation = _whitened_autocorrelation(residual * _away_from_flat(residual))
@@ -70,7 +73,31 @@ def lattice_candidates(residual: np.ndarray, min_period: float, count: int = 3) 
                 candidates[same[0]] = replace(lattice, strength=earlier.strength)
             continue
         candidates.append(lattice)
-    return candidates[:count]
+    candidates = candidates[:count]
+    for lattice in _axis_candidates(autocorrelation, min_period, longest):
+        if not any(
+            _same_tiling(lattice, earlier) and abs(lattice.period - earlier.period) < 1.0 for earlier in candidates
+        ):
+            candidates.append(lattice)
+    return candidates
+
+
+def _axis_candidates(autocorrelation: np.ndarray, shortest: float, longest: float) -> list[Lattice]:
+    """Straight tilings from the sum of the two axes of the autocorrelation (as after a plain resize): adding
+    the rows' and columns' evidence finds a small, noise-like image's period where no single 2D peak stands out
+    (measured: the tiny model's images cropped 30% and scaled to 60%, 538 px, 3.5 tiles across)."""
+    height, width = autocorrelation.shape
+    cy, cx, reach = height // 2, width // 2, int(longest)
+    profile = autocorrelation[cy, cx : cx + reach + 1] + autocorrelation[cy : cy + reach + 1, cx]
+    lattices: list[Lattice] = []
+    for lag in np.argsort(profile[int(math.ceil(shortest)) : reach])[::-1] + int(math.ceil(shortest)):
+        if len(lattices) == AXIS_CANDIDATES:
+            break
+        if lag < 1 or any(abs(lag - lattice.period) <= 2 for lattice in lattices):
+            continue  # the same peak again
+        period = float(lag) + _vertex(profile[lag - 1 : lag + 2])
+        lattices.append(Lattice(angle=0.0, period=period, strength=float(profile[lag]) / 2))
+    return lattices
 
 
 def to_tile_frame(residual: np.ndarray, lattice: Lattice, period: int) -> np.ndarray:
@@ -110,7 +137,7 @@ def _away_from_flat(residual: np.ndarray) -> np.ndarray:
 def _whitened_autocorrelation(residual: np.ndarray) -> np.ndarray:
     """Autocorrelation of the image with its spectrum flattened (so lines, i.e. periodicities, stand out over
     the image's smooth spectrum) and JPEG's block-grid lines removed; centred (zero lag in the middle)."""
-    power = np.abs(fft.rfft2(residual, workers=-1)) ** 2
+    power = np.abs(fft.rfft2(residual)) ** 2
     flattened = power / (cv2.blur(power, (9, 9)) + 1e-6 * float(power.mean()) + 1e-12)
     height, width = residual.shape
     for step in range(1, JPEG_BLOCK):
@@ -122,7 +149,7 @@ def _whitened_autocorrelation(residual: np.ndarray) -> np.ndarray:
         fy = fft.fftfreq(height)[:, None]
         fx = fft.rfftfreq(width)[None, :]
         flattened *= np.exp(-(fy * fy + fx * fx) / (BAND_CYCLES * BAND_CYCLES))
-    autocorrelation = fft.irfft2(flattened, s=residual.shape, workers=-1)
+    autocorrelation = fft.irfft2(flattened, s=residual.shape)
     return np.fft.fftshift(autocorrelation).astype(np.float32)
 
 
