@@ -43,8 +43,9 @@ LAYOUT_SEED = 0x1A9E_0001
 TARGET_PSNR_DB = 42.0
 SYNC_THRESHOLD = 8.0
 """Pilot correlation peak, in units of its noise, needed to accept a mark (the CRC must check out too).
-Unmarked images peak at about 4.5 (the largest of 65,536 roughly Gaussian values, with a heavier tail: up to
-~7 in thousands of tries); marked ones after the hardest required attacks at 12 or more."""
+Unmarked images peak at about 5 (the largest of 8 orientations × 65,536 roughly Gaussian values, over up to 9
+geometries, with a heavier tail: 6.7 the highest in 1,000 images); marked ones after the hardest required attacks
+at 9.7 or more (the tiny model's noise-like images scaled to 40% and saved at JPEG 60), most at 14 or more."""
 MAX_SIDE = 4096
 MIN_PERIOD = 48
 """The smallest period the detector looks for: marks shrunk below ~20% have lost their chips anyway."""
