@@ -11,7 +11,7 @@ import io
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 KINDS = ("gradient", "texture", "photo", "noise")
 
@@ -66,11 +66,15 @@ def _noise(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 
 _MAKERS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {
-    "gradient": _gradient, "texture": _texture, "photo": _photo, "noise": _noise,
+    "gradient": _gradient,
+    "texture": _texture,
+    "photo": _photo,
+    "noise": _noise,
 }
 
 
 # The ways an image gets re-shared: re-compressed, resized, cropped.
+
 
 def jpeg(image: Image.Image, quality: int) -> Image.Image:
     buffer = io.BytesIO()
@@ -86,9 +90,62 @@ def resize(image: Image.Image, factor: float) -> Image.Image:
 def crop(image: Image.Image, side: str, fraction: float = 0.1) -> Image.Image:
     """Cut `fraction` of the image off one side: left, right, top or bottom."""
     dx, dy = round(image.width * fraction), round(image.height * fraction)
-    boxes = {"left": (dx, 0, image.width, image.height), "right": (0, 0, image.width - dx, image.height),
-             "top": (0, dy, image.width, image.height), "bottom": (0, 0, image.width, image.height - dy)}
+    boxes = {
+        "left": (dx, 0, image.width, image.height),
+        "right": (0, 0, image.width - dx, image.height),
+        "top": (0, dy, image.width, image.height),
+        "bottom": (0, 0, image.width, image.height - dy),
+    }
     return image.crop(boxes[side])
+
+
+def crop_sides(image: Image.Image, fraction: float) -> Image.Image:
+    """Keep the centre: `fraction` of the width and height cut off, half on each side (a 30% crop keeps 70%)."""
+    dx, dy = round(image.width * fraction / 2), round(image.height * fraction / 2)
+    return image.crop((dx, dy, image.width - dx, image.height - dy))
+
+
+def rotate(image: Image.Image, degrees: float, expand: bool = False) -> Image.Image:
+    """Counter-clockwise, bicubic, black where the rotated picture leaves the frame (as image editors do)."""
+    return image.rotate(degrees, Image.Resampling.BICUBIC, expand=expand, fillcolor=(0, 0, 0))
+
+
+def flip(image: Image.Image, axis: str) -> Image.Image:
+    mirror = Image.Transpose.FLIP_LEFT_RIGHT if axis == "horizontal" else Image.Transpose.FLIP_TOP_BOTTOM
+    return image.transpose(mirror)
+
+
+def border(image: Image.Image, width: int, colour: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    framed = Image.new("RGB", (image.width + 2 * width, image.height + 2 * width), colour)
+    framed.paste(image.convert("RGB"), (width, width))
+    return framed
+
+
+def screenshot(image: Image.Image) -> Image.Image:
+    """What a screenshot of a chat client looks like: shown at 75%, a frame of UI around it, saved as JPEG 75."""
+    return jpeg(border(resize(image, 0.75), 24, (54, 57, 63)), 75)
+
+
+def gaussian_noise(image: Image.Image, sigma: float, seed: int = 0) -> Image.Image:
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    noisy = pixels + np.random.default_rng(seed).normal(0, sigma, pixels.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+
+
+def gamma(image: Image.Image, value: float) -> Image.Image:
+    table = [round(255 * (i / 255) ** value) for i in range(256)]
+    return image.convert("RGB").point(table * 3)
+
+
+def webp(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="WEBP", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def social(image: Image.Image) -> Image.Image:
+    """A social network's upload path: longest side to 1080 px, JPEG 70."""
+    return jpeg(resize(image, 1080 / max(image.size)), 70)
 
 
 SIDES = ("left", "right", "top", "bottom")
@@ -101,3 +158,33 @@ ATTACKS: dict[str, Callable[[Image.Image], Image.Image]] = {
     **{f"all_three_{side}": (lambda image, side=side: jpeg(resize(crop(image, side), 0.5), 60)) for side in SIDES},
 }
 """Each attack applied to a delivered JPEG. `all_three_*`: a 10% crop, then a 50% resize, then JPEG 60."""
+
+GEOMETRY_ATTACKS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    **{f"rotate{angle:+g}": (lambda image, angle=angle: rotate(image, angle)) for angle in (-5, -2, 1, 2, 5)},
+    **{f"rotate{angle:+g}_expand": (lambda image, angle=angle: rotate(image, angle, expand=True)) for angle in (-5, 3)},
+    "rotate3_jpeg75": lambda image: jpeg(rotate(image, 3), 75),
+    "flip_horizontal": lambda image: flip(image, "horizontal"),
+    "flip_vertical": lambda image: flip(image, "vertical"),
+    "flip_horizontal_jpeg70": lambda image: jpeg(flip(image, "horizontal"), 70),
+    **{
+        f"scale{round(100 * f)}_jpeg{q}": (lambda image, f=f, q=q: jpeg(resize(image, f), q))
+        for f, q in ((0.4, 80), (0.4, 60), (0.6, 70), (0.75, 60), (0.9, 80), (1.3, 70), (1.5, 60), (2.0, 80))
+    },
+    "crop30": lambda image: crop_sides(image, 0.3),
+    "crop30_scale60_jpeg70": lambda image: jpeg(resize(crop_sides(image, 0.3), 0.6), 70),
+    "border_scale80_jpeg70": lambda image: jpeg(border(resize(image, 0.8), 40), 70),
+    "screenshot": screenshot,
+    "rotate2_flip_scale70_jpeg75": lambda image: jpeg(resize(flip(rotate(image, 2), "horizontal"), 0.7), 75),
+}
+"""Rotations (counter-clockwise degrees; `_expand` grows the canvas), mirrors, scales combined with JPEG, crops
+that keep the centre, borders and a screenshot-like path."""
+
+PROCESSING_ATTACKS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "blur1": lambda image: image.filter(ImageFilter.GaussianBlur(1.0)),
+    "noise5": lambda image: gaussian_noise(image, 5.0),
+    "colour": lambda image: ImageEnhance.Contrast(ImageEnhance.Color(image).enhance(1.4)).enhance(1.2),
+    "gamma0.7": lambda image: gamma(image, 0.7),
+    "webp75": lambda image: webp(image, 75),
+    "social": social,
+}
+"""Edits that change pixel values but not geometry."""

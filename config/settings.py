@@ -56,6 +56,9 @@ class ProvenanceSettings:
     label_text: str = "Imagined with AI"
     watermark: bool = True
     metadata: bool = True
+    c2pa: bool = True
+    c2pa_cert: str = ""
+    c2pa_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ def test_unknown_config_key_from_the_environment(capsys: pytest.CaptureFixture[s
 @pytest.mark.timeout(600)
 def test_generate_in_a_fresh_process_writes_four_jpegs(tmp_path: Path, tiny_model_dir: Path) -> None:
     env = {**os.environ, "IMAGINE_ENGINE__MODEL": str(tiny_model_dir), "IMAGINE_ENGINE__BASE_SIZE": "256",
-           "IMAGINE_ENGINE__STEPS": "2", "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db"}
+           "IMAGINE_ENGINE__STEPS": "2", "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
+           "IMAGINE_ENGINE__CACHE_DIR": str(tmp_path / "cache")}  # the C2PA development pair goes there
     completed = subprocess.run(
         [sys.executable, "-m", "bots", "generate", "a lighthouse at dawn", "--seed", "5", "--aspect", "16:9",
          "--out", str(tmp_path / "out"), "--json"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -85,12 +86,15 @@ def test_each_part_can_be_switched_off() -> None:
         assert np.abs(corner - original).mean() < 4
 
 
-def test_build_postprocessor_uses_provenance_settings_and_jpeg_quality() -> None:
-    settings = load_settings(env={"IMAGINE_PROVENANCE__LABEL_TEXT": "AI", "IMAGINE_ENGINE__JPEG_QUALITY": "75"})
-    postprocess = build_postprocessor(settings)
+def test_build_postprocessor_uses_provenance_settings_and_jpeg_quality(tmp_path: Path) -> None:
+    env = {"IMAGINE_PROVENANCE__LABEL_TEXT": "AI", "IMAGINE_ENGINE__JPEG_QUALITY": "75",
+           "IMAGINE_ENGINE__CACHE_DIR": str(tmp_path)}
+    postprocess = build_postprocessor(load_settings(env=env))
     assert isinstance(postprocess, ProvenancePostProcessor)
     assert postprocess.settings.label_text == "AI" and postprocess.jpeg_quality == 75
-    processed = build_postprocessor(Settings())(sample_image("photo", seed=4, width=512, height=512), CONTEXT)
+    assert (tmp_path / "c2pa" / "dev-signer-chain.pem").is_file()  # the development signing pair lives there
+    settings = replace(Settings(), engine=replace(Settings().engine, cache_dir=str(tmp_path)))
+    processed = build_postprocessor(settings)(sample_image("photo", seed=4, width=512, height=512), CONTEXT)
     assert processed.watermark_id == watermark_payload(CONTEXT.job_id, CONTEXT.index).hex()
     with Image.open(io.BytesIO(processed.jpeg)) as decoded:
         found = watermark.detect(decoded)

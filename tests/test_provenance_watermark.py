@@ -1,15 +1,27 @@
-"""The invisible watermark: survives re-sharing (JPEG 60, 50% resize, 10% crops, all three), never fires on
-unmarked images, stays imperceptible (PSNR), and its channel code corrects errors and rejects noise."""
+"""The invisible watermark: survives re-sharing (JPEG 60, 50% resize, 10% crops, all three), geometry (rotation,
+mirrors, scales from 40% to 200%, borders, a screenshot), everyday edits (blur, noise, colour, WebP), never fires
+on unmarked images, stays imperceptible (PSNR), and its channel code corrects errors and rejects noise."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bench.image_samples import ATTACKS, KINDS, jpeg, resize, sample_image
+from bench.image_samples import (
+    ATTACKS,
+    GEOMETRY_ATTACKS,
+    KINDS,
+    PROCESSING_ATTACKS,
+    flip,
+    jpeg,
+    resize,
+    rotate,
+    sample_image,
+)
 from config.settings import ProvenanceSettings
 from engine.postprocess import ImageContext
 from engine.provenance import ProvenancePostProcessor, coding, watermark, watermark_payload
@@ -44,6 +56,46 @@ def test_survives_attack(attack: str, delivered: list[tuple[str, bytes, Image.Im
         found = watermark.detect(ATTACKS[attack](image))
         assert found is not None, f"{kind} after {attack}: no mark found"
         assert found.payload == payload, f"{kind} after {attack}: wrong payload"
+
+
+@pytest.mark.parametrize("attack", [*GEOMETRY_ATTACKS, *PROCESSING_ATTACKS])
+def test_survives_geometry_and_everyday_edits(attack: str, delivered: list[tuple[str, bytes, Image.Image]]) -> None:
+    attacks = {**GEOMETRY_ATTACKS, **PROCESSING_ATTACKS}
+    for kind, payload, image in delivered:
+        found = watermark.detect(attacks[attack](image))
+        assert found is not None, f"{kind} after {attack}: no mark found"
+        assert found.payload == payload, f"{kind} after {attack}: wrong payload"
+
+
+@pytest.mark.parametrize(
+    ("transform", "rotation", "orientation", "described"),
+    [
+        (lambda image: rotate(image, 3), 3.0, "upright", "rotated 3.0° counter-clockwise"),
+        (lambda image: rotate(image, -4.5, expand=True), -4.5, "upright", "rotated 4.5° clockwise"),
+        (lambda image: flip(image, "horizontal"), 0.0, "mirrored left-right", "mirrored left-right"),
+        (
+            lambda image: image.rotate(90, expand=True),
+            0.0,
+            "turned 90° counter-clockwise",
+            "turned 90° counter-clockwise",
+        ),
+        (lambda image: resize(image, 0.75), 0.0, "upright", "scaled to 75%"),
+        (lambda image: image, 0.0, "upright", "as delivered"),
+    ],
+)
+def test_reports_the_transformation_it_found_the_mark_under(
+    transform: Callable[[Image.Image], Image.Image],
+    rotation: float,
+    orientation: str,
+    described: str,
+    delivered: list[tuple[str, bytes, Image.Image]],
+) -> None:
+    kind, payload, image = delivered[2]
+    found = watermark.detect(transform(image))
+    assert found is not None and found.payload == payload
+    assert found.rotation == pytest.approx(rotation, abs=0.1)
+    assert found.orientation == orientation
+    assert found.transformation == described
 
 
 def test_survives_a_resize_other_than_half(delivered: list[tuple[str, bytes, Image.Image]]) -> None:

@@ -22,7 +22,8 @@ from engine.errors import EngineError
 
 COMMANDS = {  # in help order; each lives in bots/cli/<name>.py
     "generate": "render four images for a prompt and write them as JPEGs",
-    "verify": "check images for the invisible watermark and AI metadata",
+    "verify": "check images for the invisible watermark, the C2PA manifest and AI metadata",
+    "provenance": "manage Content Credentials (C2PA) signing",
     "moderate": "show the moderation verdict for a prompt (or - for stdin)",
     "review": "moderators: review queue, bans, strikes and audit log",
     "serve": "run the engine and every chat adapter that has credentials",

@@ -1,6 +1,7 @@
-"""`imagine verify IMAGE...`: does each image carry the invisible watermark, which job made it, is there AI
-metadata. Exit 0 only if every image carries the watermark, 1 if one does not, 2 if one cannot be read (the
-others are still reported)."""
+"""`imagine verify IMAGE...`: does each image carry the invisible watermark (and under what transformation),
+which job made it, is its C2PA manifest there and valid or stripped, do the two agree, is there AI metadata.
+Exit 0 only if every image carries the watermark, 1 if one does not, 2 if one cannot be read (the others are
+still reported)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from bots.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from config.settings import Settings
+from engine.provenance.c2pa_manifest import service_trust_anchor
 from engine.provenance.verify import VerifyReport, verify_file
 from engine.store import JobStore
 from storage.database import Database
@@ -26,9 +28,11 @@ logger = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "For each image: whether the invisible watermark is present, its payload, the job it maps "
-                    "to (when the job store knows it) and whether the AI metadata is there. Exit 0 only if "
-                    "every image carries the watermark, 1 otherwise, 2 if an image cannot be read."
+        "For each image: whether the invisible watermark is present, its payload, what the image went "
+        "through (rotation, mirroring, scale), the job it maps to (when the job store knows it), "
+        "whether a C2PA manifest is there and valid (signature and hash binding) or stripped, "
+        "whether the two agree, and whether the AI metadata is there. Exit 0 only if every image "
+        "carries the watermark, 1 otherwise, 2 if an image cannot be read."
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, WebP...)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with a report per image")
@@ -36,8 +40,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> int:
-    store_url = settings_loader().store.url
-    reports = [verify_file(path) for path in args.images]
+    settings = settings_loader()
+    store_url = settings.store.url
+    anchor = service_trust_anchor(settings.provenance.c2pa_cert, settings.engine.cache_dir)
+    reports = [verify_file(path, trust_anchors=anchor) for path in args.images]
     if any(report.watermark_found for report in reports) and _store_exists(store_url):
         reports = asyncio.run(_with_jobs(store_url, reports))
     if args.json:
@@ -58,9 +64,23 @@ def _describe(report: VerifyReport) -> str:
     if report.watermark_found:
         mark = f"watermark found, id {report.watermark_id}"
         mark += f" (job {report.job_id}, image {report.image_index})" if report.job_id else " (job not in the store)"
+        mark += f", {report.watermark_transformation}"
     else:
         mark = "no watermark"
-    return f"{mark}; AI metadata: {'yes' if report.metadata_found else 'no'}"
+    return f"{mark}; {_describe_manifest(report)}; AI metadata: {'yes' if report.metadata_found else 'no'}"
+
+
+def _describe_manifest(report: VerifyReport) -> str:
+    if not report.manifest_found:
+        return "C2PA manifest: none (never signed, or stripped)"
+    if report.manifest_valid:
+        trust = "trusted" if report.manifest_trusted else "signer not trusted"
+        text = f"C2PA manifest: valid, signed by {report.manifest_signer or 'unknown'} ({trust})"
+    else:
+        text = f"C2PA manifest: INVALID ({', '.join(report.manifest_issues) or 'unknown reason'})"
+    if report.manifest_matches_watermark is not None:
+        text += ", names this watermark" if report.manifest_matches_watermark else ", names a DIFFERENT watermark"
+    return text
 
 
 async def _with_jobs(store_url: str, reports: list[VerifyReport]) -> list[VerifyReport]:

@@ -59,5 +59,6 @@ class ImageFinisher:
 
 
 def build_postprocessor(settings: Settings) -> PostProcessor:
-    """The service's post-processor: visible label, invisible watermark and AI metadata (`settings.provenance`)."""
-    return ProvenancePostProcessor(settings.provenance, settings.engine.jpeg_quality)
+    """The service's post-processor: visible label, invisible watermark, AI metadata and the signed C2PA manifest
+    (`settings.provenance`; the development signing pair, if used, lives in `settings.engine.cache_dir`)."""
+    return ProvenancePostProcessor(settings.provenance, settings.engine.jpeg_quality, settings.engine.cache_dir)
