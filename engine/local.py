@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +27,7 @@ from engine import messages
 from engine.errors import EngineClosed, GenerationFailed, JobCancelled, NotAllowed, QueueFull
 from engine.jobs import Job
 from engine.postprocess import PostProcessor
-from engine.requests import GeneratedImage, GenerationRequest, JobState, Requester
+from engine.requests import GenerationRequest, JobState, Requester
 from engine.scheduler import FairQueue
 from engine.screening import ImageScreener
 from engine.store import JobRecord, JobStore
@@ -66,10 +66,10 @@ class LocalJobQueue:
         self._config = settings.engine
         self._runner_factory = runner_factory or (lambda: load_runner(settings))
         self._output_dir = Path(output_dir or self._config.output_dir).expanduser()
-        self._store = _StoreHandle(store)
+        self._store = store
         finisher = ImageFinisher(postprocessor or build_postprocessor(settings), self._output_dir, screener,
                                  withhold or blur)
-        self._worker = BatchWorker(self._config, finisher, self._store, self._end)
+        self._worker = BatchWorker(self._config, finisher, self._end)
         self._state = QueueState.NEW
         self._queue: FairQueue[Job] = FairQueue()
         self._jobs: dict[str, Job] = {}
@@ -101,8 +101,9 @@ class LocalJobQueue:
         if self._state is not QueueState.NEW:
             raise RuntimeError(f"start() called in state {self._state.value}")
         self._output_dir.mkdir(parents=True, exist_ok=True)
-        await self._store.open(self.settings.store.url)
-        await self._worker.load(self._runner_factory)
+        if self._store is None:  # none given: one on a database of its own (closed with the store)
+            self._store = await JobStore.open(self.settings.store.url)
+        await self._worker.load(self._runner_factory, self._store)
         await self._resume_journaled_jobs()
         self._state = QueueState.RUNNING
         self._loop_task = asyncio.create_task(self._work(), name="imagine-engine-worker")
@@ -131,7 +132,8 @@ class LocalJobQueue:
 
     async def _close(self) -> None:
         await self._worker.close()
-        await self._store.close()
+        if self._store is not None:
+            await self._store.close()
 
     # ---- the job API -----------------------------------------------------------------------------------------
 
@@ -144,7 +146,7 @@ class LocalJobQueue:
             raise QueueFull(messages.QUEUE_FULL.format(size=self._config.queue_size))
         self._reserved += 1
         try:
-            await self._store.add(record)
+            await self._store_required().add(record)
         finally:
             self._reserved -= 1
         job = Job(record)
@@ -181,11 +183,11 @@ class LocalJobQueue:
         return True
 
     async def lookup(self, job_id: str) -> JobRecord | None:
-        return await self._store.get(job_id)
+        return await self._store_required().get(job_id)
 
     async def undelivered(self, platform: str | None = None) -> list[JobRecord]:
         """Finished jobs whose images nobody has confirmed delivering (e.g. the bot restarted in between)."""
-        records = await self._store.in_states([JobState.DONE])
+        records = await self._store_required().in_states([JobState.DONE])
         return [record for record in records if platform is None or record.request.requester.platform == platform]
 
     async def update_delivery(self, job_id: str, changes: dict[str, Any]) -> None:
@@ -199,12 +201,12 @@ class LocalJobQueue:
         if delivery == record.request.delivery:
             return
         request = replace(record.request, delivery=delivery)
-        await self._store.set_request(job_id, request)
+        await self._store_required().set_request(job_id, request)
         if job is not None:
             job.record = replace(job.record, request=request)
 
     async def mark_delivered(self, job_id: str) -> None:
-        await self._store.set_state(job_id, JobState.DELIVERED)
+        await self._store_required().set_state(job_id, JobState.DELIVERED)
         job = self._jobs.get(job_id)
         if job is not None:
             job.state = JobState.DELIVERED
@@ -234,10 +236,10 @@ class LocalJobQueue:
             del self._jobs[job_id]
 
     async def _resume_journaled_jobs(self) -> None:
-        records = await self._store.in_states([JobState.QUEUED, JobState.RUNNING])
+        records = await self._store_required().in_states([JobState.QUEUED, JobState.RUNNING])
         for record in records:
             if record.state is JobState.RUNNING:
-                await self._store.set_state(record.id, JobState.QUEUED)
+                await self._store_required().set_state(record.id, JobState.QUEUED)
             self._enqueue(Job(replace(record, state=JobState.QUEUED)))
         if records:
             log.info("resumed %d journaled jobs", len(records))
@@ -277,12 +279,17 @@ class LocalJobQueue:
             finally:
                 self._running = []
 
+    def _store_required(self) -> JobStore:
+        if self._store is None:
+            raise EngineClosed(messages.NOT_STARTED)
+        return self._store
+
     async def _end(self, job: Job, state: JobState, error: Exception) -> None:
         if job.state.finished:
             return
         kind = getattr(error, "kind", "error")
         job.state = state  # at once, so a racing ending sees it
-        await self._store.set_state(job.id, state, kind, str(error))
+        await self._store_required().set_state(job.id, state, kind, str(error))
         log.info("job %s %s for %s: %s", job.id, state.value, job.user_key, error)
         job.finish(state, error=error)
 
@@ -291,41 +298,3 @@ def _same_shape(first: Job, other: Job) -> bool:
     a, b = first.record, other.record
     return (a.width, a.height, a.steps) == (b.width, b.height, b.steps)
 
-
-class _StoreHandle:
-    """The job store the queue was given, or one it opens itself at start() (and then closes)."""
-
-    def __init__(self, store: JobStore | None) -> None:
-        self._store = store
-
-    async def open(self, url: str) -> None:
-        if self._store is None:
-            self._store = await JobStore.open(url)
-
-    async def close(self) -> None:
-        if self._store is not None:
-            await self._store.close()  # closes the database only when the store opened its own
-
-    async def add(self, record: JobRecord) -> None:
-        await self._required().add(record)
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        return await self._required().get(job_id)
-
-    async def in_states(self, states: Sequence[JobState]) -> list[JobRecord]:
-        return await self._required().in_states(states)
-
-    async def set_request(self, job_id: str, request: GenerationRequest) -> None:
-        await self._required().set_request(job_id, request)
-
-    async def set_state(self, job_id: str, state: JobState, error_kind: str | None = None,
-                        error: str | None = None) -> None:
-        await self._required().set_state(job_id, state, error_kind, error)
-
-    async def set_done(self, job_id: str, images: Sequence[GeneratedImage]) -> None:
-        await self._required().set_done(job_id, images)
-
-    def _required(self) -> JobStore:
-        if self._store is None:
-            raise EngineClosed(messages.NOT_STARTED)
-        return self._store

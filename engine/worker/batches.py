@@ -46,10 +46,10 @@ EndJob = Callable[[Job, JobState, Exception], Awaitable[None]]
 class BatchWorker:
     """Owns the pipeline thread, the post-processing pool and the loaded runner."""
 
-    def __init__(self, config: EngineSettings, finisher: ImageFinisher, journal: BatchJournal, end: EndJob) -> None:
+    def __init__(self, config: EngineSettings, finisher: ImageFinisher, end: EndJob) -> None:
         self._config = config
         self._finisher = finisher
-        self._journal = journal
+        self._journal: BatchJournal | None = None
         self._end = end
         self._runner: PipelineRunner | None = None
         self._finishing: set[asyncio.Task[None]] = set()
@@ -61,8 +61,10 @@ class BatchWorker:
     def model_name(self) -> str:
         return self._runner.model_name if self._runner else self._config.model
 
-    async def load(self, runner_factory: Callable[[], PipelineRunner]) -> None:
-        """Load the model in the pipeline thread (CUDA and friends like to stay in the thread that made them)."""
+    async def load(self, runner_factory: Callable[[], PipelineRunner], journal: BatchJournal) -> None:
+        """Load the model in the pipeline thread (CUDA and friends like to stay in the thread that made them);
+        `journal` is where batches record their jobs' states."""
+        self._journal = journal
         self._runner = await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, runner_factory)
 
     async def finish_pending(self) -> None:
@@ -84,7 +86,7 @@ class BatchWorker:
             job.state, job.started_at = JobState.RUNNING, now
             job.deadline = now + self._config.job_timeout_s
             job.position = None
-            await self._journal.set_state(job.id, JobState.RUNNING)
+            await self._journal_required().set_state(job.id, JobState.RUNNING)
             job.publish()
         images = await self._generate_jobs(batch)
         for job in batch:
@@ -144,7 +146,7 @@ class BatchWorker:
         if job.state.finished:
             return  # cancelled while running: already reported
         if job.handed_back:
-            await self._journal.set_state(job.id, JobState.QUEUED)
+            await self._journal_required().set_state(job.id, JobState.QUEUED)
             job.finish(JobState.QUEUED, error=EngineClosed(messages.RESTARTING))
             return
         outcomes = [images.get((job.id, index)) for index in range(job.image_count)]
@@ -180,7 +182,7 @@ class BatchWorker:
             return
         if job.state.finished:
             return
-        await self._journal.set_done(job.id, generated)
+        await self._journal_required().set_done(job.id, generated)
         timings = _timings(job, started, time.monotonic())
         log.info("job %s done for %s: queue wait %.2f s, generate %.2f s, post-process %.2f s", job.id,
                  job.user_key, timings.queue_wait_s, timings.generate_s, timings.postprocess_s)
@@ -189,6 +191,11 @@ class BatchWorker:
     def _context(self, job: Job, index: int) -> ImageContext:
         return ImageContext(job_id=job.id, index=index, seed=job.seeds[index], prompt=job.request.prompt,
                             model=self.model_name)
+
+    def _journal_required(self) -> BatchJournal:
+        if self._journal is None:
+            raise EngineClosed(messages.NOT_STARTED)
+        return self._journal
 
     def _runner_required(self) -> PipelineRunner:
         if self._runner is None:
