@@ -11,12 +11,20 @@ from bench.child_process import percentile
 PLATFORM_DEADLINE_MS = 3000.0  # Discord and Slack both give up on an answer after 3 s
 
 
-def print_ack_table(latencies: dict[str, list[float]], misses: dict[str, int], *, bare: str, miss_label: str,
-                    platform: str, acks: str) -> dict[str, Any]:
+def print_ack_table(
+    latencies: dict[str, list[float]], misses: dict[str, int], *, bare: str, miss_label: str, platform: str, acks: str
+) -> dict[str, Any]:
     """Print the table (one row per variant, then the ratio row and the deadline share); return the JSON
     fields both benchmarks report."""
-    stats = {name: {"p50": percentile(values, 0.50), "p99": percentile(values, 0.99), "max": max(values),
-                    "mean": statistics.fmean(values)} for name, values in latencies.items()}
+    stats = {
+        name: {
+            "p50": percentile(values, 0.50),
+            "p99": percentile(values, 0.99),
+            "max": max(values),
+            "mean": statistics.fmean(values),
+        }
+        for name, values in latencies.items()
+    }
     base, full = stats[bare], stats["imagine"]
     print(f"  {'variant':<24} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {miss_label:>8}")
     for name, values in stats.items():
@@ -25,9 +33,12 @@ def print_ack_table(latencies: dict[str, list[float]], misses: dict[str, int], *
     within = sum(ms < PLATFORM_DEADLINE_MS for ms in latencies["imagine"]) / max(1, len(latencies["imagine"]))
     print(f"  imagine {acks} within {platform}'s 3 s: {within:.1%}")
     return {
-        "bare_p50_ms": round(base["p50"], 1), "bare_p99_ms": round(base["p99"], 1),
-        "imagine_p50_ms": round(full["p50"], 1), "imagine_p99_ms": round(full["p99"], 1),
+        "bare_p50_ms": round(base["p50"], 1),
+        "bare_p99_ms": round(base["p99"], 1),
+        "imagine_p50_ms": round(full["p50"], 1),
+        "imagine_p99_ms": round(full["p99"], 1),
         "imagine_max_ms": round(full["max"], 1),
-        "p50_ratio": round(full["p50"] / base["p50"], 3), "p99_ratio": round(full["p99"] / base["p99"], 3),
+        "p50_ratio": round(full["p50"] / base["p50"], 3),
+        "p99_ratio": round(full["p99"] / base["p99"], 3),
         "imagine_within_3s": round(within, 4),
     }

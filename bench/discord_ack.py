@@ -49,12 +49,15 @@ VARIANTS = ("bare discord.py", "imagine")  # connected in this order: session 0 
 
 # ---- the child process: the stand-in Discord and the load generator ------------------------------------------
 
+
 async def stand_in_discord() -> None:
     from tests.standins.discord_server import DiscordStandIn
 
     async with DiscordStandIn(ack_deadline_s=None) as standin:
-        print(json.dumps({"api_base": standin.api_base, "gateway_url": standin.gateway_url,
-                          "token": standin.token}), flush=True)
+        print(
+            json.dumps({"api_base": standin.api_base, "gateway_url": standin.gateway_url, "token": standin.token}),
+            flush=True,
+        )
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             order = json.loads(line)
@@ -72,17 +75,21 @@ async def fire(standin: Any, order: dict[str, Any]) -> dict[str, Any]:
     """Dispatch `count` /imagine commands at once to one bot's session; wait for every defer callback."""
     standin.gateway.select_session(order["session"])
     users = [standin.make_user(f"{order['prefix']}{i:04d}") for i in range(order["count"])]
-    records = await asyncio.gather(*(
-        standin.send_command(user, {"prompt": f"a lighthouse at dawn, take {i}"}) for i, user in enumerate(users)
-    ))
+    records = await asyncio.gather(
+        *(standin.send_command(user, {"prompt": f"a lighthouse at dawn, take {i}"}) for i, user in enumerate(users))
+    )
     try:
         await standin.wait_until(lambda: all(r.acked_at is not None for r in records), ACK_WAIT_S)
     except AssertionError:
         pass  # reported as unacknowledged
     latencies = [r.ack_latency_s * 1000 for r in records if r.ack_latency_s is not None]
     answers = await wait_for_answers(standin, records) if order.get("answers") else []
-    return {"latencies_ms": latencies, "unacked": sum(r.acked_at is None for r in records),
-            "deferred": sum(r.callback_type == 5 for r in records), "answers_ms": answers}
+    return {
+        "latencies_ms": latencies,
+        "unacked": sum(r.acked_at is None for r in records),
+        "deferred": sum(r.callback_type == 5 for r in records),
+        "answers_ms": answers,
+    }
 
 
 async def wait_for_answers(standin: Any, records: list[Any]) -> list[float]:
@@ -107,13 +114,13 @@ async def wait_for_answers(standin: Any, records: list[Any]) -> list[float]:
 
 # ---- the bot process -----------------------------------------------------------------------------------------
 
+
 class BareDiscordPy:
     """The baseline: discord.py dispatching /imagine to a handler that only defers."""
 
     def __init__(self, token: str) -> None:
         self.token = token
-        self.client = discord.Client(intents=discord.Intents(guilds=True, dm_messages=True),
-                                     guild_ready_timeout=0.05)
+        self.client = discord.Client(intents=discord.Intents(guilds=True, dm_messages=True), guild_ready_timeout=0.05)
         self.tree = app_commands.CommandTree(self.client)
         self._gateway: asyncio.Task[None] | None = None
 
@@ -136,20 +143,35 @@ def bench_settings(workdir: Path, discord_info: dict[str, str], args: argparse.N
     base = load_settings(env={})
     return replace(
         base,
-        engine=replace(base.engine, model=args.model, base_size=args.size, steps=1, queue_size=100_000,
-                       output_dir=str(workdir / "images")),
+        engine=replace(
+            base.engine,
+            model=args.model,
+            base_size=args.size,
+            steps=1,
+            queue_size=100_000,
+            output_dir=str(workdir / "images"),
+        ),
         store=replace(base.store, url=f"sqlite:///{workdir}/imagine.db"),
         limits=replace(base.limits, server_prompts_per_window=1_000_000, daily_quota=1_000_000),
         moderation=replace(base.moderation, embedding=not args.rules_only),
-        discord=replace(base.discord, token=discord_info["token"], api_base=discord_info["api_base"],
-                        gateway_url=discord_info["gateway_url"]),
+        discord=replace(
+            base.discord,
+            token=discord_info["token"],
+            api_base=discord_info["api_base"],
+            gateway_url=discord_info["gateway_url"],
+        ),
     )
 
 
 async def run(args: argparse.Namespace) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--stand-in", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        limit=2**24)
+        sys.executable,
+        __file__,
+        "--stand-in",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=2**24,
+    )
     assert process.stdout is not None
     info = json.loads(await process.stdout.readline())
     child = Child(process)
@@ -161,8 +183,9 @@ async def run(args: argparse.Namespace) -> None:
     unacked = dict.fromkeys(VARIANTS, 0)
     with tempfile.TemporaryDirectory(prefix="discord-ack-") as tmp:
         bare = BareDiscordPy(info["token"])
-        service = Service(bench_settings(Path(tmp), info, args),
-                          adapters=[partial(DiscordAdapter, guild_ready_timeout=0.05)])
+        service = Service(
+            bench_settings(Path(tmp), info, args), adapters=[partial(DiscordAdapter, guild_ready_timeout=0.05)]
+        )
         try:
             await bare.start()
             await child.ask({"wait_sessions": 1})
@@ -175,14 +198,22 @@ async def run(args: argparse.Namespace) -> None:
                 # the background, and neither variant should always be the one that runs right after it.
                 order = list(enumerate(VARIANTS))
                 for session, name in order if round_number % 2 == 0 else reversed(order):
-                    result = await child.ask({"session": session, "count": args.commands,
-                                              "prefix": f"r{round_number}-{session}-",
-                                              "answers": name == "imagine"})
+                    result = await child.ask(
+                        {
+                            "session": session,
+                            "count": args.commands,
+                            "prefix": f"r{round_number}-{session}-",
+                            "answers": name == "imagine",
+                        }
+                    )
                     latencies[name] += result["latencies_ms"]
                     answers += result["answers_ms"]
                     unacked[name] += result["unacked"]
-                    print(f"round {round_number + 1} {name}: {len(result['latencies_ms'])} defers, "
-                          f"{result['unacked']} unacknowledged", file=sys.stderr)
+                    print(
+                        f"round {round_number + 1} {name}: {len(result['latencies_ms'])} defers, "
+                        f"{result['unacked']} unacknowledged",
+                        file=sys.stderr,
+                    )
         finally:
             await service.close()  # before the stand-in goes: deliveries in flight end cleanly
             await bare.close()
@@ -190,21 +221,34 @@ async def run(args: argparse.Namespace) -> None:
     report(latencies, unacked, answers, args)
 
 
-def report(latencies: dict[str, list[float]], unacked: dict[str, int], answers: list[float],
-           args: argparse.Namespace) -> None:
-    print(f"Discord ack latency: {args.commands} /imagine INTERACTION_CREATEs at once, {args.rounds} rounds per "
-          f"variant ({len(latencies['imagine'])} defers each), engine {args.size}² in the background, "
-          f"moderation {'rules only' if args.rules_only else 'rules + embedding model'}")
-    fields = print_ack_table(latencies, unacked, bare="bare discord.py", miss_label="unacked", platform="Discord",
-                             acks="defers")
-    print(f"  imagine status shown (queued, position N): p50 {percentile(answers, 0.5):.0f} ms, "
-          f"p99 {percentile(answers, 0.99):.0f} ms, {len(answers)} of {len(latencies['imagine'])}")
-    print(json.dumps({
-        "commands_at_once": args.commands, "rounds": args.rounds, "rules_only": args.rules_only, **fields,
-        "unacked": unacked["imagine"] + unacked["bare discord.py"],
-        "imagine_status_p50_ms": round(percentile(answers, 0.5), 1),
-        "imagine_status_p99_ms": round(percentile(answers, 0.99), 1),
-    }))
+def report(
+    latencies: dict[str, list[float]], unacked: dict[str, int], answers: list[float], args: argparse.Namespace
+) -> None:
+    print(
+        f"Discord ack latency: {args.commands} /imagine INTERACTION_CREATEs at once, {args.rounds} rounds per "
+        f"variant ({len(latencies['imagine'])} defers each), engine {args.size}² in the background, "
+        f"moderation {'rules only' if args.rules_only else 'rules + embedding model'}"
+    )
+    fields = print_ack_table(
+        latencies, unacked, bare="bare discord.py", miss_label="unacked", platform="Discord", acks="defers"
+    )
+    print(
+        f"  imagine status shown (queued, position N): p50 {percentile(answers, 0.5):.0f} ms, "
+        f"p99 {percentile(answers, 0.99):.0f} ms, {len(answers)} of {len(latencies['imagine'])}"
+    )
+    print(
+        json.dumps(
+            {
+                "commands_at_once": args.commands,
+                "rounds": args.rounds,
+                "rules_only": args.rules_only,
+                **fields,
+                "unacked": unacked["imagine"] + unacked["bare discord.py"],
+                "imagine_status_p50_ms": round(percentile(answers, 0.5), 1),
+                "imagine_status_p99_ms": round(percentile(answers, 0.99), 1),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -213,8 +257,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per variant (default 3)")
     parser.add_argument("--size", type=int, default=256, help="image side the engine renders meanwhile")
     parser.add_argument("--model", default="builtin:tiny")
-    parser.add_argument("--rules-only", action="store_true",
-                        help="prompt moderation without the embedding model (to see what the model costs)")
+    parser.add_argument(
+        "--rules-only",
+        action="store_true",
+        help="prompt moderation without the embedding model (to see what the model costs)",
+    )
     parser.add_argument("--stand-in", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stand_in:

@@ -63,8 +63,9 @@ async def engine_run(runner: PipelineRunner, settings: Settings, jobs: int, size
     try:
         started = time.perf_counter()
         submitted = [
-            await engine.submit(GenerationRequest(prompt=f"prompt {job}", requester=USERS[job % 2], seed=1000 * job,
-                                                  size=(size, size)))
+            await engine.submit(
+                GenerationRequest(prompt=f"prompt {job}", requester=USERS[job % 2], seed=1000 * job, size=(size, size))
+            )
             for job in range(jobs)
         ]
         await asyncio.gather(*(job.result() for job in submitted))
@@ -107,8 +108,9 @@ def main() -> None:
     runner = load_runner(base)
     warm_up = [ImageTask("warm", index, index, "warm-up", "") for index in range(4)]
     with ThreadPoolExecutor(1) as thread:
-        thread.submit(runner.generate, warm_up, BatchShape(args.size, args.size, base.engine.steps),
-                      lambda step, total: None).result()
+        thread.submit(
+            runner.generate, warm_up, BatchShape(args.size, args.size, base.engine.steps), lambda step, total: None
+        ).result()
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="imagine-bench-") as tmp:
         workdir = Path(tmp)
@@ -119,44 +121,60 @@ def main() -> None:
             # in a thread of its own, like the engine's pipeline thread: the same threading conditions for both
             with ThreadPoolExecutor(1) as thread:
                 raw_times.append(thread.submit(raw_loop, runner, base, args.jobs, args.size, raw_dir).result())
-            engine_times.append(asyncio.run(engine_run(
-                runner, with_batch(base, 4, workdir, f"engine{repeat}"), args.jobs, args.size)))
+            engine_times.append(
+                asyncio.run(engine_run(runner, with_batch(base, 4, workdir, f"engine{repeat}"), args.jobs, args.size))
+            )
         engine_vs_raw = statistics.median(raw_times) / statistics.median(engine_times)
-        rows += [("raw pipe() loop, s", f"{statistics.median(raw_times):.2f}"),
-                 ("engine, s", f"{statistics.median(engine_times):.2f}"),
-                 ("engine_vs_raw (throughput)", f"{engine_vs_raw:.3f}")]
+        rows += [
+            ("raw pipe() loop, s", f"{statistics.median(raw_times):.2f}"),
+            ("engine, s", f"{statistics.median(engine_times):.2f}"),
+            ("engine_vs_raw (throughput)", f"{engine_vs_raw:.3f}"),
+        ]
 
         batched, sequential, peaks = [], [], {"batched": 0.0, "sequential": 0.0}
         for repeat in range(args.repeats):
             for name, limit, sink in (("sequential", 4, sequential), ("batched", 8, batched)):
                 reset_peak_rss()
-                sink.append(asyncio.run(engine_run(runner, with_batch(base, limit, workdir, f"{name}{repeat}"),
-                                                   2, args.size)))
+                sink.append(
+                    asyncio.run(engine_run(runner, with_batch(base, limit, workdir, f"{name}{repeat}"), 2, args.size))
+                )
                 peaks[name] = max(peaks[name], peak_rss_mb())
         batched_vs_sequential = statistics.median(sequential) / statistics.median(batched)
-        rows += [("two users, one batch of 8, s", f"{statistics.median(batched):.2f}"),
-                 ("two users, one after the other, s", f"{statistics.median(sequential):.2f}"),
-                 ("batched_vs_sequential (throughput)", f"{batched_vs_sequential:.3f}"),
-                 ("peak RSS batched / sequential, MB", f"{peaks['batched']:.0f} / {peaks['sequential']:.0f}")]
+        rows += [
+            ("two users, one batch of 8, s", f"{statistics.median(batched):.2f}"),
+            ("two users, one after the other, s", f"{statistics.median(sequential):.2f}"),
+            ("batched_vs_sequential (throughput)", f"{batched_vs_sequential:.3f}"),
+            ("peak RSS batched / sequential, MB", f"{peaks['batched']:.0f} / {peaks['sequential']:.0f}"),
+        ]
 
         service_ms, bare_ms = postprocess_cost(runner, base, args.size, args.postprocess_images)
-        rows += [("post-processing, ms per image", f"{service_ms:.1f}"),
-                 ("bare Pillow JPEG encode, ms per image", f"{bare_ms:.1f}"),
-                 ("post-processing / bare encode", f"{service_ms / bare_ms:.2f}")]
+        rows += [
+            ("post-processing, ms per image", f"{service_ms:.1f}"),
+            ("bare Pillow JPEG encode, ms per image", f"{bare_ms:.1f}"),
+            ("post-processing / bare encode", f"{service_ms / bare_ms:.2f}"),
+        ]
 
     width = max(len(name) for name, _ in rows)
-    print(f"engine benchmark: {args.jobs} jobs × 4 images at {args.size}², {base.engine.steps} steps, "
-          f"model {runner.model_name}")
+    print(
+        f"engine benchmark: {args.jobs} jobs × 4 images at {args.size}², {base.engine.steps} steps, "
+        f"model {runner.model_name}"
+    )
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>10}")
-    print(json.dumps({
-        "engine_vs_raw": round(engine_vs_raw, 4),
-        "batched_vs_sequential": round(batched_vs_sequential, 4),
-        "batched_peak_rss_ratio": round(peaks["batched"] / peaks["sequential"], 4),
-        "postprocess_ms_per_image": round(service_ms, 2),
-        "postprocess_vs_bare_jpeg": round(service_ms / bare_ms, 3),
-        "jobs": args.jobs, "size": args.size, "steps": base.engine.steps,
-    }))
+    print(
+        json.dumps(
+            {
+                "engine_vs_raw": round(engine_vs_raw, 4),
+                "batched_vs_sequential": round(batched_vs_sequential, 4),
+                "batched_peak_rss_ratio": round(peaks["batched"] / peaks["sequential"], 4),
+                "postprocess_ms_per_image": round(service_ms, 2),
+                "postprocess_vs_bare_jpeg": round(service_ms / bare_ms, 3),
+                "jobs": args.jobs,
+                "size": args.size,
+                "steps": base.engine.steps,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

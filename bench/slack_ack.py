@@ -48,6 +48,7 @@ SIGNING_SECRET = "bench-signing-secret"
 
 # ---- the child process: stand-in Slack and the load generator ------------------------------------------------
 
+
 async def load_generator() -> None:
     from tests.standins.slack_requests import SlackSender
     from tests.standins.slack_server import SlackStandIn
@@ -65,11 +66,16 @@ async def load_generator() -> None:
 
 async def fire(standin: Any, sender: Any, order: dict[str, Any]) -> dict[str, Any]:
     """Post `count` signed slash commands at once; return each one's latency to its response."""
-    requests = [sender.slash_command(f"a lighthouse at dawn, take {i}", user_id=f"U{order['prefix']}{i:04d}",
-                                     channel_id=f"CBENCH{i % 20:02d}") for i in range(order["count"])]
+    requests = [
+        sender.slash_command(
+            f"a lighthouse at dawn, take {i}", user_id=f"U{order['prefix']}{i:04d}", channel_id=f"CBENCH{i % 20:02d}"
+        )
+        for i in range(order["count"])
+    ]
     calls_before = len(standin.calls)
     connector = aiohttp.TCPConnector(limit=0)  # all at once: no client-side connection cap
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def post(request: Any) -> tuple[float, int]:
             started = time.perf_counter()
             async with session.post(sender.endpoint, data=request.body, headers=request.headers) as response:
@@ -77,11 +83,15 @@ async def fire(standin: Any, sender: Any, order: dict[str, Any]) -> dict[str, An
                 return (time.perf_counter() - started) * 1000, response.status
 
         results = await asyncio.gather(*(post(r) for r in requests))
-    return {"latencies_ms": [ms for ms, _ in results], "statuses": [status for _, status in results],
-            "web_api_calls": len(standin.calls) - calls_before}
+    return {
+        "latencies_ms": [ms for ms, _ in results],
+        "statuses": [status for _, status in results],
+        "web_api_calls": len(standin.calls) - calls_before,
+    }
 
 
 # ---- the server process: the two apps ------------------------------------------------------------------------
+
 
 class BareBolt:
     """The baseline: bolt verifying and dispatching a slash command to a listener that only acks."""
@@ -145,19 +155,31 @@ def bench_settings(workdir: Path, api_url: str, bot_token: str, args: argparse.N
     base = load_settings(env={})
     return replace(
         base,
-        engine=replace(base.engine, model=args.model, base_size=args.size, steps=1, queue_size=100_000,
-                       output_dir=str(workdir / "images")),
+        engine=replace(
+            base.engine,
+            model=args.model,
+            base_size=args.size,
+            steps=1,
+            queue_size=100_000,
+            output_dir=str(workdir / "images"),
+        ),
         store=replace(base.store, url=f"sqlite:///{workdir}/imagine.db"),
         limits=replace(base.limits, server_prompts_per_window=1_000_000, daily_quota=1_000_000),
-        slack=replace(base.slack, bot_token=bot_token, signing_secret=SIGNING_SECRET, api_base=api_url,
-                      host="127.0.0.1", port=0),
+        slack=replace(
+            base.slack, bot_token=bot_token, signing_secret=SIGNING_SECRET, api_base=api_url, host="127.0.0.1", port=0
+        ),
     )
 
 
 async def run(args: argparse.Namespace) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--load-generator", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, limit=2**24)
+        sys.executable,
+        __file__,
+        "--load-generator",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=2**24,
+    )
     assert process.stdout is not None
     slack = json.loads(await process.stdout.readline())
     child = Child(process)
@@ -171,13 +193,17 @@ async def run(args: argparse.Namespace) -> None:
         ports = {"bare bolt": bare.port, "imagine": await service.start_on_port()}
         try:
             for name, port in ports.items():  # warm up: bolt's lazy auth.test, connection pools, first jobs
-                await child.ask({"url": f"http://127.0.0.1:{port}{EVENTS_PATH}", "count": 5,
-                                 "prefix": f"W{name[0]}"})
+                await child.ask({"url": f"http://127.0.0.1:{port}{EVENTS_PATH}", "count": 5, "prefix": f"W{name[0]}"})
             await service.quiet()
             for round_number in range(args.rounds):
                 for name, port in ports.items():
-                    result = await child.ask({"url": f"http://127.0.0.1:{port}{EVENTS_PATH}",
-                                              "count": args.requests, "prefix": f"R{round_number}{name[0]}"})
+                    result = await child.ask(
+                        {
+                            "url": f"http://127.0.0.1:{port}{EVENTS_PATH}",
+                            "count": args.requests,
+                            "prefix": f"R{round_number}{name[0]}",
+                        }
+                    )
                     latencies[name] += result["latencies_ms"]
                     failures[name] += sum(status != 200 for status in result["statuses"])
                 # Every batch starts from a quiet service: the previous one fully admitted, drawn, delivered.
@@ -189,19 +215,30 @@ async def run(args: argparse.Namespace) -> None:
     report(latencies, failures, drain_s, args)
 
 
-def report(latencies: dict[str, list[float]], failures: dict[str, int], drain_s: list[float],
-           args: argparse.Namespace) -> None:
-    print(f"Slack ack latency: {args.requests} signed /imagine slash commands at once, {args.rounds} rounds per "
-          f"variant ({len(latencies['imagine'])} acks each), engine {args.size}² in the background")
-    fields = print_ack_table(latencies, failures, bare="bare bolt", miss_label="non-200", platform="Slack",
-                             acks="acks")
-    print(f"  after each batch, all {args.requests} admitted, drawn and delivered in (median) "
-          f"{statistics.median(drain_s):.1f} s")
-    print(json.dumps({
-        "requests_at_once": args.requests, "rounds": args.rounds, **fields,
-        "non_200": failures["imagine"] + failures["bare bolt"],
-        "batch_delivered_s": round(statistics.median(drain_s), 1), "image_size": args.size,
-    }))
+def report(
+    latencies: dict[str, list[float]], failures: dict[str, int], drain_s: list[float], args: argparse.Namespace
+) -> None:
+    print(
+        f"Slack ack latency: {args.requests} signed /imagine slash commands at once, {args.rounds} rounds per "
+        f"variant ({len(latencies['imagine'])} acks each), engine {args.size}² in the background"
+    )
+    fields = print_ack_table(latencies, failures, bare="bare bolt", miss_label="non-200", platform="Slack", acks="acks")
+    print(
+        f"  after each batch, all {args.requests} admitted, drawn and delivered in (median) "
+        f"{statistics.median(drain_s):.1f} s"
+    )
+    print(
+        json.dumps(
+            {
+                "requests_at_once": args.requests,
+                "rounds": args.rounds,
+                **fields,
+                "non_200": failures["imagine"] + failures["bare bolt"],
+                "batch_delivered_s": round(statistics.median(drain_s), 1),
+                "image_size": args.size,
+            }
+        )
+    )
 
 
 def main() -> None:

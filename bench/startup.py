@@ -31,8 +31,10 @@ TORCH_IMPORT = re.compile(r"\|\s*torch$")
 def environment(tree: Path, scratch: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGINE_")}
     return env | {
-        "PYTHONPATH": str(tree), "IMAGINE_STORE__URL": f"sqlite:///{scratch}/imagine.db",
-        "IMAGINE_ENGINE__OUTPUT_DIR": str(scratch / "images"), "IMAGINE_ENGINE__BASE_SIZE": "64",
+        "PYTHONPATH": str(tree),
+        "IMAGINE_STORE__URL": f"sqlite:///{scratch}/imagine.db",
+        "IMAGINE_ENGINE__OUTPUT_DIR": str(scratch / "images"),
+        "IMAGINE_ENGINE__BASE_SIZE": "64",
         "IMAGINE_MODERATION__IMAGE_SCREENING": "false",
     }
 
@@ -41,8 +43,15 @@ def review_list(tree: Path, scratch: Path) -> tuple[float, bool]:
     """Seconds for `imagine review list`, and whether torch was imported."""
     env = environment(tree, scratch) | {"PYTHONPROFILEIMPORTTIME": "1"}
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "bots", "review", "list"], cwd=tree, env=env,
-                            capture_output=True, text=True, timeout=300, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bots", "review", "list"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     elapsed = time.perf_counter() - started
     return elapsed, any(TORCH_IMPORT.search(line) for line in result.stderr.splitlines())
 
@@ -50,8 +59,14 @@ def review_list(tree: Path, scratch: Path) -> tuple[float, bool]:
 def serve_until_serving(tree: Path, scratch: Path) -> float:
     """Seconds from launching `imagine serve` to its "serving" log line; then it is stopped with SIGTERM."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "bots", "serve"], cwd=tree, env=environment(tree, scratch),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bots", "serve"],
+        cwd=tree,
+        env=environment(tree, scratch),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stderr is not None
         for line in process.stderr:

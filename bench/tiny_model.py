@@ -75,8 +75,13 @@ def _time_module(module: torch.nn.Module, timing: Timing, field: str) -> list[An
 
 def _generate(pipe: Any, args: argparse.Namespace) -> None:
     images = pipe(
-        PROMPT, height=args.size, width=args.size, num_inference_steps=args.steps,
-        num_images_per_prompt=args.images, guidance_scale=5.0, generator=torch.Generator().manual_seed(0),
+        PROMPT,
+        height=args.size,
+        width=args.size,
+        num_inference_steps=args.steps,
+        num_images_per_prompt=args.images,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
     ).images
     assert len(images) == args.images and images[0].size == (args.size, args.size)
 
@@ -109,15 +114,20 @@ def measure(architecture: TinyArchitecture, args: argparse.Namespace, slicing: b
 def compare_variants(args: argparse.Namespace) -> dict[str, Any]:
     runs = [(name, architecture, True) for name, architecture in VARIANTS.items()]
     runs.append(("chosen, vae slicing off", TINY_ARCHITECTURE, False))
-    print(f"threads={args.threads or 'as the engine sets'} repeat={args.repeat}: "
-          f"{args.images}x{args.size}², {args.steps} steps, CFG on")
+    print(
+        f"threads={args.threads or 'as the engine sets'} repeat={args.repeat}: "
+        f"{args.images}x{args.size}², {args.steps} steps, CFG on"
+    )
     print(f"{'variant':44} {'unet s':>7} {'vae s':>7} {'total s':>8} {'cpu s':>7} {'load s':>7} {'cpu vs base':>12}")
     results: dict[str, Timing] = {}
     for name, architecture, slicing in runs:
         timing = results[name] = measure(architecture, args, slicing)
         ratio = timing.cpu_s / next(iter(results.values())).cpu_s
-        print(f"{name:44} {timing.unet_s:7.2f} {timing.vae_s:7.2f} {timing.total_s:8.2f} {timing.cpu_s:7.2f} "
-              f"{timing.load_s:7.2f} {ratio:12.2f}", flush=True)
+        print(
+            f"{name:44} {timing.unet_s:7.2f} {timing.vae_s:7.2f} {timing.total_s:8.2f} {timing.cpu_s:7.2f} "
+            f"{timing.load_s:7.2f} {ratio:12.2f}",
+            flush=True,
+        )
     return {name: {key: round(value, 3) for key, value in asdict(t).items()} for name, t in results.items()}
 
 
@@ -133,8 +143,13 @@ def cold_run(folder: str, args: argparse.Namespace) -> dict[str, float]:
     _generate(pipe, args)
     done, done_cpu = time.perf_counter(), time.process_time()
     return {
-        "imports_s": imported - T0, "load_s": loaded - imported, "call_s": done - loaded, "total_s": done - T0,
-        "imports_cpu_s": imported_cpu, "load_cpu_s": loaded_cpu - imported_cpu, "call_cpu_s": done_cpu - loaded_cpu,
+        "imports_s": imported - T0,
+        "load_s": loaded - imported,
+        "call_s": done - loaded,
+        "total_s": done - T0,
+        "imports_cpu_s": imported_cpu,
+        "load_cpu_s": loaded_cpu - imported_cpu,
+        "call_cpu_s": done_cpu - loaded_cpu,
     }
 
 
@@ -142,17 +157,33 @@ def compare_cold(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = str(build_tiny_model(Path(scratch) / "model"))
-        command = [sys.executable, __file__, "--cold-run", folder, "--images", str(args.images),
-                   "--size", str(args.size), "--steps", str(args.steps), "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--cold-run",
+            folder,
+            "--images",
+            str(args.images),
+            "--size",
+            str(args.size),
+            "--steps",
+            str(args.steps),
+            "--threads",
+            str(args.threads),
+        ]
         for _ in range(args.cold):
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             runs.append(json.loads(output.strip().splitlines()[-1]))
-    print(f"{args.cold} fresh processes, threads={args.threads or 'as the engine sets'}: "
-          f"{args.images}x{args.size}², {args.steps} steps, CFG on")
+    print(
+        f"{args.cold} fresh processes, threads={args.threads or 'as the engine sets'}: "
+        f"{args.images}x{args.size}², {args.steps} steps, CFG on"
+    )
     print(f"{'run':>4} {'imports s':>10} {'load s':>7} {'call s':>7} {'total s':>8}   cpu s: imports  load  call")
     for index, run in enumerate(runs):
-        print(f"{index:4} {run['imports_s']:10.2f} {run['load_s']:7.2f} {run['call_s']:7.2f} {run['total_s']:8.2f}"
-              f"   {run['imports_cpu_s']:14.2f} {run['load_cpu_s']:5.2f} {run['call_cpu_s']:5.2f}")
+        print(
+            f"{index:4} {run['imports_s']:10.2f} {run['load_s']:7.2f} {run['call_s']:7.2f} {run['total_s']:8.2f}"
+            f"   {run['imports_cpu_s']:14.2f} {run['load_cpu_s']:5.2f} {run['call_cpu_s']:5.2f}"
+        )
     best = min(runs, key=lambda run: run["total_s"])
     return {"cold_runs": runs, "fastest": {key: round(value, 3) for key, value in best.items()}}
 

@@ -23,8 +23,10 @@ NOT_A_MODERATOR = "Only moderators can approve or reject prompts."
 CANCELLED = "🚫 Cancelled."
 DONE = "✅ Done."
 SOMETHING_WENT_WRONG = "Sorry, something went wrong on our side. Please try again in a moment."
-CANNOT_POST_HERE = ("I can't post in this channel because I'm not a member of it. Invite me (`/invite @imagine`), "
-                    "or send me the prompt in a direct message. Nothing was generated.")
+CANNOT_POST_HERE = (
+    "I can't post in this channel because I'm not a member of it. Invite me (`/invite @imagine`), "
+    "or send me the prompt in a direct message. Nothing was generated."
+)
 
 
 def invalid_request(reason: str) -> str:

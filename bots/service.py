@@ -57,12 +57,19 @@ def image_screening(settings: Settings) -> dict[str, Any]:
         return {}
     from moderation.images import NudityScreener, withheld_version
 
-    return {"screener": NudityScreener.from_settings(settings.moderation),
-            "withhold": partial(withheld_version, mode=settings.moderation.withheld_image)}
+    return {
+        "screener": NudityScreener.from_settings(settings.moderation),
+        "withhold": partial(withheld_version, mode=settings.moderation.withheld_image),
+    }
 
 
-def local_queue(settings: Settings, store: JobStore, *, runner_factory: Callable[[], PipelineRunner] | None = None,
-                screener: ImageScreener | None = None) -> LocalJobQueue:
+def local_queue(
+    settings: Settings,
+    store: JobStore,
+    *,
+    runner_factory: Callable[[], PipelineRunner] | None = None,
+    screener: ImageScreener | None = None,
+) -> LocalJobQueue:
     """The embedded mode's job queue: the GPU worker in this process (this is where torch is loaded)."""
     from engine.local import LocalJobQueue
 
@@ -90,8 +97,7 @@ class Service:
     ) -> None:
         self.settings = settings
         self.database = Database(settings.store.url)  # checks the URL only; connected in start()
-        self.engine = local_queue(settings, JobStore(self.database), runner_factory=runner_factory,
-                                  screener=screener)
+        self.engine = local_queue(settings, JobStore(self.database), runner_factory=runner_factory, screener=screener)
         self.admission: Admission | None = None if isinstance(admission, str) else admission
         self._open_admission = admission == OPEN_ADMISSION
         self._conversation_options = dict(conversation_options or {})

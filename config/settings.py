@@ -138,10 +138,21 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "moderation.embedding_runtime": ("onnx", "torch"),
 }
 POSITIVE: set[str] = {
-    "engine.steps", "engine.max_steps", "engine.images_per_prompt", "engine.base_size",
-    "engine.max_batch_images", "engine.queue_size", "engine.job_timeout_s", "engine.max_prompt_chars",
-    "engine.postprocess_threads", "limits.prompts_per_window", "limits.window_s", "limits.burst",
-    "limits.server_prompts_per_window", "limits.max_queued_per_user", "limits.daily_quota",
+    "engine.steps",
+    "engine.max_steps",
+    "engine.images_per_prompt",
+    "engine.base_size",
+    "engine.max_batch_images",
+    "engine.queue_size",
+    "engine.job_timeout_s",
+    "engine.max_prompt_chars",
+    "engine.postprocess_threads",
+    "limits.prompts_per_window",
+    "limits.window_s",
+    "limits.burst",
+    "limits.server_prompts_per_window",
+    "limits.max_queued_per_user",
+    "limits.daily_quota",
     "moderation.strikes_to_ban",
 }
 
@@ -176,7 +187,7 @@ def _merge_env(raw: dict[str, dict[str, tuple[Any, str]]], env: Mapping[str, str
     for name, text in env.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG" or "__" not in name:
             continue
-        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         raw.setdefault(section, {})[key] = (text, f"environment variable {name}")
 
 
@@ -197,9 +208,7 @@ def _build_section(section: str, cls: type, values: dict[str, tuple[Any, str]]) 
     kwargs: dict[str, Any] = {}
     for key, (value, where) in values.items():
         if key not in hints:
-            raise ConfigError(
-                f"unknown config key {section}.{key} (from {where}); known keys: {', '.join(hints)}"
-            )
+            raise ConfigError(f"unknown config key {section}.{key} (from {where}); known keys: {', '.join(hints)}")
         kwargs[key] = _check(f"{section}.{key}", hints[key], value, where)
     return cls(**kwargs)
 

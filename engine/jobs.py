@@ -61,9 +61,15 @@ class Job:
         error_kind, error = self._last_error
         result = self._result.result() if self._result.done() and not self._result.exception() else None
         return ProgressEvent(
-            job_id=self.id, state=self.state, position=self.position, step=self.step,
-            total_steps=self.total_steps, error_kind=error_kind, error=error,
-            images=result.images if result else (), timings=result.timings if result else None,
+            job_id=self.id,
+            state=self.state,
+            position=self.position,
+            step=self.step,
+            total_steps=self.total_steps,
+            error_kind=error_kind,
+            error=error,
+            images=result.images if result else (),
+            timings=result.timings if result else None,
         )
 
     def publish(self) -> None:

@@ -67,8 +67,9 @@ class LocalJobQueue:
         self._runner_factory = runner_factory or (lambda: load_runner(settings))
         self._output_dir = Path(output_dir or self._config.output_dir).expanduser()
         self._store = store
-        finisher = ImageFinisher(postprocessor or build_postprocessor(settings), self._output_dir, screener,
-                                 withhold or blur)
+        finisher = ImageFinisher(
+            postprocessor or build_postprocessor(settings), self._output_dir, screener, withhold or blur
+        )
         self._worker = BatchWorker(self._config, finisher, self._end)
         self._state = QueueState.NEW
         self._queue: FairQueue[Job] = FairQueue()
@@ -151,8 +152,15 @@ class LocalJobQueue:
             self._reserved -= 1
         job = Job(record)
         self._enqueue(job)
-        log.info("job %s queued for %s (%d images %dx%d, %d steps)", job.id, job.user_key, job.image_count,
-                 record.width, record.height, record.steps)
+        log.info(
+            "job %s queued for %s (%d images %dx%d, %d steps)",
+            job.id,
+            job.user_key,
+            job.image_count,
+            record.width,
+            record.height,
+            record.steps,
+        )
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -164,8 +172,11 @@ class LocalJobQueue:
 
     def active_jobs(self, platform: str | None = None) -> list[Job]:
         """`active()` without awaiting: this process holds every job in memory."""
-        return [job for job in self._jobs.values() if not job.state.finished
-                and (platform is None or job.request.requester.platform == platform)]
+        return [
+            job
+            for job in self._jobs.values()
+            if not job.state.finished and (platform is None or job.request.requester.platform == platform)
+        ]
 
     async def cancel(self, job_id: str, by: Requester | None = None) -> bool:
         """Cancel a queued or running job; False if it is unknown or already finished. Only its requester
@@ -297,4 +308,3 @@ class LocalJobQueue:
 def _same_shape(first: Job, other: Job) -> bool:
     a, b = first.record, other.record
     return (a.width, a.height, a.steps) == (b.width, b.height, b.steps)
-

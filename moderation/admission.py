@@ -82,8 +82,16 @@ class AdmissionDecision:
 
 
 class Admission:
-    def __init__(self, settings: Settings, *, moderator: PromptModerator, limiter: RateLimiter,
-                 database: Database, clock: Callable[[], float] = time.time, owns_database: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        moderator: PromptModerator,
+        limiter: RateLimiter,
+        database: Database,
+        clock: Callable[[], float] = time.time,
+        owns_database: bool = False,
+    ) -> None:
         self.settings = settings
         self.moderator = moderator
         self.limiter = limiter
@@ -96,9 +104,16 @@ class Admission:
         self._admins = frozenset(settings.moderation.admin_user_ids)
 
     @classmethod
-    async def open(cls, settings: Settings, *, database: Database | None = None,
-                   moderator: PromptModerator | None = None, limiter: RateLimiter | None = None,
-                   clock: Callable[[], float] = time.time, warm_up: bool = True) -> Admission:
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        database: Database | None = None,
+        moderator: PromptModerator | None = None,
+        limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+        warm_up: bool = True,
+    ) -> Admission:
         """Build from settings; `warm_up` loads the embedding model now (seconds, off the event loop). Without
         `database` (the service passes its shared one) it opens one of its own, closed by `close()`."""
         owns_database = database is None
@@ -112,8 +127,9 @@ class Admission:
                 await database.close()
             raise
         limiter = limiter or InMemoryRateLimiter(settings.limits, clock)
-        return cls(settings, moderator=moderator, limiter=limiter, database=database, clock=clock,
-                   owns_database=owns_database)
+        return cls(
+            settings, moderator=moderator, limiter=limiter, database=database, clock=clock, owns_database=owns_database
+        )
 
     async def close(self) -> None:
         self.moderator.close()

@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["RUNTIMES", "OnnxSentenceEncoder", "SentenceEncoder", "TorchSentenceEncoder", "open_encoder"]
 
 
-def open_encoder(model_path: str | Path | None = None, *, runtime: str = "onnx",
-                 cache_dir: str | Path = "~/.cache/imagine") -> SentenceEncoder:
+def open_encoder(
+    model_path: str | Path | None = None, *, runtime: str = "onnx", cache_dir: str | Path = "~/.cache/imagine"
+) -> SentenceEncoder:
     """The encoder for `runtime`; blocking (seconds, or ~15 s the first time the ONNX export is made).
 
     An ONNX route that fails (no exporter, an export that does not match torch) logs why and falls back to

@@ -105,7 +105,7 @@ class OnnxSentenceEncoder:
         vectors = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         by_length = sorted(range(len(texts)), key=lambda index: len(texts[index]))
         for start in range(0, len(by_length), self.CHUNK):
-            chunk = by_length[start:start + self.CHUNK]
+            chunk = by_length[start : start + self.CHUNK]
             vectors[chunk] = self._run([texts[index].strip() for index in chunk])
         return vectors
 

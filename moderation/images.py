@@ -62,8 +62,12 @@ class NudityScreener:
         # The model sees MODEL_SIDE² anyway: shrinking first (with antialiasing) saves converting and padding
         # the full-size image. NudeNet converts arrays from RGBA to BGR and back to RGB itself; give it RGBA.
         scale = min(1.0, detector.input_width / max(image.size))
-        small = image if scale == 1.0 else image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+        small = (
+            image
+            if scale == 1.0
+            else image.resize(
+                (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+            )
         )
         detections = detector.detect(np.asarray(small.convert("RGBA")))
         for detection in detections:
@@ -94,8 +98,9 @@ def _load_detector() -> Any:
     model = Path(nudenet.__file__).with_name("320n.onnx")
     detector = NudeDetector(model_path=str(model))
     # nudenet 3.4.2 (pinned) builds its session without options; `detect` only uses this attribute.
-    detector.onnx_session = onnxruntime.InferenceSession(str(model), sess_options=options,
-                                                         providers=["CPUExecutionProvider"])
+    detector.onnx_session = onnxruntime.InferenceSession(
+        str(model), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     return detector
 
 
@@ -121,8 +126,9 @@ def _obscure(image: Image.Image) -> Image.Image:
     (and it costs a few milliseconds, where a full-size blur of that strength costs hundreds)."""
     width, height = image.size
     side = 48
-    small = image.resize((max(1, width * side // max(width, height)), max(1, height * side // max(width, height))),
-                         Image.Resampling.BOX)
+    small = image.resize(
+        (max(1, width * side // max(width, height)), max(1, height * side // max(width, height))), Image.Resampling.BOX
+    )
     return small.filter(ImageFilter.GaussianBlur(radius=side / 12)).resize((width, height), Image.Resampling.BICUBIC)
 
 

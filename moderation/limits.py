@@ -182,8 +182,11 @@ class InMemoryRateLimiter:
         """Forget users and servers with nothing left to remember (full bucket, empty window, no jobs)."""
         today = int(now // DAY_S)
         idle = [
-            key for key, user in self._users.items()
-            if not user.window and not user.active and user.tokens >= self.settings.burst
+            key
+            for key, user in self._users.items()
+            if not user.window
+            and not user.active
+            and user.tokens >= self.settings.burst
             and (user.day != today or user.day_count == 0)
         ]
         for key in idle:

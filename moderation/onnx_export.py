@@ -60,8 +60,9 @@ def export_sentence_encoder(model_path: Path, folder: Path, limits: ModelLimits)
         expected = reference.encode(REFERENCE_TEXTS)
         difference = _worst_difference(exported, expected)
         if difference > MATCH_TOLERANCE:
-            raise RuntimeError(f"the ONNX export differs from the torch model by {difference:.2e} "
-                               f"(allowed {MATCH_TOLERANCE:.0e})")
+            raise RuntimeError(
+                f"the ONNX export differs from the torch model by {difference:.2e} (allowed {MATCH_TOLERANCE:.0e})"
+            )
         record = {
             "fingerprint": model_fingerprint(model_path),
             "max_seq_length": limits.max_seq_length,
@@ -85,14 +86,20 @@ def _worst_difference(exported: OnnxSentenceEncoder, expected: np.ndarray) -> fl
 
 def _export_graph(sentence_transformer: Any, target: Path) -> None:
     module = _PooledEncoder(sentence_transformer[0].auto_model).eval()
-    sample = sentence_transformer.tokenizer(["a short prompt", "a somewhat longer prompt with more words"],
-                                            padding=True, return_tensors="pt")
+    sample = sentence_transformer.tokenizer(
+        ["a short prompt", "a somewhat longer prompt with more words"], padding=True, return_tensors="pt"
+    )
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     axes = {0: batch, 1: length}
     with _quiet_exporter():
         program = torch.onnx.export(
-            module, (sample["input_ids"], sample["attention_mask"]), dynamo=True, optimize=True, verbose=False,
-            input_names=["input_ids", "attention_mask"], output_names=["sentence_vector"],
+            module,
+            (sample["input_ids"], sample["attention_mask"]),
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["sentence_vector"],
             dynamic_shapes={"input_ids": axes, "attention_mask": axes},
         )
         if program is None:
@@ -140,8 +147,9 @@ class _PooledEncoder(torch.nn.Module):
         self.bert = bert
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                           token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+        tokens = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
+        ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
         mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return torch.nn.functional.normalize(mean, dim=1)

@@ -19,8 +19,14 @@ from moderation.policy import SemanticCategory
 
 
 class SemanticScorer:
-    def __init__(self, categories: Sequence[SemanticCategory], model_path: str | None = None, *,
-                 runtime: str = "onnx", cache_dir: str = "~/.cache/imagine") -> None:
+    def __init__(
+        self,
+        categories: Sequence[SemanticCategory],
+        model_path: str | None = None,
+        *,
+        runtime: str = "onnx",
+        cache_dir: str = "~/.cache/imagine",
+    ) -> None:
         self.categories = tuple(categories)
         self._model_path = model_path
         self._runtime = runtime
@@ -36,7 +42,7 @@ class SemanticScorer:
 
     @property
     def runtime(self) -> str | None:
-        """"onnx" or "torch" once loaded (torch when the ONNX route was unavailable)."""
+        """ "onnx" or "torch" once loaded (torch when the ONNX route was unavailable)."""
         return self._encoder.runtime if self._encoder is not None else None
 
     def load(self) -> None:

@@ -157,8 +157,12 @@ class Database:
         # first served), so a user's burst of prompts is admitted in the order it arrived; SQLite runs one
         # writer at a time anyway, and nothing here nests a second connection inside a transaction.
         engine = create_async_engine(
-            self._driver_url, connect_args={"timeout": BUSY_TIMEOUT_S}, pool_reset_on_return=None,
-            pool_size=1, max_overflow=0, pool_timeout=BUSY_TIMEOUT_S,
+            self._driver_url,
+            connect_args={"timeout": BUSY_TIMEOUT_S},
+            pool_reset_on_return=None,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=BUSY_TIMEOUT_S,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_connected)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

@@ -38,11 +38,21 @@ class FakeClock:
         self.now += seconds
 
 
-def discord_settings(tmp_path: Path, model_dir: Path | str, standin: DiscordStandIn, *, base_size: int = 128,
-                     steps: int = 1, **engine: Any) -> Settings:
+def discord_settings(
+    tmp_path: Path,
+    model_dir: Path | str,
+    standin: DiscordStandIn,
+    *,
+    base_size: int = 128,
+    steps: int = 1,
+    **engine: Any,
+) -> Settings:
     settings = make_settings(tmp_path, model_dir, base_size=base_size, steps=steps, **engine)
     discord = replace(
-        settings.discord, token=standin.token, api_base=standin.api_base, gateway_url=standin.gateway_url,
+        settings.discord,
+        token=standin.token,
+        api_base=standin.api_base,
+        gateway_url=standin.gateway_url,
         moderator_channel_id=int(standin.moderator_channel_id),
         moderator_role_ids=[int(standin.moderator_role.id)],
     )
@@ -69,20 +79,23 @@ class DiscordRig:
 
     # ---- what a test waits for -------------------------------------------------------------------------
 
-    async def images_messages(self, count: int = 1, channel_id: str | None = None,
-                              within: float = 120.0) -> list[StoredMessage]:
+    async def images_messages(
+        self, count: int = 1, channel_id: str | None = None, within: float = 120.0
+    ) -> list[StoredMessage]:
         def found() -> list[StoredMessage] | None:
             messages = self.standin.messages_with_files(channel_id)
             return messages if len(messages) >= count else None
 
         return await self.standin.wait_until(found, within, what=f"{count} message(s) with images")
 
-    async def message_saying(self, text: str, *, ephemeral: bool | None = None,
-                             within: float = 60.0) -> StoredMessage:
+    async def message_saying(self, text: str, *, ephemeral: bool | None = None, within: float = 60.0) -> StoredMessage:
         def found() -> StoredMessage | None:
             return next(
-                (m for m in self.standin.messages.values()
-                 if text in m.content and not m.deleted and (ephemeral is None or m.ephemeral == ephemeral)),
+                (
+                    m
+                    for m in self.standin.messages.values()
+                    if text in m.content and not m.deleted and (ephemeral is None or m.ephemeral == ephemeral)
+                ),
                 None,
             )
 
@@ -104,8 +117,12 @@ async def start_rig(
     admission = await Admission.open(settings, warm_up=False) if moderated else None
     clock = clock or FakeClock()
     service = Service(
-        settings, [partial(DiscordAdapter, clock=clock, guild_ready_timeout=0.05)], runner_factory=runner_factory,
-        screener=screener, admission=admission, conversation_options=rig_conversation_options(redelivery_interval_s),
+        settings,
+        [partial(DiscordAdapter, clock=clock, guild_ready_timeout=0.05)],
+        runner_factory=runner_factory,
+        screener=screener,
+        admission=admission,
+        conversation_options=rig_conversation_options(redelivery_interval_s),
     )
     try:
         await service.start()

@@ -29,13 +29,29 @@ GROUP_MODERATOR = "UGROUPMOD"
 MODERATOR_GROUP = "SMODERATORS"
 
 
-def slack_settings(tmp_path: Path, model_dir: Path | str, standin: SlackStandIn, *, mode: str = "http",
-                   base_size: int = 128, steps: int = 1, **engine: Any) -> Settings:
+def slack_settings(
+    tmp_path: Path,
+    model_dir: Path | str,
+    standin: SlackStandIn,
+    *,
+    mode: str = "http",
+    base_size: int = 128,
+    steps: int = 1,
+    **engine: Any,
+) -> Settings:
     settings = make_settings(tmp_path, model_dir, base_size=base_size, steps=steps, **engine)
     slack = replace(
-        settings.slack, bot_token=standin.bot_token, signing_secret=SIGNING_SECRET, app_token=standin.app_token,
-        mode=mode, api_base=standin.api_url, host="127.0.0.1", port=0, moderator_channel_id=MODERATOR_CHANNEL,
-        moderator_user_ids=[MODERATOR], moderator_usergroup_id=MODERATOR_GROUP,
+        settings.slack,
+        bot_token=standin.bot_token,
+        signing_secret=SIGNING_SECRET,
+        app_token=standin.app_token,
+        mode=mode,
+        api_base=standin.api_url,
+        host="127.0.0.1",
+        port=0,
+        moderator_channel_id=MODERATOR_CHANNEL,
+        moderator_user_ids=[MODERATOR],
+        moderator_usergroup_id=MODERATOR_GROUP,
     )
     return replace(settings, slack=slack)
 
@@ -94,8 +110,13 @@ async def start_rig(
     """Start in `imagine serve`'s order: engine; adapter built (registers the platform) and started (resumes
     stored requests, takes new ones); conversation started (follows resumed jobs, delivers undelivered ones).
     `slow_start`: stored requests are all handled before the conversation starts (a slow connect to Slack)."""
-    service = Service(settings, [SlackAdapter], runner_factory=runner_factory, admission=admission,
-                      conversation_options=rig_conversation_options(redelivery_interval_s))
+    service = Service(
+        settings,
+        [SlackAdapter],
+        runner_factory=runner_factory,
+        admission=admission,
+        conversation_options=rig_conversation_options(redelivery_interval_s),
+    )
     try:
         await service.start_adapters()
         adapter = service.adapters[0]
@@ -119,4 +140,3 @@ def jpeg_sizes(upload: CompletedUpload) -> list[tuple[str, tuple[int, int]]]:
         with Image.open(io.BytesIO(file.data)) as image:
             result.append((str(image.format), image.size))
     return result
-

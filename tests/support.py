@@ -23,9 +23,13 @@ def serve_environment(tmp_path: Path, model_dir: Path, **imagine: str) -> dict[s
     small fast engine writing under `tmp_path`; `imagine` adds settings, e.g. `SLACK__MODE="socket"`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGINE_")}
     defaults = {
-        "ENGINE__MODEL": str(model_dir), "ENGINE__BASE_SIZE": "64", "ENGINE__STEPS": "1",
-        "ENGINE__OUTPUT_DIR": str(tmp_path / "images"), "STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
-        "MODERATION__EMBEDDING": "false", "MODERATION__IMAGE_SCREENING": "false",
+        "ENGINE__MODEL": str(model_dir),
+        "ENGINE__BASE_SIZE": "64",
+        "ENGINE__STEPS": "1",
+        "ENGINE__OUTPUT_DIR": str(tmp_path / "images"),
+        "STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
+        "MODERATION__EMBEDDING": "false",
+        "MODERATION__IMAGE_SCREENING": "false",
     }
     return env | {f"IMAGINE_{key}": value for key, value in (defaults | imagine).items()} | {"PYTHONPATH": str(ROOT)}
 
@@ -33,14 +37,20 @@ def serve_environment(tmp_path: Path, model_dir: Path, **imagine: str) -> dict[s
 async def start_serve(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
     with log_path.open("ab") as log:  # a file, not a pipe: nobody has to keep draining it
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bots", "serve", cwd=ROOT, env=env, stdout=log, stderr=log)
+            sys.executable, "-m", "bots", "serve", cwd=ROOT, env=env, stdout=log, stderr=log
+        )
 
 
 def make_settings(tmp_path: Path, model_dir: Path | str, **engine: Any) -> Settings:
     """Defaults (no user file, no environment), with the model, images and database under `tmp_path`."""
     base = load_settings(env={})
-    engine_settings = replace(base.engine, model=str(model_dir), cache_dir=str(tmp_path / "cache"),
-                              output_dir=str(tmp_path / "images"), **engine)
+    engine_settings = replace(
+        base.engine,
+        model=str(model_dir),
+        cache_dir=str(tmp_path / "cache"),
+        output_dir=str(tmp_path / "images"),
+        **engine,
+    )
     return replace(base, engine=engine_settings, store=replace(base.store, url=f"sqlite:///{tmp_path}/imagine.db"))
 
 
@@ -88,5 +98,9 @@ async def conversation_settled(conversation: Conversation, timeout_s: float = 12
 
 def rig_conversation_options(redelivery_interval_s: float = 60.0) -> dict[str, Any]:
     """The conversation as the platform rigs run it: every status shown, retries at once, no review polling."""
-    return {"progress_interval_s": 0.0, "delivery_retry_delays": (0.0, 0.0), "review_poll_s": 3600.0,
-            "redelivery_interval_s": redelivery_interval_s}
+    return {
+        "progress_interval_s": 0.0,
+        "delivery_retry_delays": (0.0, 0.0),
+        "review_poll_s": 3600.0,
+        "redelivery_interval_s": redelivery_interval_s,
+    }

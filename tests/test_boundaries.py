@@ -84,8 +84,11 @@ def test_only_the_worker_imports_torch_or_diffusers() -> None:
 def test_the_engine_never_imports_chat_code_and_moderation_never_imports_bots() -> None:
     chat = ("discord", "slack_bolt", "slack_sdk", "bots")
     offenders = {
-        module: sorted(name for name in imported if _top(name) in chat or (module.startswith("moderation")
-                                                                           and _top(name) == "bots"))
+        module: sorted(
+            name
+            for name in imported
+            if _top(name) in chat or (module.startswith("moderation") and _top(name) == "bots")
+        )
         for module, imported in IMPORTS.items()
         if module.startswith(("engine", "moderation"))
     }
@@ -93,8 +96,10 @@ def test_the_engine_never_imports_chat_code_and_moderation_never_imports_bots() 
 
 
 def test_no_import_cycles() -> None:
-    graph = {module: {name for name in imported if name in MODULES and name != module}
-             for module, imported in IMPORTS.items()}
+    graph = {
+        module: {name for name in imported if name in MODULES and name != module}
+        for module, imported in IMPORTS.items()
+    }
     cycles = [component for component in _strongly_connected(graph) if len(component) > 1]
     assert cycles == []
 
@@ -143,8 +148,15 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
 def _loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:
     """The GPU libraries a fresh interpreter has loaded after running `code`."""
     check = f"{code}\nimport sys\nprint('LOADED:', *sorted(n for n in {GPU_LIBRARIES!r} if n in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=240,
-                            env=env or {**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
     return set(result.stdout.splitlines()[-1].split()[1:])
 
 

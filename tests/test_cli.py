@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
-def test_bad_input_exits_2_with_one_clear_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input_exits_2_with_one_clear_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("IMAGINE_CONFIG", raising=False)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -39,8 +40,9 @@ def test_bad_input_exits_2_with_one_clear_line(argv: list[str], message: str, ca
     assert "Traceback" not in err and len(err.splitlines()) == 1
 
 
-def test_unknown_config_key_from_the_environment(capsys: pytest.CaptureFixture[str],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_config_key_from_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IMAGINE_ENGINE__NOPE", "1")
     assert main(["generate", "a cat"]) == 2
     err = capsys.readouterr().err.strip()
@@ -50,13 +52,34 @@ def test_unknown_config_key_from_the_environment(capsys: pytest.CaptureFixture[s
 
 @pytest.mark.timeout(600)
 def test_generate_in_a_fresh_process_writes_four_jpegs(tmp_path: Path, tiny_model_dir: Path) -> None:
-    env = {**os.environ, "IMAGINE_ENGINE__MODEL": str(tiny_model_dir), "IMAGINE_ENGINE__BASE_SIZE": "256",
-           "IMAGINE_ENGINE__STEPS": "2", "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
-           "IMAGINE_ENGINE__CACHE_DIR": str(tmp_path / "cache")}  # the C2PA development pair goes there
+    env = {
+        **os.environ,
+        "IMAGINE_ENGINE__MODEL": str(tiny_model_dir),
+        "IMAGINE_ENGINE__BASE_SIZE": "256",
+        "IMAGINE_ENGINE__STEPS": "2",
+        "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
+        "IMAGINE_ENGINE__CACHE_DIR": str(tmp_path / "cache"),
+    }  # the C2PA development pair goes there
     completed = subprocess.run(
-        [sys.executable, "-m", "bots", "generate", "a lighthouse at dawn", "--seed", "5", "--aspect", "16:9",
-         "--out", str(tmp_path / "out"), "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "bots",
+            "generate",
+            "a lighthouse at dawn",
+            "--seed",
+            "5",
+            "--aspect",
+            "16:9",
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr
     summary = json.loads(completed.stdout)
@@ -71,7 +94,11 @@ def test_generate_in_a_fresh_process_writes_four_jpegs(tmp_path: Path, tiny_mode
 
     plain = subprocess.run(
         [sys.executable, "-m", "bots", "generate", "a lighthouse at dawn", "--out", str(tmp_path / "plain")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert plain.returncode == 0, plain.stderr
     assert [Path(line).suffix for line in plain.stdout.split()] == [".jpg"] * 4

@@ -19,13 +19,15 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_environment_overrides_every_type() -> None:
-    settings = load_settings(env={
-        "IMAGINE_ENGINE__STEPS": "8",
-        "IMAGINE_ENGINE__GUIDANCE_SCALE": "7.5",
-        "IMAGINE_MODERATION__EMBEDDING": "false",
-        "IMAGINE_SLACK__SIGNING_SECRET": "s3cret",
-        "IMAGINE_DISCORD__MODERATOR_ROLE_IDS": "[123, 456]",
-    })
+    settings = load_settings(
+        env={
+            "IMAGINE_ENGINE__STEPS": "8",
+            "IMAGINE_ENGINE__GUIDANCE_SCALE": "7.5",
+            "IMAGINE_MODERATION__EMBEDDING": "false",
+            "IMAGINE_SLACK__SIGNING_SECRET": "s3cret",
+            "IMAGINE_DISCORD__MODERATOR_ROLE_IDS": "[123, 456]",
+        }
+    )
     assert settings.engine.steps == 8
     assert settings.engine.guidance_scale == 7.5
     assert settings.moderation.embedding is False
@@ -46,8 +48,10 @@ def test_file_then_environment(tmp_path: Path) -> None:
     [
         ({"IMAGINE_ENGINE__STEPZ": "8"}, "unknown config key engine.stepz (from environment variable"),
         ({"IMAGINE_ENGNE__STEPS": "8"}, "unknown config section 'engne'"),
-        ({"IMAGINE_ENGINE__STEPS": "many"}, "invalid value for engine.steps (from environment variable "
-                                            "IMAGINE_ENGINE__STEPS): 'many'"),
+        (
+            {"IMAGINE_ENGINE__STEPS": "many"},
+            "invalid value for engine.steps (from environment variable IMAGINE_ENGINE__STEPS): 'many'",
+        ),
         ({"IMAGINE_ENGINE__STEPS": "0"}, "engine.steps .* must be greater than 0"),
         ({"IMAGINE_ENGINE__QUEUE": "redis"}, "engine.queue .* choose one of memory"),
         ({"IMAGINE_DISCORD__MODERATOR_ROLE_IDS": "123"}, "discord.moderator_role_ids .* expected a list"),
@@ -55,8 +59,9 @@ def test_file_then_environment(tmp_path: Path) -> None:
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")
-                       if ".*" not in message else message):
+    with pytest.raises(
+        ConfigError, match=message.replace("(", r"\(").replace(")", r"\)") if ".*" not in message else message
+    ):
         load_settings(env=env)
 
 

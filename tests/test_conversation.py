@@ -309,8 +309,9 @@ async def test_a_result_finished_but_never_delivered_is_delivered_after_restart(
 async def test_a_result_that_could_not_be_posted_follows_without_a_restart(settings) -> None:  # type: ignore[no-untyped-def]
     engine = LocalJobQueue(settings)
     await engine.start()
-    conversation = Conversation(settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0),
-                                redelivery_interval_s=0.05)
+    conversation = Conversation(
+        settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0), redelivery_interval_s=0.05
+    )
     flaky = RecordingReplier(fail_deliveries=4)  # the follower's three tries fail, then the first sweep's first
     conversation.add_platform("test", lambda context: flaky)
     await conversation.start()
@@ -359,8 +360,9 @@ async def test_a_sweep_leaves_a_result_its_follower_is_posting(settings) -> None
 async def test_a_post_that_keeps_failing_is_tried_ever_less_often(settings) -> None:  # type: ignore[no-untyped-def]
     engine = LocalJobQueue(settings)
     await engine.start()
-    conversation = Conversation(settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0),
-                                redelivery_interval_s=3600.0)  # sweeps below are called by hand
+    conversation = Conversation(
+        settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0), redelivery_interval_s=3600.0
+    )  # sweeps below are called by hand
     gone = RecordingReplier(fail_deliveries=99)  # e.g. the bot was removed from the channel
     attempts = lambda: 99 - gone.fail_deliveries  # noqa: E731
     conversation.add_platform("test", lambda context: gone)

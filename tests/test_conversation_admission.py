@@ -57,8 +57,14 @@ class Harness:
         self.engine = LocalJobQueue(self.settings, **self.engine_kwargs)
         await self.engine.start()
         self.admission = await Admission.open(self.settings, warm_up=False)
-        self.conversation = Conversation(self.settings, self.engine, self.admission, progress_interval_s=0.0,
-                                         delivery_retry_delays=(), review_poll_s=3600.0)
+        self.conversation = Conversation(
+            self.settings,
+            self.engine,
+            self.admission,
+            progress_interval_s=0.0,
+            delivery_retry_delays=(),
+            review_poll_s=3600.0,
+        )
         self.conversation.add_platform("test", self.replier_for, self.moderators)
         await self.conversation.start()
         return self
@@ -77,8 +83,11 @@ class Harness:
 @pytest.fixture
 def settings(tmp_path: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-def]
     base = make_settings(tmp_path, tiny_model_dir, base_size=64, steps=2)
-    return replace(base, moderation=replace(base.moderation, embedding=False),
-                   limits=replace(base.limits, burst=2, max_queued_per_user=5))
+    return replace(
+        base,
+        moderation=replace(base.moderation, embedding=False),
+        limits=replace(base.limits, burst=2, max_queued_per_user=5),
+    )
 
 
 async def test_rate_limit_refusal_says_when_to_retry(settings) -> None:  # type: ignore[no-untyped-def]
@@ -122,7 +131,9 @@ async def test_review_in_chat_non_moderator_refused_then_approved(settings) -> N
     assert replier.notices[0].startswith("A moderator approved your prompt")
     assert "already" in late.refusals[0]
     assert sorted((entry.actor, entry.action, entry.outcome) for entry in audit) == [
-        ("test:alice", "approve", "refused"), ("test:mod", "approve", "ok"), ("test:mod", "reject", "failed"),
+        ("test:alice", "approve", "refused"),
+        ("test:mod", "approve", "ok"),
+        ("test:mod", "reject", "failed"),
     ]
 
 

@@ -387,9 +387,11 @@ async def test_variations_stay_close_to_their_parent(settings) -> None:  # type:
     engine = await started(LocalJobQueue(settings, postprocessor=PlainJpeg()))
     try:
         parent = await (await engine.submit(small("a castle", seed=300, num_images=1))).result()
-        variation = await (await engine.submit(
-            small("a castle", seed=9000, num_images=1, variation=Variation(parent_seed=300, strength=0.1))
-        )).result()
+        variation = await (
+            await engine.submit(
+                small("a castle", seed=9000, num_images=1, variation=Variation(parent_seed=300, strength=0.1))
+            )
+        ).result()
         unrelated = await (await engine.submit(small("a castle", seed=9000, num_images=1))).result()
     finally:
         await engine.shutdown()

@@ -57,7 +57,9 @@ async def test_each_key_is_handled_once(process: Opener) -> None:
     await intake.settled()
     await intake.close()
     assert [(e.key, e.kind, e.payload, e.replayed) for e in handler.entries] == [
-        ("slack:command:t1", "command", {"text": "a fox"}, False), ("slack:event:Ev1", "mention", {"event": {}}, False)]
+        ("slack:command:t1", "command", {"text": "a fox"}, False),
+        ("slack:event:Ev1", "mention", {"event": {}}, False),
+    ]
 
 
 async def test_unfinished_requests_resume_after_a_restart_and_keys_are_remembered(process: Opener) -> None:
@@ -165,4 +167,7 @@ async def test_requests_are_stored_at_once_and_handed_over_only_from_resume(proc
     await second.settled()
     await second.close()
     assert [(e.key, e.replayed) for e in handler.entries] == [
-        ("discord:left", False), ("discord:early", False), ("discord:late", False)]
+        ("discord:left", False),
+        ("discord:early", False),
+        ("discord:late", False),
+    ]

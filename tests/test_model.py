@@ -201,8 +201,12 @@ def test_loaded_model_reports_what_it_is(tiny, tiny_model_dir: Path) -> None:  #
 
 def _generate(pipe, seed: int, count: int = 2):  # type: ignore[no-untyped-def]
     return pipe(
-        "a lighthouse at dawn, oil painting", height=128, width=128, num_inference_steps=2,
-        num_images_per_prompt=count, generator=torch.Generator().manual_seed(seed),
+        "a lighthouse at dawn, oil painting",
+        height=128,
+        width=128,
+        num_inference_steps=2,
+        num_images_per_prompt=count,
+        generator=torch.Generator().manual_seed(seed),
     ).images
 
 
@@ -240,8 +244,9 @@ def test_a_tiny_model_of_an_older_architecture_is_rebuilt(tmp_path: Path) -> Non
     target = tmp_path / "tiny"
     older = replace(TINY_ARCHITECTURE, text_layers=TINY_ARCHITECTURE.text_layers + 1)
     build_tiny_model(target, older)
-    assert json.loads((target / "imagine_tiny_model.json").read_text())["architecture"]["text_layers"] == \
-        older.text_layers
+    assert (
+        json.loads((target / "imagine_tiny_model.json").read_text())["architecture"]["text_layers"] == older.text_layers
+    )
     build_tiny_model(target)
     marker = json.loads((target / "imagine_tiny_model.json").read_text())
     assert marker["architecture"]["text_layers"] == TINY_ARCHITECTURE.text_layers

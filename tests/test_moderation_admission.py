@@ -26,12 +26,19 @@ def ask(prompt: str, requester: Requester = BOB) -> GenerationRequest:
     return GenerationRequest(prompt=prompt, requester=requester, delivery={"channel_id": "c1", "token": "t"})
 
 
-async def build(tmp_path: Path, clock: ManualClock, *, prompts: PromptModerator | None = None,
-                **sections: Any) -> Admission:
+async def build(
+    tmp_path: Path, clock: ManualClock, *, prompts: PromptModerator | None = None, **sections: Any
+) -> Admission:
     settings = make_settings(tmp_path, **sections)
     database = await Database.open(settings.store.url)
-    return Admission(settings, moderator=prompts or moderator(), database=database, clock=clock,
-                     limiter=InMemoryRateLimiter(settings.limits, clock), owns_database=True)
+    return Admission(
+        settings,
+        moderator=prompts or moderator(),
+        database=database,
+        clock=clock,
+        limiter=InMemoryRateLimiter(settings.limits, clock),
+        owns_database=True,
+    )
 
 
 @pytest.fixture
@@ -128,8 +135,7 @@ async def test_admins_and_moderators_skip_rate_limits_not_moderation(tmp_path: P
         await admission.close()
 
 
-async def test_hundred_concurrent_requests_admit_exactly_the_allowed_number(tmp_path: Path,
-                                                                          clock: ManualClock) -> None:
+async def test_hundred_concurrent_requests_admit_exactly_the_allowed_number(tmp_path: Path, clock: ManualClock) -> None:
     admission = await build(tmp_path, clock, limits={"burst": 10, "max_queued_per_user": 1000})
     try:
         decisions = await asyncio.gather(*(admission.check(ask(f"a lighthouse, number {i}")) for i in range(100)))

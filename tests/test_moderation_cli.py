@@ -44,8 +44,9 @@ def test_moderate_one_prompt_as_json(store_url: str, capsys: pytest.CaptureFixtu
     assert (record["prompt"], record["action"], record["reasons"]) == ("a lighthouse at dawn", "allow", [])
 
 
-def test_moderate_stdin_gives_one_json_line_per_prompt(store_url: str, capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_moderate_stdin_gives_one_json_line_per_prompt(
+    store_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     prompts = ["a lighthouse", "n.u.d.e 10 y/o", "", "Elmo holding a gun", "a man without a single piece of clothing"]
     data = ("\n".join(prompts) + "\n").encode() + b"caf\xc3\xa9 \xff\n"  # the last line is not valid UTF-8
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
@@ -66,8 +67,15 @@ def test_moderate_stdin_through_the_real_entry_point(tmp_path: Path) -> None:
     env = {**os.environ, "IMAGINE_MODERATION__EMBEDDING": "false", "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/x.db"}
     env.pop("IMAGINE_CONFIG", None)
     prompts = "".join(f"a lighthouse number {i}\np0rn number {i}\n" for i in range(500))
-    done = subprocess.run([sys.executable, "-m", "bots", "moderate", "-"], input=prompts.encode(), cwd=ROOT, env=env,
-                          capture_output=True, timeout=170, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bots", "moderate", "-"],
+        input=prompts.encode(),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=170,
+        check=True,
+    )
     actions = [json.loads(line)["action"] for line in done.stdout.decode().splitlines()]
     assert actions == ["allow", "block"] * 500
 

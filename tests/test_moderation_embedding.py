@@ -68,8 +68,9 @@ def test_both_runtimes_give_the_same_verdicts(torch_scorer: SemanticScorer) -> N
     with_onnx = PromptModerator(shared_policy(), semantic=shared_scorer()).moderate_many(PROMPTS)
     with_torch = PromptModerator(shared_policy(), semantic=torch_scorer).moderate_many(PROMPTS)
     assert [(v.action, v.categories) for v in with_onnx] == [(v.action, v.categories) for v in with_torch]
-    differences = [abs(a.scores[name] - b.scores[name]) for a, b in zip(with_onnx, with_torch, strict=True)
-                   for name in a.scores]
+    differences = [
+        abs(a.scores[name] - b.scores[name]) for a, b in zip(with_onnx, with_torch, strict=True) for name in a.scores
+    ]
     assert max(differences) <= MATCH_TOLERANCE
 
 
@@ -96,11 +97,16 @@ def _truncate_graph(folder: Path) -> None:
     graph.write_bytes(graph.read_bytes()[:1000])
 
 
-@pytest.mark.parametrize(("damage", "complaint"), [(_scale_reference_vectors, "no longer matches"),
-                                                    (_truncate_graph, "cannot be used")])
-def test_a_damaged_export_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None],
-                                      complaint: str) -> None:
+@pytest.mark.parametrize(
+    ("damage", "complaint"), [(_scale_reference_vectors, "no longer matches"), (_truncate_graph, "cannot be used")]
+)
+def test_a_damaged_export_is_not_used(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[Path], None],
+    complaint: str,
+) -> None:
     """It is made again; here the exporter is unavailable too, so the torch model serves."""
     shared_scorer()
     model = default_model_path()
@@ -142,11 +148,20 @@ def test_an_unknown_runtime_is_refused_by_the_configuration() -> None:
 def test_first_use_exports_quietly_through_the_real_entry_point(tmp_path: Path) -> None:
     """A machine's first `imagine moderate` makes the export and says so on stderr; stdout carries only the
     verdict."""
-    env = {**os.environ, "IMAGINE_ENGINE__CACHE_DIR": str(tmp_path / "cache"),
-           "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/x.db"}
+    env = {
+        **os.environ,
+        "IMAGINE_ENGINE__CACHE_DIR": str(tmp_path / "cache"),
+        "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/x.db",
+    }
     env.pop("IMAGINE_CONFIG", None)
-    done = subprocess.run([sys.executable, "-m", "bots", "moderate", "a woman wearing nothing at all", "--json"],
-                          cwd=ROOT, env=env, capture_output=True, timeout=230, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bots", "moderate", "a woman wearing nothing at all", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=230,
+        check=True,
+    )
     lines = done.stdout.decode().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["action"] == "review"
     assert "exporting the sentence-embedding model to ONNX (once per machine" in done.stderr.decode()

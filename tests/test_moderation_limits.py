@@ -112,8 +112,9 @@ async def test_refund_undoes_an_admission() -> None:
 
 
 @pytest.mark.parametrize(("burst", "window", "queue", "expected"), [(2, 5, 1000, 2), (10, 5, 1000, 5), (10, 10, 3, 3)])
-async def test_concurrent_requests_admit_exactly_the_allowed_number(burst: int, window: int, queue: int,
-                                                                  expected: int) -> None:
+async def test_concurrent_requests_admit_exactly_the_allowed_number(
+    burst: int, window: int, queue: int, expected: int
+) -> None:
     settings = replace(DEFAULTS, burst=burst, prompts_per_window=window, max_queued_per_user=queue)
     limits = InMemoryRateLimiter(settings, ManualClock())
     decisions = await asyncio.gather(*(limits.acquire("discord:1", "discord:g") for _ in range(100)))
@@ -121,8 +122,9 @@ async def test_concurrent_requests_admit_exactly_the_allowed_number(burst: int, 
 
 
 def test_counting_is_exact_across_threads() -> None:
-    limits = InMemoryRateLimiter(replace(DEFAULTS, burst=50, prompts_per_window=50, max_queued_per_user=1000),
-                                 ManualClock())
+    limits = InMemoryRateLimiter(
+        replace(DEFAULTS, burst=50, prompts_per_window=50, max_queued_per_user=1000), ManualClock()
+    )
     admitted: list[bool] = []
     start = threading.Barrier(8)
 
@@ -138,8 +140,10 @@ def test_counting_is_exact_across_threads() -> None:
     assert sum(admitted) == 50 and len(admitted) == 200
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0.2, "1 s"), (59, "59 s"), (192, "3 min 12 s"), (120, "2 min"),
-                                              (5400, "1 h 30 min"), (7200, "2 h")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.2, "1 s"), (59, "59 s"), (192, "3 min 12 s"), (120, "2 min"), (5400, "1 h 30 min"), (7200, "2 h")],
+)
 def test_durations_read_naturally(seconds: float, text: str) -> None:
     assert duration(seconds) == text
 

@@ -24,8 +24,14 @@ HELD = Verdict(Action.REVIEW, ("nudity",), ("nudity or adult content (not explic
 
 
 def request(prompt: str = "a nude statue", requester: Requester = ALICE) -> GenerationRequest:
-    return GenerationRequest(prompt=prompt, requester=requester, negative_prompt="blurry", seed=42, aspect="16:9",
-                             delivery={"interaction_token": "tok", "channel_id": "c1"})
+    return GenerationRequest(
+        prompt=prompt,
+        requester=requester,
+        negative_prompt="blurry",
+        seed=42,
+        aspect="16:9",
+        delivery={"interaction_token": "tok", "channel_id": "c1"},
+    )
 
 
 @pytest.fixture
@@ -66,8 +72,7 @@ async def test_old_strikes_fall_out_of_the_window(db: Database, clock: ManualClo
     assert (outcome.strikes, outcome.ban) == (1, None)
 
 
-async def test_minors_strike_bans_at_once_until_a_moderator_lifts_it(db: Database,
-                                                                     clock: ManualClock) -> None:
+async def test_minors_strike_bans_at_once_until_a_moderator_lifts_it(db: Database, clock: ManualClock) -> None:
     book = StrikeBook(db, SETTINGS, clock=clock)
     outcome = await book.add_strike("discord:111", "minors", "minor + nudity", ban_now=True)
     assert outcome.ban is not None and outcome.ban.expires_at is None and outcome.ban.pending_review
@@ -123,8 +128,11 @@ async def test_approve_then_claimed_exactly_once(db: Database) -> None:
     queue = ReviewQueue(db, expiry_s=900)
     item = await queue.submit(request(), HELD)
     approved = await queue.approve(item.id, "discord:999", "art")
-    assert (approved.state, approved.decided_by, approved.decision_reason) == (ReviewState.APPROVED, "discord:999",
-                                                                              "art")
+    assert (approved.state, approved.decided_by, approved.decision_reason) == (
+        ReviewState.APPROVED,
+        "discord:999",
+        "art",
+    )
     assert await queue.claim_rejected() == []
     claimed = await queue.claim_approved()
     assert [c.id for c in claimed] == [item.id] and claimed[0].request == request()
@@ -162,8 +170,7 @@ async def test_a_process_claims_only_the_platforms_it_serves(db: Database) -> No
     assert [i.id for i in await queue.claim_decided()] == [on_discord.id]
 
 
-async def test_expired_items_are_handed_out_so_the_requester_hears(db: Database,
-                                                                    clock: ManualClock) -> None:
+async def test_expired_items_are_handed_out_so_the_requester_hears(db: Database, clock: ManualClock) -> None:
     queue = ReviewQueue(db, expiry_s=900, clock=clock)
     item = await queue.submit(request(), HELD)
     clock.advance(899)

@@ -87,8 +87,11 @@ def test_each_part_can_be_switched_off() -> None:
 
 
 def test_build_postprocessor_uses_provenance_settings_and_jpeg_quality(tmp_path: Path) -> None:
-    env = {"IMAGINE_PROVENANCE__LABEL_TEXT": "AI", "IMAGINE_ENGINE__JPEG_QUALITY": "75",
-           "IMAGINE_ENGINE__CACHE_DIR": str(tmp_path)}
+    env = {
+        "IMAGINE_PROVENANCE__LABEL_TEXT": "AI",
+        "IMAGINE_ENGINE__JPEG_QUALITY": "75",
+        "IMAGINE_ENGINE__CACHE_DIR": str(tmp_path),
+    }
     postprocess = build_postprocessor(load_settings(env=env))
     assert isinstance(postprocess, ProvenancePostProcessor)
     assert postprocess.settings.label_text == "AI" and postprocess.jpeg_quality == 75

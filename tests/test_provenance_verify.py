@@ -36,8 +36,10 @@ def marked_jpeg() -> bytes:
 
 @pytest.fixture
 def files(tmp_path: Path, marked_jpeg: bytes) -> dict[str, Path]:
-    paths = {name: tmp_path / name for name in ("marked.jpg", "plain.png", "empty.jpg", "truncated.jpg",
-                                                 "notes.txt", "reshared.jpg")}
+    paths = {
+        name: tmp_path / name
+        for name in ("marked.jpg", "plain.png", "empty.jpg", "truncated.jpg", "notes.txt", "reshared.jpg")
+    }
     paths["marked.jpg"].write_bytes(marked_jpeg)
     sample_image("photo", seed=21, width=768, height=768).save(paths["plain.png"])
     paths["empty.jpg"].write_bytes(b"")
@@ -64,9 +66,14 @@ def test_verify_image_without_lookup_or_unknown_id(marked_jpeg: bytes) -> None:
     assert report.watermark_found and report.job_id is None
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("empty.jpg", "empty file"), ("truncated.jpg", "truncated"), ("notes.txt", "not an image"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("empty.jpg", "empty file"),
+        ("truncated.jpg", "truncated"),
+        ("notes.txt", "not an image"),
+    ],
+)
 def test_bad_files_give_a_clear_error(files: dict[str, Path], name: str, message: str) -> None:
     report = verify_file(files[name])
     assert not report.readable and not report.watermark_found
@@ -78,8 +85,9 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     assert "directory" in (verify_file(tmp_path).error or "")
 
 
-def test_cli_exit_0_when_every_image_is_marked(files: dict[str, Path], capsys: pytest.CaptureFixture[str],
-                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_exit_0_when_every_image_is_marked(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IMAGINE_STORE__URL", f"sqlite:///{tmp_path}/none.db")
     assert main(["verify", str(files["marked.jpg"]), str(files["reshared.jpg"])]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -98,7 +106,8 @@ def test_cli_exit_1_when_one_image_is_not_marked(files: dict[str, Path], capsys:
 
 
 def test_cli_exit_2_on_unreadable_input_still_reports_the_others(
-        files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     names = ["marked.jpg", "empty.jpg", "truncated.jpg", "notes.txt", "plain.png"]
     assert main(["verify", *[str(files[name]) for name in names]]) == 2
     captured = capsys.readouterr()
@@ -114,16 +123,38 @@ def test_cli_json_reports_unreadable_images(files: dict[str, Path], capsys: pyte
     assert report["images"][0]["readable"] is False and report["images"][0]["error"]
 
 
-def test_cli_names_the_job_from_the_store(files: dict[str, Path], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_names_the_job_from_the_store(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path}/jobs.db"
 
     async def journal() -> None:
         store = await JobStore.open(url)
-        await store.add(JobRecord(id="job-7", request=GenerationRequest(prompt="a fox"), seeds=(1, 2, 3, 4),
-                                  width=768, height=768, steps=4, state=JobState.RUNNING, created_at=time.time()))
-        await store.set_done("job-7", [GeneratedImage(index=3, seed=4, path="x.jpg", width=768, height=768,
-                                                      watermark_id=watermark_payload("job-7", 3).hex())])
+        await store.add(
+            JobRecord(
+                id="job-7",
+                request=GenerationRequest(prompt="a fox"),
+                seeds=(1, 2, 3, 4),
+                width=768,
+                height=768,
+                steps=4,
+                state=JobState.RUNNING,
+                created_at=time.time(),
+            )
+        )
+        await store.set_done(
+            "job-7",
+            [
+                GeneratedImage(
+                    index=3,
+                    seed=4,
+                    path="x.jpg",
+                    width=768,
+                    height=768,
+                    watermark_id=watermark_payload("job-7", 3).hex(),
+                )
+            ],
+        )
         await store.close()
 
     asyncio.run(journal())
@@ -135,8 +166,13 @@ def test_cli_names_the_job_from_the_store(files: dict[str, Path], tmp_path: Path
 
 @pytest.mark.timeout(120)
 def test_cli_as_a_subprocess(files: dict[str, Path]) -> None:
-    result = subprocess.run([sys.executable, "-m", "bots", "verify", str(files["marked.jpg"]), str(files["empty.jpg"])],
-                            cwd=REPO, capture_output=True, text=True, timeout=110)
+    result = subprocess.run(
+        [sys.executable, "-m", "bots", "verify", str(files["marked.jpg"]), str(files["empty.jpg"])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert result.returncode == 2
     assert "watermark found" in result.stdout
     assert "empty file" in result.stderr and "Traceback" not in result.stderr

@@ -23,13 +23,23 @@ def wait_for_line(process: subprocess.Popen[str], needle: str) -> list[str]:
 
 @pytest.mark.timeout(300)
 def test_serve_without_credentials_runs_and_stops_on_sigterm(tmp_path: Path, tiny_model_dir: Path) -> None:
-    env = {**os.environ, "IMAGINE_ENGINE__MODEL": str(tiny_model_dir),
-           "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
-           "IMAGINE_ENGINE__OUTPUT_DIR": str(tmp_path / "images"), "IMAGINE_MODERATION__EMBEDDING": "false"}
+    env = {
+        **os.environ,
+        "IMAGINE_ENGINE__MODEL": str(tiny_model_dir),
+        "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
+        "IMAGINE_ENGINE__OUTPUT_DIR": str(tmp_path / "images"),
+        "IMAGINE_MODERATION__EMBEDDING": "false",
+    }
     env.pop("IMAGINE_DISCORD__TOKEN", None)
     env.pop("IMAGINE_SLACK__BOT_TOKEN", None)
-    process = subprocess.Popen([sys.executable, "-m", "bots", "serve"], cwd=tmp_path, env=env, text=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bots", "serve"],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         lines = wait_for_line(process, "imagine is serving")
         assert any("no chat platform has credentials" in line for line in lines)
@@ -45,11 +55,17 @@ def test_serve_without_credentials_runs_and_stops_on_sigterm(tmp_path: Path, tin
 
 @pytest.mark.timeout(120)
 def test_serve_with_a_missing_slack_secret_names_the_variable(tmp_path: Path, tiny_model_dir: Path) -> None:
-    env = {**os.environ, "IMAGINE_ENGINE__MODEL": str(tiny_model_dir),
-           "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db", "IMAGINE_MODERATION__EMBEDDING": "false",
-           "IMAGINE_SLACK__BOT_TOKEN": "xoxb-test", "IMAGINE_SLACK__SIGNING_SECRET": ""}
-    completed = subprocess.run([sys.executable, "-m", "bots", "serve"], cwd=tmp_path, env=env, text=True,
-                               capture_output=True, timeout=120)
+    env = {
+        **os.environ,
+        "IMAGINE_ENGINE__MODEL": str(tiny_model_dir),
+        "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
+        "IMAGINE_MODERATION__EMBEDDING": "false",
+        "IMAGINE_SLACK__BOT_TOKEN": "xoxb-test",
+        "IMAGINE_SLACK__SIGNING_SECRET": "",
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "bots", "serve"], cwd=tmp_path, env=env, text=True, capture_output=True, timeout=120
+    )
     assert completed.returncode == 2
     assert "IMAGINE_SLACK__SIGNING_SECRET" in completed.stderr
     assert "Traceback" not in completed.stderr

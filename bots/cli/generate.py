@@ -34,8 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> int:
     settings = settings_loader()
-    request = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative, seed=args.seed,
-                                aspect=args.aspect, steps=args.steps)
+    request = GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, aspect=args.aspect, steps=args.steps
+    )
     try:
         prepare_record(request, settings.engine)  # fail on bad input before spending seconds on the model
     except InvalidRequest as exc:
@@ -79,8 +80,16 @@ def _summary(result: JobResult, request: GenerationRequest, total_s: float) -> d
         "seed": result.images[0].seed,
         "seeds": [image.seed for image in result.images],
         "paths": [image.path for image in result.images],
-        "images": [{"path": image.path, "seed": image.seed, "width": image.width, "height": image.height,
-                    "watermark_id": image.watermark_id} for image in result.images],
+        "images": [
+            {
+                "path": image.path,
+                "seed": image.seed,
+                "width": image.width,
+                "height": image.height,
+                "watermark_id": image.watermark_id,
+            }
+            for image in result.images
+        ],
         "timings": {**asdict(result.timings), "total_s": round(total_s, 3)},
     }
 
@@ -115,4 +124,3 @@ def _seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"seed must not be negative, got {value}")
     return value
-

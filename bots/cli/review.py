@@ -171,8 +171,9 @@ async def _bans(args: argparse.Namespace, settings: Settings, db: Database) -> i
 
 
 async def _ban(args: argparse.Namespace, settings: Settings, db: Database) -> int:
-    ban = await StrikeBook(db, settings.moderation).ban(args.user, _actor(), reason=args.reason,
-                                                        duration_s=args.duration)
+    ban = await StrikeBook(db, settings.moderation).ban(
+        args.user, _actor(), reason=args.reason, duration_s=args.duration
+    )
     length = "until lifted" if ban.expires_at is None else f"for {duration(args.duration)}"
     print(f"banned {ban.user_key} {length}")
     return 0
@@ -202,8 +203,15 @@ async def _audit(args: argparse.Namespace, settings: Settings, db: Database) -> 
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Database], Awaitable[int]]] = {
-    "list": _list, "show": _show, "approve": _approve, "reject": _reject, "bans": _bans, "ban": _ban,
-    "unban": _unban, "clear-strikes": _clear_strikes, "audit": _audit,
+    "list": _list,
+    "show": _show,
+    "approve": _approve,
+    "reject": _reject,
+    "bans": _bans,
+    "ban": _ban,
+    "unban": _unban,
+    "clear-strikes": _clear_strikes,
+    "audit": _audit,
 }
 
 
@@ -215,11 +223,16 @@ def _item_line(item: ReviewItem) -> str:
 
 def _item_dict(item: ReviewItem) -> dict[str, Any]:
     return {
-        "id": item.id, "state": item.state.value, "created_at": item.created_at, "expires_at": item.expires_at,
-        "decided_by": item.decided_by, "decided_at": item.decided_at, "decision_reason": item.decision_reason,
-        "request": request_to_dict(item.request), "verdict": item.verdict.to_dict(),
+        "id": item.id,
+        "state": item.state.value,
+        "created_at": item.created_at,
+        "expires_at": item.expires_at,
+        "decided_by": item.decided_by,
+        "decided_at": item.decided_at,
+        "decision_reason": item.decision_reason,
+        "request": request_to_dict(item.request),
+        "verdict": item.verdict.to_dict(),
     }
-
 
 
 def _duration(text: str) -> float:

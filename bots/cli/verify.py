@@ -47,8 +47,11 @@ def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> in
     if any(report.watermark_found for report in reports) and _store_exists(store_url):
         reports = asyncio.run(_with_jobs(store_url, reports))
     if args.json:
-        print(json.dumps({"all_marked": all(r.watermark_found for r in reports),
-                          "images": [r.to_dict() for r in reports]}))
+        print(
+            json.dumps(
+                {"all_marked": all(r.watermark_found for r in reports), "images": [r.to_dict() for r in reports]}
+            )
+        )
     else:
         for report in reports:
             if report.readable:

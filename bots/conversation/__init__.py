@@ -51,8 +51,14 @@ class Conversation:
         self._platforms = Platforms()
         self._tasks = OwnedTasks()
         self._desk = ReviewDesk(jobs, admission, self._platforms, review_poll_s)
-        self._deliveries = Deliveries(jobs, self._platforms, self._tasks, self._desk.flag_withheld_images,
-                                      retry_delays=delivery_retry_delays, redelivery_interval_s=redelivery_interval_s)
+        self._deliveries = Deliveries(
+            jobs,
+            self._platforms,
+            self._tasks,
+            self._desk.flag_withheld_images,
+            retry_delays=delivery_retry_delays,
+            redelivery_interval_s=redelivery_interval_s,
+        )
         self._follower = Follower(jobs, admission, self._deliveries, progress_interval_s)
         self._submitter = Submitter(settings, jobs, admission, self._follower, self._tasks, self._desk.post_for_review)
         self._desk.attach(self._submitter)
@@ -96,11 +102,20 @@ class Conversation:
         """Admit and queue a prompt; returns the job id, or None when it was refused or held for review."""
         return await self._submitter.admit_and_submit(command.to_request(), replier)
 
-    async def press(self, custom_id: str, user: Requester, replier: Replier, *, is_moderator: bool = False,
-                    place: dict[str, Any] | None = None, intake_key: str = "") -> None:
+    async def press(
+        self,
+        custom_id: str,
+        user: Requester,
+        replier: Replier,
+        *,
+        is_moderator: bool = False,
+        place: dict[str, Any] | None = None,
+        intake_key: str = "",
+    ) -> None:
         """Act on a button: U/V/reroll/cancel on a job, approve/reject on a review item."""
-        await self._presses.press(custom_id, user, replier, is_moderator=is_moderator, place=place,
-                                  intake_key=intake_key)
+        await self._presses.press(
+            custom_id, user, replier, is_moderator=is_moderator, place=place, intake_key=intake_key
+        )
 
     async def open_stored(self, platform: str, entry: IntakeEntry) -> bool:
         """Whether a request handed over by an adapter's intake should be handled now. Raises Deferred while the

@@ -60,8 +60,16 @@ class DeliveryClaims:
 
 
 class Deliveries:
-    def __init__(self, jobs: JobQueue, platforms: Platforms, tasks: OwnedTasks, on_withheld: WithheldHook, *,
-                 retry_delays: Sequence[float], redelivery_interval_s: float) -> None:
+    def __init__(
+        self,
+        jobs: JobQueue,
+        platforms: Platforms,
+        tasks: OwnedTasks,
+        on_withheld: WithheldHook,
+        *,
+        retry_delays: Sequence[float],
+        redelivery_interval_s: float,
+    ) -> None:
         self._jobs = jobs
         self._platforms = platforms
         self._tasks = tasks
@@ -105,7 +113,7 @@ class Deliveries:
                 self._tasks.spawn(self._redeliver(fresh, replier), f"deliver-{record.id}")
 
     async def sweep_periodically(self) -> None:
-        """"They will follow", says a result that could not be posted: this keeps that promise without a
+        """ "They will follow", says a result that could not be posted: this keeps that promise without a
         restart, every `redelivery_interval_s`."""
         while True:
             await asyncio.sleep(self.redelivery_interval_s)

@@ -14,8 +14,9 @@ from moderation.admission import Admission
 
 
 class Follower:
-    def __init__(self, jobs: JobQueue, admission: Admission | None, deliveries: Deliveries,
-                 progress_interval_s: float) -> None:
+    def __init__(
+        self, jobs: JobQueue, admission: Admission | None, deliveries: Deliveries, progress_interval_s: float
+    ) -> None:
         self._jobs = jobs
         self._admission = admission
         self._deliveries = deliveries

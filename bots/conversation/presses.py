@@ -25,8 +25,16 @@ class ButtonPresses:
         self._submitter = submitter
         self._desk = desk
 
-    async def press(self, custom_id: str, user: Requester, replier: Replier, *, is_moderator: bool = False,
-                    place: dict[str, Any] | None = None, intake_key: str = "") -> None:
+    async def press(
+        self,
+        custom_id: str,
+        user: Requester,
+        replier: Replier,
+        *,
+        is_moderator: bool = False,
+        place: dict[str, Any] | None = None,
+        intake_key: str = "",
+    ) -> None:
         """Act on a button. New work it starts (variations, reroll) is answered at `place` (where the click
         happened), or where the original job was asked."""
         try:
@@ -50,8 +58,9 @@ class ButtonPresses:
         if not cancelled:
             await replier.refuse(messages.ALREADY_FINISHED)
 
-    async def _job_button(self, button: Button, user: Requester, replier: Replier, place: dict[str, Any] | None,
-                          intake_key: str) -> None:
+    async def _job_button(
+        self, button: Button, user: Requester, replier: Replier, place: dict[str, Any] | None, intake_key: str
+    ) -> None:
         record = await self._jobs.lookup(button.target)
         if record is None or not record.images and button.action is not Action.REROLL:
             await replier.refuse(messages.UNKNOWN_JOB)
@@ -69,8 +78,13 @@ class ButtonPresses:
             variation = Variation(record.images[index].seed, VARIATION_STRENGTH)
         answer_at = reply_context(original).place if place is None else place
         request = GenerationRequest(
-            prompt=original.prompt, requester=user, negative_prompt=original.negative_prompt,
-            aspect=original.aspect, size=original.size, steps=original.steps, variation=variation,
+            prompt=original.prompt,
+            requester=user,
+            negative_prompt=original.negative_prompt,
+            aspect=original.aspect,
+            size=original.size,
+            steps=original.steps,
+            variation=variation,
             delivery=ReplyContext(dict(answer_at), intake_key).to_dict(),
         )
         await self._submitter.admit_and_submit(request, replier)

@@ -14,8 +14,10 @@ def cancel_buttons(job_id: str) -> tuple[Button, ...]:
 
 
 def review_buttons(item_id: str) -> tuple[Button, ...]:
-    return (Button(Action.APPROVE, item_id, label=messages.APPROVE_LABEL, style=Style.SUCCESS),
-            Button(Action.REJECT, item_id, label=messages.REJECT_LABEL, style=Style.DANGER))
+    return (
+        Button(Action.APPROVE, item_id, label=messages.APPROVE_LABEL, style=Style.SUCCESS),
+        Button(Action.REJECT, item_id, label=messages.REJECT_LABEL, style=Style.DANGER),
+    )
 
 
 def image_buttons(job_id: str, count: int) -> tuple[tuple[Button, ...], ...]:
@@ -48,5 +50,9 @@ def single_image_message(record: JobRecord, index: int) -> Delivery:
 
 
 def _attachment(record: JobRecord, image: GeneratedImage) -> Attachment:
-    return Attachment(filename=f"imagine-{record.id[:8]}-{image.index + 1}.jpg", path=image.path,
-                      width=image.width, height=image.height)
+    return Attachment(
+        filename=f"imagine-{record.id[:8]}-{image.index + 1}.jpg",
+        path=image.path,
+        width=image.width,
+        height=image.height,
+    )

@@ -41,8 +41,9 @@ class ReviewDesk:
         the conversation closes once both exist)."""
         self._submitter = submitter
 
-    async def post_for_review(self, item_id: str, request: GenerationRequest, reasons: Sequence[str],
-                              image_paths: Sequence[str] = ()) -> None:
+    async def post_for_review(
+        self, item_id: str, request: GenerationRequest, reasons: Sequence[str], image_paths: Sequence[str] = ()
+    ) -> None:
         entry = self._platforms.get(request.requester.platform)
         if entry is None or entry.moderators is None:
             log.warning("review item %s has no moderator channel on %s", item_id, request.requester.platform)
@@ -67,8 +68,12 @@ class ReviewDesk:
         context = replace(reply_context(record.request), flagged_job=record.id)
         request = replace(record.request, delivery=context.to_dict())
         item = await self._admission.review.submit(request, verdict)
-        await self.post_for_review(item.id, request, (f"{len(withheld)} output image(s) withheld", *reasons),
-                                   [image.path for image in withheld])
+        await self.post_for_review(
+            item.id,
+            request,
+            (f"{len(withheld)} output image(s) withheld", *reasons),
+            [image.path for image in withheld],
+        )
 
     async def decide(self, button: Button, user: Requester, replier: Replier, is_moderator: bool) -> None:
         if self._admission is None:
@@ -129,11 +134,16 @@ class ReviewDesk:
         record = await self._jobs.lookup(job_id)
         if record is None:
             return
-        originals = [replace(image, path=image.original_path, withheld=False)
-                     for image in record.images if image.withheld and image.original_path]
+        originals = [
+            replace(image, path=image.original_path, withheld=False)
+            for image in record.images
+            if image.withheld and image.original_path
+        ]
         if originals:
-            await logged(replier.deliver(images_message(replace(record, images=tuple(originals)))),
-                         f"releasing withheld images of job {job_id}")
+            await logged(
+                replier.deliver(images_message(replace(record, images=tuple(originals)))),
+                f"releasing withheld images of job {job_id}",
+            )
 
 
 def _without_review_fields(request: GenerationRequest) -> GenerationRequest:

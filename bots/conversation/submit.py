@@ -36,8 +36,14 @@ class ImagineCommand:
 
     def to_request(self) -> GenerationRequest:
         context = ReplyContext(place=dict(self.place), intake_key=self.intake_key)
-        return GenerationRequest(prompt=self.prompt, requester=self.requester, negative_prompt=self.negative_prompt,
-                                 seed=self.seed, aspect=self.aspect, delivery=context.to_dict())
+        return GenerationRequest(
+            prompt=self.prompt,
+            requester=self.requester,
+            negative_prompt=self.negative_prompt,
+            seed=self.seed,
+            aspect=self.aspect,
+            delivery=context.to_dict(),
+        )
 
 
 ReviewHook = Callable[[str, GenerationRequest, Sequence[str]], Awaitable[None]]
@@ -45,8 +51,15 @@ ReviewHook = Callable[[str, GenerationRequest, Sequence[str]], Awaitable[None]]
 
 
 class Submitter:
-    def __init__(self, settings: Settings, jobs: JobQueue, admission: Admission | None, follower: Follower,
-                 tasks: OwnedTasks, post_for_review: ReviewHook) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobQueue,
+        admission: Admission | None,
+        follower: Follower,
+        tasks: OwnedTasks,
+        post_for_review: ReviewHook,
+    ) -> None:
         self._settings = settings
         self._jobs = jobs
         self._admission = admission
@@ -56,8 +69,9 @@ class Submitter:
         self.followed_before_start: set[str] | None = set()
         """Jobs submitted (and already followed) while adapters ran before start(): start() skips them."""
 
-    async def admit_and_submit(self, request: GenerationRequest, replier: Replier,
-                               is_moderator: bool = False) -> str | None:
+    async def admit_and_submit(
+        self, request: GenerationRequest, replier: Replier, is_moderator: bool = False
+    ) -> str | None:
         """Admit and queue; the job id, or None when it was refused or held for review."""
         try:
             prepare_record(request, self._settings.engine)

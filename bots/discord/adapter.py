@@ -262,14 +262,18 @@ class DiscordAdapter(AdapterLifecycle):
         # process learns it from the defer, one rebuilt after a restart asks Discord for it (replies.py).
         context = self._interaction_context(interaction, new_message=True)
         payload = {
-            "prompt": prompt, "negative": negative or "", "seed": seed, "aspect": aspect or "1:1",
+            "prompt": prompt,
+            "negative": negative or "",
+            "seed": seed,
+            "aspect": aspect or "1:1",
             "requester": asdict(self._requester(interaction.user, interaction.guild_id, interaction.channel_id)),
             "context": context.to_dict(),
         }
         with self._tracked():
             try:
-                await self._take(str(interaction.id), COMMAND, payload,
-                                 lambda: self._acknowledge(interaction, new_message=True))
+                await self._take(
+                    str(interaction.id), COMMAND, payload, lambda: self._acknowledge(interaction, new_message=True)
+                )
             except _Closing:
                 await self._answer_at_once(interaction, messages.RESTARTING)
             except Exception:  # not stored, so not deferred: say so rather than leave the user waiting
@@ -280,11 +284,15 @@ class DiscordAdapter(AdapterLifecycle):
         """A plain DM to the bot is a prompt."""
         if message.guild is not None or message.author.bot or not message.content.strip():
             return
-        context = DeliveryContext(route=Route.CHANNEL, channel_id=str(message.channel.id),
-                                  user_id=str(message.author.id))
+        context = DeliveryContext(
+            route=Route.CHANNEL, channel_id=str(message.channel.id), user_id=str(message.author.id)
+        )
         replier = DiscordReplier(self.client, context, clock=self._clock, fresh=True)
         payload = {
-            "prompt": message.content, "negative": "", "seed": None, "aspect": "1:1",
+            "prompt": message.content,
+            "negative": "",
+            "seed": None,
+            "aspect": "1:1",
             "requester": asdict(self._requester(message.author, None, message.channel.id)),
             "context": context.to_dict(),
         }
@@ -292,8 +300,9 @@ class DiscordAdapter(AdapterLifecycle):
         async def nothing_to_send() -> DiscordReplier:  # a DM is not acknowledged: its first reply is a status
             return replier
 
-        await self._guarded(self._take(f"dm:{message.id}", DIRECT_MESSAGE, payload, nothing_to_send), replier,
-                            "a DM prompt")
+        await self._guarded(
+            self._take(f"dm:{message.id}", DIRECT_MESSAGE, payload, nothing_to_send), replier, "a DM prompt"
+        )
 
     async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
         try:
@@ -305,13 +314,17 @@ class DiscordAdapter(AdapterLifecycle):
             return
         user = self._requester(interaction.user, interaction.guild_id, interaction.channel_id)
         press = self._conversation.press(
-            custom_id, user, replier, is_moderator=self._is_moderator(interaction),
+            custom_id,
+            user,
+            replier,
+            is_moderator=self._is_moderator(interaction),
             place=replier.context.to_dict(),
         )
         await self._guarded(press, replier, f"button {custom_id}")
 
-    async def _take(self, key: str, kind: str, payload: dict[str, Any],
-                    acknowledge: Callable[[], Awaitable[DiscordReplier | None]]) -> None:
+    async def _take(
+        self, key: str, kind: str, payload: dict[str, Any], acknowledge: Callable[[], Awaitable[DiscordReplier | None]]
+    ) -> None:
         """Store a prompt, then acknowledge it: nothing the user saw acknowledged may be lost in a crash. The
         intake may hand the prompt to `_handle_stored` before `acknowledge` is back; the handler waits for it."""
         if self._intake is None:
@@ -350,10 +363,14 @@ class DiscordAdapter(AdapterLifecycle):
         if replier is None:  # stored by the process before a restart
             replier = self.replier_for(body["context"])
         command = ImagineCommand(
-            prompt=body["prompt"], requester=Requester(**body["requester"]), negative_prompt=body["negative"],
-            seed=body["seed"], aspect=body["aspect"],
+            prompt=body["prompt"],
+            requester=Requester(**body["requester"]),
+            negative_prompt=body["negative"],
+            seed=body["seed"],
+            aspect=body["aspect"],
             # This process's replier knows the thinking message's id from the defer: journal that with the job.
-            place=replier.context.to_dict(), intake_key=entry.key,
+            place=replier.context.to_dict(),
+            intake_key=entry.key,
         )
         await self._guarded(self._conversation.imagine(command, replier), replier, f"stored prompt {entry.key}")
 
@@ -387,8 +404,9 @@ class DiscordAdapter(AdapterLifecycle):
             log.warning("discord interaction %s could not be answered: %s", interaction.id, exc)
 
     @staticmethod
-    def _interaction_context(interaction: discord.Interaction[Any], *, new_message: bool,
-                             original_message_id: str = "") -> DeliveryContext:
+    def _interaction_context(
+        interaction: discord.Interaction[Any], *, new_message: bool, original_message_id: str = ""
+    ) -> DeliveryContext:
         return DeliveryContext(
             route=Route.INTERACTION,
             channel_id=str(interaction.channel_id or ""),
@@ -401,9 +419,7 @@ class DiscordAdapter(AdapterLifecycle):
             deferred_thinking=new_message,
         )
 
-    def _requester(
-        self, user: discord.abc.User, guild_id: int | None, channel_id: int | None
-    ) -> Requester:
+    def _requester(self, user: discord.abc.User, guild_id: int | None, channel_id: int | None) -> Requester:
         return Requester(
             platform=PLATFORM,
             user_id=str(user.id),

@@ -281,7 +281,10 @@ class DiscordReplier:
             self._status_consumed = True
             return True
         await webhook.send(
-            delivery.text, files=_files(uploads), view=view or discord.utils.MISSING, wait=True,
+            delivery.text,
+            files=_files(uploads),
+            view=view or discord.utils.MISSING,
+            wait=True,
             allowed_mentions=_NO_MENTIONS,
         )
         return True
@@ -328,17 +331,26 @@ class DiscordReplier:
     ) -> None:
         # With enforce_nonce a retried post returns the first message. The key is stable across restarts (the
         # journaled context and the files) and tells apart different posts of one job (U1, U2, a release).
-        key = ":".join([self.context.interaction_token or self.context.channel_id, delivery.job_id,
-                        *(attachment.path for attachment in delivery.attachments)])
+        key = ":".join(
+            [
+                self.context.interaction_token or self.context.channel_id,
+                delivery.job_id,
+                *(attachment.path for attachment in delivery.attachments),
+            ]
+        )
         nonce = _nonce("deliver", key)
         try:
             await self._channel().send(
-                delivery.text, files=_files(uploads), view=view or discord.utils.MISSING, nonce=nonce,
+                delivery.text,
+                files=_files(uploads),
+                view=view or discord.utils.MISSING,
+                nonce=nonce,
                 allowed_mentions=_NO_MENTIONS,
             )
         except (discord.Forbidden, discord.NotFound):
-            log.info("channel %s is closed to the bot; delivering job %s by DM", self.context.channel_id,
-                     delivery.job_id)
+            log.info(
+                "channel %s is closed to the bot; delivering job %s by DM", self.context.channel_id, delivery.job_id
+            )
             dm = await self._client.create_dm(discord.Object(int(self.context.user_id)))
             await dm.send(delivery.text, files=_files(uploads), view=view or discord.utils.MISSING, nonce=nonce)
 

@@ -51,8 +51,9 @@ BUTTON_ACTIONS = re.compile(r"^imagine:")
 TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
 SIGNATURE_HEADER = "X-Slack-Signature"
 RATE_LIMIT_RETRIES = 3
-AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
-                         "not_allowed_token_type"})
+AUTH_ERRORS = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "not_allowed_token_type"}
+)
 """Web API answers that mean a token is wrong (not that Slack is having a bad moment)."""
 NOT_STORED = ("token",)
 """Payload fields never written to disk: Slack's legacy verification token."""
@@ -103,8 +104,7 @@ class SlackAdapter(AdapterLifecycle):
             ],
         )
         self.moderators = (
-            SlackModerators(self.client, self.config.moderator_channel_id)
-            if self.config.moderator_channel_id else None
+            SlackModerators(self.client, self.config.moderator_channel_id) if self.config.moderator_channel_id else None
         )
         moderator_check = ModeratorCheck(
             self.client, self.config.moderator_user_ids, self.config.moderator_usergroup_id
@@ -261,4 +261,3 @@ class SlackAdapter(AdapterLifecycle):
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("Slack listener failed for a %s request: %r", body.get("type") or body.get("command"), error)
-

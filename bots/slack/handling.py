@@ -30,8 +30,13 @@ COMMAND, MENTION, DIRECT_MESSAGE, BUTTON = "command", "mention", "dm", "button"
 
 
 class SlackRequestHandler:
-    def __init__(self, client: AsyncWebClient, conversation: Conversation, moderators: SlackModerators | None,
-                 is_moderator: ModeratorCheck) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        conversation: Conversation,
+        moderators: SlackModerators | None,
+        is_moderator: ModeratorCheck,
+    ) -> None:
         self.client = client
         self.conversation = conversation
         self.moderators = moderators
@@ -44,8 +49,14 @@ class SlackRequestHandler:
         body = entry.payload
         if entry.kind == COMMAND:
             place = SlackPlace(channel=body["channel_id"], user=body["user_id"])
-            await self._imagine(entry.key, body.get("text", ""), place, body.get("team_id", ""),
-                                body.get("user_name", ""), response_url=body.get("response_url") or None)
+            await self._imagine(
+                entry.key,
+                body.get("text", ""),
+                place,
+                body.get("team_id", ""),
+                body.get("user_name", ""),
+                response_url=body.get("response_url") or None,
+            )
         elif entry.kind in (MENTION, DIRECT_MESSAGE):
             event = body["event"]
             # A mention is answered in its thread, so a busy channel is not flooded; a DM in the DM.
@@ -57,8 +68,15 @@ class SlackRequestHandler:
         else:
             log.warning("ignoring a stored Slack request of unknown kind %r", entry.kind)
 
-    async def _imagine(self, key: str, text: str, place: SlackPlace, team_id: str, display_name: str = "",
-                       response_url: str | None = None) -> None:
+    async def _imagine(
+        self,
+        key: str,
+        text: str,
+        place: SlackPlace,
+        team_id: str,
+        display_name: str = "",
+        response_url: str | None = None,
+    ) -> None:
         replier = SlackReplier(self.client, place, response_url)
         try:
             options = parse_prompt_text(text)
@@ -66,9 +84,13 @@ class SlackRequestHandler:
             await _refuse(replier, messages.invalid_request(str(error)))
             return
         command = ImagineCommand(
-            prompt=options.prompt, requester=_requester(place, team_id, display_name),
-            negative_prompt=options.negative_prompt, seed=options.seed, aspect=options.aspect,
-            place=place.to_context(), intake_key=key,
+            prompt=options.prompt,
+            requester=_requester(place, team_id, display_name),
+            negative_prompt=options.negative_prompt,
+            seed=options.seed,
+            aspect=options.aspect,
+            place=place.to_context(),
+            intake_key=key,
         )
         try:
             await self.conversation.imagine(command, replier)
@@ -100,8 +122,14 @@ class SlackRequestHandler:
         is_moderator = await self.is_moderator(place.user) if deciding else False
         requester = _requester(place, (body.get("team") or {}).get("id", ""), body["user"].get("username", ""))
         # New jobs from this click (variations, reroll) are answered where the click happened.
-        await self.conversation.press(custom_id, requester, SlackReplier(self.client, place),
-                                      is_moderator=is_moderator, place=place.to_context(), intake_key=key)
+        await self.conversation.press(
+            custom_id,
+            requester,
+            SlackReplier(self.client, place),
+            is_moderator=is_moderator,
+            place=place.to_context(),
+            intake_key=key,
+        )
 
 
 async def _refuse(replier: SlackReplier, text: str) -> None:
@@ -112,5 +140,6 @@ async def _refuse(replier: SlackReplier, text: str) -> None:
 
 
 def _requester(place: SlackPlace, team_id: str, display_name: str = "") -> Requester:
-    return Requester(platform=PLATFORM, user_id=place.user, server_id=team_id, channel_id=place.channel,
-                     display_name=display_name)
+    return Requester(
+        platform=PLATFORM, user_id=place.user, server_id=team_id, channel_id=place.channel, display_name=display_name
+    )

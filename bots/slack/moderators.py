@@ -47,8 +47,9 @@ class ModeratorCheck:
         try:
             response = await self._client.usergroups_users_list(usergroup=self._usergroup_id)
         except SlackApiError as error:
-            log.warning("could not list the moderator user group %s: %s", self._usergroup_id,
-                        error.response.get("error"))
+            log.warning(
+                "could not list the moderator user group %s: %s", self._usergroup_id, error.response.get("error")
+            )
             return self._members or frozenset()
         self._members = frozenset(str(user) for user in response.get("users") or ())
         self._fetched_at = self._clock()

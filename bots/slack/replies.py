@@ -97,8 +97,10 @@ class SlackReplier:
                 return
             try:
                 posted = await self.client.chat_postMessage(
-                    channel=self.place.channel, thread_ts=self.place.thread_ts,
-                    text=blocks.fallback_text(text), blocks=blocks.message_blocks(text, rows),
+                    channel=self.place.channel,
+                    thread_ts=self.place.thread_ts,
+                    text=blocks.fallback_text(text),
+                    blocks=blocks.message_blocks(text, rows),
                 )
             except SlackApiError as error:
                 if is_outside_channel(error):
@@ -112,8 +114,10 @@ class SlackReplier:
             return False
         try:
             await self.client.chat_update(
-                channel=self.place.channel, ts=self.place.status_ts,
-                text=blocks.fallback_text(text), blocks=blocks.message_blocks(text, rows),
+                channel=self.place.channel,
+                ts=self.place.status_ts,
+                text=blocks.fallback_text(text),
+                blocks=blocks.message_blocks(text, rows),
             )
         except SlackApiError as error:
             if error.response.get("error") != "message_not_found":
@@ -126,8 +130,11 @@ class SlackReplier:
     async def refuse(self, text: str) -> None:
         try:
             await self.client.chat_postEphemeral(
-                channel=self.place.channel, user=self.place.user, thread_ts=self.place.thread_ts,
-                text=blocks.fallback_text(text), blocks=[blocks.section(text)],
+                channel=self.place.channel,
+                user=self.place.user,
+                thread_ts=self.place.thread_ts,
+                text=blocks.fallback_text(text),
+                blocks=[blocks.section(text)],
             )
         except SlackApiError as error:
             if not (is_outside_channel(error) and self.response_url):
@@ -136,8 +143,9 @@ class SlackReplier:
 
     async def _reply_by_response_url(self, text: str) -> None:
         webhook = AsyncWebhookClient(self.response_url or "", session=self.client.session)
-        response = await webhook.send(text=blocks.fallback_text(text), blocks=[blocks.section(text)],
-                                      response_type="ephemeral")
+        response = await webhook.send(
+            text=blocks.fallback_text(text), blocks=[blocks.section(text)], response_type="ephemeral"
+        )
         if response.status_code != 200:
             raise RuntimeError(f"response_url answered HTTP {response.status_code}: {response.body[:200]!r}")
 
@@ -150,7 +158,8 @@ class SlackReplier:
                 self.place.uploaded.append(delivery.job_id)
             if delivery.button_rows and delivery.job_id not in self._buttons_posted:
                 await self.client.chat_postMessage(
-                    channel=self.place.channel, thread_ts=self.place.reply_thread,
+                    channel=self.place.channel,
+                    thread_ts=self.place.reply_thread,
                     text=blocks.fallback_text(delivery.text),
                     blocks=blocks.message_blocks(delivery.text, delivery.button_rows),
                 )
@@ -163,13 +172,16 @@ class SlackReplier:
             for attachment, data in zip(delivery.attachments, contents, strict=True)
         ]
         await self.client.files_upload_v2(
-            file_uploads=uploads, channel=self.place.channel, thread_ts=self.place.reply_thread,
+            file_uploads=uploads,
+            channel=self.place.channel,
+            thread_ts=self.place.reply_thread,
             initial_comment=blocks.fallback_text(delivery.text, mention=self.place.user),
         )
 
     async def notify(self, text: str) -> None:
         await self.client.chat_postMessage(
-            channel=self.place.channel, thread_ts=self.place.reply_thread,
+            channel=self.place.channel,
+            thread_ts=self.place.reply_thread,
             text=blocks.fallback_text(text, mention=self.place.user),
             blocks=[blocks.section(text, mention=self.place.user)],
         )
@@ -195,26 +207,32 @@ class SlackModerators:
 
     async def post_review(self, post: ReviewPost) -> None:
         posted = await self.client.chat_postMessage(
-            channel=self.channel, text=blocks.fallback_text(post.text),
+            channel=self.channel,
+            text=blocks.fallback_text(post.text),
             blocks=blocks.message_blocks(post.text, (post.buttons,)),
         )
         self.remember(post.item_id, self.channel, str(posted["ts"]))
         if post.image_paths:
             contents = await asyncio.gather(*(asyncio.to_thread(Path(p).read_bytes) for p in post.image_paths))
             await self.client.files_upload_v2(
-                file_uploads=[{"file": data, "filename": Path(path).name, "title": Path(path).name}
-                              for path, data in zip(post.image_paths, contents, strict=True)],
-                channel=self.channel, thread_ts=str(posted["ts"]),
+                file_uploads=[
+                    {"file": data, "filename": Path(path).name, "title": Path(path).name}
+                    for path, data in zip(post.image_paths, contents, strict=True)
+                ],
+                channel=self.channel,
+                thread_ts=str(posted["ts"]),
             )
 
     async def close_review(self, item_id: str, text: str) -> None:
         message = self._posted.get(item_id) or await self._find_review_message(item_id)
         if message is None:  # not found (too old, or no history scope): say it in the channel instead
-            await self.client.chat_postMessage(channel=self.channel, text=blocks.fallback_text(text),
-                                               blocks=[blocks.section(text)])
+            await self.client.chat_postMessage(
+                channel=self.channel, text=blocks.fallback_text(text), blocks=[blocks.section(text)]
+            )
             return
-        await self.client.chat_update(channel=message.channel, ts=message.ts, text=blocks.fallback_text(text),
-                                      blocks=[blocks.section(text)])
+        await self.client.chat_update(
+            channel=message.channel, ts=message.ts, text=blocks.fallback_text(text), blocks=[blocks.section(text)]
+        )
         self._posted.pop(item_id, None)
 
     async def _find_review_message(self, item_id: str) -> ReviewMessage | None:
@@ -223,8 +241,11 @@ class SlackModerators:
         try:
             page = await self.client.conversations_history(channel=self.channel, limit=HISTORY_SCAN_LIMIT)
         except SlackApiError as error:
-            log.warning("review %s: cannot read the moderators' channel (%s); posting the decision",
-                        item_id, error.response.get("error"))
+            log.warning(
+                "review %s: cannot read the moderators' channel (%s); posting the decision",
+                item_id,
+                error.response.get("error"),
+            )
             return None
         suffix = f":{item_id}"
         for message in page.get("messages") or []:

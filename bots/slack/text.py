@@ -42,8 +42,12 @@ def parse_prompt_text(text: str) -> PromptText:
         if name in options:
             raise BadOptions(f"--{name} is given twice")
         options[name] = value.strip()
-    return PromptText(prompt=prompt, negative_prompt=options.get("no", ""), seed=_seed(options.get("seed")),
-                      aspect=options.get("ar") or "1:1")
+    return PromptText(
+        prompt=prompt,
+        negative_prompt=options.get("no", ""),
+        seed=_seed(options.get("seed")),
+        aspect=options.get("ar") or "1:1",
+    )
 
 
 def _seed(value: str | None) -> int | None:

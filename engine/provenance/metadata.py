@@ -15,8 +15,10 @@ from PIL import Image
 
 GENERATOR = "imagine"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-AI_SOURCE_TYPES = (TRAINED_ALGORITHMIC_MEDIA,
-                   "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia")
+AI_SOURCE_TYPES = (
+    TRAINED_ALGORITHMIC_MEDIA,
+    "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia",
+)
 EXIF_IMAGE_DESCRIPTION = 0x010E
 EXIF_SOFTWARE = 0x0131
 _SOURCE_TYPE = re.compile(rb"DigitalSourceType\s*(?:=\s*[\"']|>)\s*([^\"'<\s]+)")
@@ -62,8 +64,10 @@ def save_options(model: str) -> dict[str, object]:
     exif[EXIF_SOFTWARE] = f"{GENERATOR} (AI image generator; model {model or 'unknown'})"
     exif[EXIF_IMAGE_DESCRIPTION] = description
     xmp = _XMP_TEMPLATE.format(
-        source_type=TRAINED_ALGORITHMIC_MEDIA, model=quoteattr(model or "unknown"),
-        generator=quoteattr(GENERATOR), description=escape(description),
+        source_type=TRAINED_ALGORITHMIC_MEDIA,
+        model=quoteattr(model or "unknown"),
+        generator=quoteattr(GENERATOR),
+        description=escape(description),
     )
     return {"exif": exif.tobytes(), "xmp": xmp.encode("utf-8")}
 

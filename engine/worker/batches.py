@@ -33,8 +33,9 @@ ImageOutcomes = dict[tuple[str, int], Any]
 class BatchJournal(Protocol):
     """The job store calls a batch makes (awaited: the store does its own I/O off the event loop)."""
 
-    async def set_state(self, job_id: str, state: JobState, error_kind: str | None = None,
-                        error: str | None = None) -> None: ...
+    async def set_state(
+        self, job_id: str, state: JobState, error_kind: str | None = None, error: str | None = None
+    ) -> None: ...
 
     async def set_done(self, job_id: str, images: Sequence[GeneratedImage]) -> None: ...
 
@@ -118,8 +119,9 @@ class BatchWorker:
         on_step = self._step_callback(loop, involved)
         try:
             self.pipeline_calls += 1
-            images = await loop.run_in_executor(self._pipeline_thread, self._runner_required().generate, tasks,
-                                                shape, on_step)
+            images = await loop.run_in_executor(
+                self._pipeline_thread, self._runner_required().generate, tasks, shape, on_step
+            )
         except Exception as exc:
             if not is_out_of_memory(exc) or len(tasks) == 1:
                 if is_out_of_memory(exc):
@@ -157,8 +159,11 @@ class BatchWorker:
         failure = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
         if failure is not None:
             log.error("job %s failed: %r", job.id, failure)
-            error = failure if isinstance(failure, OutOfMemory) else GenerationFailed(
-                messages.GENERATION_FAILED.format(error=failure))
+            error = (
+                failure
+                if isinstance(failure, OutOfMemory)
+                else GenerationFailed(messages.GENERATION_FAILED.format(error=failure))
+            )
             await self._end(job, JobState.FAILED, error)
             return
         pictures = [outcome for outcome in outcomes if isinstance(outcome, Image.Image)]
@@ -172,10 +177,12 @@ class BatchWorker:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            generated = await asyncio.gather(*(
-                loop.run_in_executor(self._post_threads, self._finisher.finish, image, self._context(job, index))
-                for index, image in enumerate(images)
-            ))
+            generated = await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._post_threads, self._finisher.finish, image, self._context(job, index))
+                    for index, image in enumerate(images)
+                )
+            )
         except Exception as exc:
             log.exception("post-processing job %s failed", job.id)
             await self._end(job, JobState.FAILED, GenerationFailed(messages.POSTPROCESS_FAILED.format(error=exc)))
@@ -184,13 +191,20 @@ class BatchWorker:
             return
         await self._journal_required().set_done(job.id, generated)
         timings = _timings(job, started, time.monotonic())
-        log.info("job %s done for %s: queue wait %.2f s, generate %.2f s, post-process %.2f s", job.id,
-                 job.user_key, timings.queue_wait_s, timings.generate_s, timings.postprocess_s)
+        log.info(
+            "job %s done for %s: queue wait %.2f s, generate %.2f s, post-process %.2f s",
+            job.id,
+            job.user_key,
+            timings.queue_wait_s,
+            timings.generate_s,
+            timings.postprocess_s,
+        )
         job.finish(JobState.DONE, JobResult(job_id=job.id, images=tuple(generated), timings=timings))
 
     def _context(self, job: Job, index: int) -> ImageContext:
-        return ImageContext(job_id=job.id, index=index, seed=job.seeds[index], prompt=job.request.prompt,
-                            model=self.model_name)
+        return ImageContext(
+            job_id=job.id, index=index, seed=job.seeds[index], prompt=job.request.prompt, model=self.model_name
+        )
 
     def _journal_required(self) -> BatchJournal:
         if self._journal is None:
@@ -212,14 +226,23 @@ def _publish_step(jobs: Sequence[Job], step: int, total: int) -> None:
 
 def _timings(job: Job, post_started: float, post_finished: float) -> Timings:
     started_at = job.started_at or post_started
-    return Timings(queue_wait_s=started_at - job.enqueued_at, generate_s=post_started - started_at,
-                   postprocess_s=post_finished - post_started)
+    return Timings(
+        queue_wait_s=started_at - job.enqueued_at,
+        generate_s=post_started - started_at,
+        postprocess_s=post_finished - post_started,
+    )
 
 
 def _image_task(job: Job, index: int) -> ImageTask:
     request = job.request
-    return ImageTask(job_id=job.id, index=index, seed=job.seeds[index], prompt=request.prompt,
-                     negative_prompt=request.negative_prompt, variation=request.variation)
+    return ImageTask(
+        job_id=job.id,
+        index=index,
+        seed=job.seeds[index],
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        variation=request.variation,
+    )
 
 
 def load_runner(settings: Settings) -> PipelineRunner:

@@ -26,8 +26,13 @@ def blur(image: Image.Image) -> Image.Image:
 
 
 class ImageFinisher:
-    def __init__(self, postprocess: PostProcessor, output_dir: Path, screener: ImageScreener | None = None,
-                 withhold: Withhold = blur) -> None:
+    def __init__(
+        self,
+        postprocess: PostProcessor,
+        output_dir: Path,
+        screener: ImageScreener | None = None,
+        withhold: Withhold = blur,
+    ) -> None:
         self.postprocess = postprocess
         self.output_dir = output_dir
         self.screener = screener
@@ -44,8 +49,14 @@ class ImageFinisher:
         processed = self.postprocess(image, context)
         path = self._write(f"{context.job_id}-{context.index}.jpg", processed.jpeg)
         return GeneratedImage(
-            index=context.index, seed=context.seed, path=path, width=image.width, height=image.height,
-            watermark_id=processed.watermark_id, withheld=original_path is not None, original_path=original_path,
+            index=context.index,
+            seed=context.seed,
+            path=path,
+            width=image.width,
+            height=image.height,
+            watermark_id=processed.watermark_id,
+            withheld=original_path is not None,
+            original_path=original_path,
             screening_reasons=tuple(screening.reasons) if screening else (),
         )
 

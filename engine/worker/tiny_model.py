@@ -314,11 +314,14 @@ def _learn_merges(corpus: tuple[str, ...], limit: int) -> list[tuple[str, str]]:
     normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
     )
-    splitter = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
-                             behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
+    splitter = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"), behavior="removed", invert=True
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     word_counts = Counter(
         word for text in corpus for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text))
     )

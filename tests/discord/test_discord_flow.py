@@ -37,7 +37,9 @@ async def test_login_syncs_imagine_for_servers_and_dms_and_restores_endpoints(
     assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == yarl.URL(standin.gateway_url)
     await rig.stop()
     assert (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == (
-        library_base, library_gateway)
+        library_base,
+        library_gateway,
+    )
 
     assert [r.path for r in standin.requests[:2]] == ["/users/@me", "/oauth2/applications/@me"]
     (sync,) = standin.requests_to("PUT", rf"/applications/{standin.application_id}/commands")

@@ -24,8 +24,11 @@ pytestmark = pytest.mark.timeout(240)
 
 def moderated_settings(tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn) -> Settings:
     base = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
-    return replace(base, moderation=replace(base.moderation, embedding=False),
-                   limits=replace(base.limits, burst=2, max_queued_per_user=5))
+    return replace(
+        base,
+        moderation=replace(base.moderation, embedding=False),
+        limits=replace(base.limits, burst=2, max_queued_per_user=5),
+    )
 
 
 @pytest.fixture
@@ -94,9 +97,12 @@ async def test_review_in_chat_only_moderators_decide_and_approval_delivers(
     assert decided.content.startswith(f"✅ Approved by discord:{mod.id}") and decided.custom_ids == []
     await standin.wait_until(lambda: standin.messages[status.id].content.startswith(messages.DONE))
     audit = await rig.admission.audit.entries(target=f"review:{item_id}")
-    assert sorted((entry.actor, entry.action, entry.outcome) for entry in audit) == sorted([
-        (f"discord:{mallory.id}", "approve", "refused"), (f"discord:{mod.id}", "approve", "ok"),
-    ])
+    assert sorted((entry.actor, entry.action, entry.outcome) for entry in audit) == sorted(
+        [
+            (f"discord:{mallory.id}", "approve", "refused"),
+            (f"discord:{mod.id}", "approve", "ok"),
+        ]
+    )
 
 
 async def test_rejection_updates_the_post_and_tells_the_requester(rig: DiscordRig, standin: DiscordStandIn) -> None:

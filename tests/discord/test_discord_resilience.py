@@ -155,8 +155,7 @@ async def test_a_restart_mid_job_delivers_every_acknowledged_command_exactly_onc
     first = await start_rig(settings, standin, runner_factory=lambda: runner)
     running = await standin.send_command(standin.make_user("heidi"), {"prompt": "running at the restart"})
     await gate.wait_reached()
-    queued = await standin.send_command(standin.make_user("ivan"), {"prompt": "queued at the restart"},
-                                        in_guild=False)
+    queued = await standin.send_command(standin.make_user("ivan"), {"prompt": "queued at the restart"}, in_guild=False)
     await standin.wait_until(lambda: queued.callback_type == 5 and len(first.engine.active_jobs()) == 2)
     await first.adapter.close()
     await first.conversation.close()
@@ -278,8 +277,9 @@ def _forget_handled(settings: Settings) -> None:
         db.commit()
 
 
-async def test_a_bad_token_is_a_clear_start_error(tmp_path: Path, tiny_model_dir: Path,
-                                                  standin: DiscordStandIn) -> None:
+async def test_a_bad_token_is_a_clear_start_error(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
     settings = discord_settings(tmp_path, tiny_model_dir, standin)
     settings = replace(settings, discord=replace(settings.discord, token="not-the-token"))
     library_base = discord.http.Route.BASE
@@ -305,4 +305,3 @@ async def test_the_default_api_base_is_discord_com_and_the_loopback_guard_stops_
     with pytest.raises(NetworkGuardError, match="discord.com"):
         await adapter.start()
     assert discord.http.Route.BASE == library_base
-

@@ -17,8 +17,13 @@ UPLOAD = r"/webhooks/\d+/[^/]+"
 
 
 def serve_env(tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, token: str) -> dict[str, str]:
-    return serve_environment(tmp_path, tiny_model_dir, DISCORD__TOKEN=token, DISCORD__API_BASE=standin.api_base,
-                             DISCORD__GATEWAY_URL=standin.gateway_url)
+    return serve_environment(
+        tmp_path,
+        tiny_model_dir,
+        DISCORD__TOKEN=token,
+        DISCORD__API_BASE=standin.api_base,
+        DISCORD__GATEWAY_URL=standin.gateway_url,
+    )
 
 
 async def ended(process: asyncio.subprocess.Process, within: float = 120.0) -> int:
@@ -59,8 +64,9 @@ async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_
         commands: list[InteractionRecord] = []
         for user in users[:2]:
             commands.append(await standin.send_command(user, {"prompt": f"a kite for {user.username}"}))
-        await standin.wait_until(lambda: all(failed_uploads(standin, c) for c in commands), 120,
-                                 what="both deliveries failing")
+        await standin.wait_until(
+            lambda: all(failed_uploads(standin, c) for c in commands), 120, what="both deliveries failing"
+        )
         commands.append(await standin.send_command(users[2], {"prompt": "sent just before the kill"}))
         await standin.wait_until(lambda: status_shown(standin, commands[2]), 60, what="the third job queued")
         first.send_signal(signal.SIGKILL)
@@ -74,8 +80,9 @@ async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_
 
     second = await start_serve(env, log_path)
     try:
-        await standin.wait_until(lambda: len(standin.messages_with_files()) == 3, 240,
-                                 what="all three deliveries after the restart")
+        await standin.wait_until(
+            lambda: len(standin.messages_with_files()) == 3, 240, what="all three deliveries after the restart"
+        )
         second.send_signal(signal.SIGTERM)
         assert await ended(second) == 0, log_path.read_text()[-3000:]
     finally:
@@ -83,8 +90,9 @@ async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_
             second.kill()
             await second.wait()
     for command in commands:  # one images message per acknowledged command, on its own interaction
-        delivered = [r for r in standin.requests_to("POST", rf"/webhooks/\d+/{command.token}")
-                     if r.files and r.status == 200]
+        delivered = [
+            r for r in standin.requests_to("POST", rf"/webhooks/\d+/{command.token}") if r.files and r.status == 200
+        ]
         assert len(delivered) == 1
     assert len(standin.messages_with_files()) == 3
     assert "Traceback" not in log_path.read_text()
@@ -106,8 +114,10 @@ async def test_kill_9_before_the_command_sync_answers_then_restart_answers_every
     first = await start_serve(env, log_path)
     try:
         await standin.wait_until(lambda: standin.sync_requests == 1, 240, what="the first serve's command sync")
-        commands = [await standin.send_command(standin.make_user("lou"), {"prompt": "a gull at first light"}),
-                    await standin.send_command(standin.make_user("mia"), {"prompt": "a dm sparrow"}, in_guild=False)]
+        commands = [
+            await standin.send_command(standin.make_user("lou"), {"prompt": "a gull at first light"}),
+            await standin.send_command(standin.make_user("mia"), {"prompt": "a dm sparrow"}, in_guild=False),
+        ]
         await standin.wait_until(lambda: all(c.callback_type == 5 for c in commands), 60, what="both defers")
         first.send_signal(signal.SIGKILL)
         assert await ended(first) == -signal.SIGKILL
@@ -122,8 +132,11 @@ async def test_kill_9_before_the_command_sync_answers_then_restart_answers_every
 
     second = await start_serve(env, log_path)
     try:
-        await standin.wait_until(lambda: all(finished_status(standin, c) for c in commands), 240,
-                                 what="both commands answered after the restart")
+        await standin.wait_until(
+            lambda: all(finished_status(standin, c) for c in commands),
+            240,
+            what="both commands answered after the restart",
+        )
         second.send_signal(signal.SIGTERM)
         assert await ended(second) == 0, log_path.read_text()[-3000:]
     finally:

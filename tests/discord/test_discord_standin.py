@@ -98,9 +98,7 @@ async def test_command_in_guild_defer_edit_and_multipart_followup(standin: Disco
     assert message.content == "a lighthouse" and message.ephemeral  # the original was resolved first
 
 
-async def test_first_followup_after_defer_replaces_the_thinking_message(
-    standin: DiscordStandIn, probe: _Probe
-) -> None:
+async def test_first_followup_after_defer_replaces_the_thinking_message(standin: DiscordStandIn, probe: _Probe) -> None:
     probe.edit_before_followup = False
     record = await standin.send_command(standin.make_user("bob"), {"prompt": "x"}, in_guild=False)
     await asyncio.wait_for(probe.prompts.get(), 10)

@@ -21,14 +21,16 @@ def action_ids(message: PostedMessage) -> list[str]:
 
 
 async def click(rig: SlackRig, action_id: str, message: PostedMessage, user_id: str = "UALICE") -> None:
-    request = rig.sender.button_click(action_id, user_id=user_id, channel_id=message.channel,
-                                      message_ts=message.ts, thread_ts=message.thread_ts)
+    request = rig.sender.button_click(
+        action_id, user_id=user_id, channel_id=message.channel, message_ts=message.ts, thread_ts=message.thread_ts
+    )
     response = await rig.sender.post(request)
     assert (response.status, response.text) == (200, "")
 
 
-async def test_upscale_variation_and_reroll_buttons(tmp_path: Path, tiny_model_dir: Path,
-                                                    standin: SlackStandIn) -> None:
+async def test_upscale_variation_and_reroll_buttons(
+    tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn
+) -> None:
     rig = await start_rig(slack_settings(tmp_path, tiny_model_dir, standin), standin)
     try:
         await rig.sender.post(rig.sender.slash_command("a red fox", user_id="UALICE"))
@@ -54,8 +56,11 @@ async def test_upscale_variation_and_reroll_buttons(tmp_path: Path, tiny_model_d
         assert len(rerolled.files) == 4 and rerolled.thread_ts == status.ts
 
         def image_messages() -> list[PostedMessage]:
-            return [m for m in standin.thread("CGENERAL", status.ts) if action_ids(m)[:1]
-                    and action_ids(m)[0].startswith("imagine:u:")]
+            return [
+                m
+                for m in standin.thread("CGENERAL", status.ts)
+                if action_ids(m)[:1] and action_ids(m)[0].startswith("imagine:u:")
+            ]
 
         await standin.wait_for(lambda: len(image_messages()) == 3)
         job_ids = [action_ids(m)[0].split(":")[2] for m in image_messages()]
@@ -72,7 +77,8 @@ async def test_upscale_variation_and_reroll_buttons(tmp_path: Path, tiny_model_d
 
 
 async def test_cancel_while_running_and_while_queued_only_by_the_requester(
-        tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn) -> None:
+    tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn
+) -> None:
     settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
     runner, gate = await asyncio.to_thread(gated_runner, settings, 1)
     rig = await start_rig(settings, standin, runner_factory=lambda: runner)
@@ -105,8 +111,9 @@ async def test_cancel_while_running_and_while_queued_only_by_the_requester(
         await rig.stop()
 
 
-async def test_progress_is_shown_by_editing_the_status_message(tmp_path: Path, tiny_model_dir: Path,
-                                                               standin: SlackStandIn) -> None:
+async def test_progress_is_shown_by_editing_the_status_message(
+    tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn
+) -> None:
     settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
     runner, gate = await asyncio.to_thread(gated_runner, settings, 2)
     rig = await start_rig(settings, standin, runner_factory=lambda: runner)
@@ -116,8 +123,13 @@ async def test_progress_is_shown_by_editing_the_status_message(tmp_path: Path, t
         status = await rig.message_saying("Imagining… 50% (step 1/2)")
         gate.release()
         await standin.wait_for(lambda: status.text.startswith(messages.DONE), 120)
-        texts = [c.args["text"] for c in standin.calls if c.api in ("chat.postMessage", "chat.update")
-                 and c.args.get("ts", status.ts) == status.ts and "a ship at sea" in c.args["text"]]
+        texts = [
+            c.args["text"]
+            for c in standin.calls
+            if c.api in ("chat.postMessage", "chat.update")
+            and c.args.get("ts", status.ts) == status.ts
+            and "a ship at sea" in c.args["text"]
+        ]
         assert texts[0].startswith(("⏳ Queued", "🎨"))
         assert any("50%" in t for t in texts) and texts[-1].startswith(messages.DONE)
         assert len(standin.calls_to("chat.update")) >= 2

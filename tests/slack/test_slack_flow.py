@@ -18,7 +18,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.mark.timeout(600)
 async def test_slash_command_in_a_channel_delivers_four_1280_jpegs_in_one_upload(
-        tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn) -> None:
+    tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn
+) -> None:
     rig = await start_rig(slack_settings(tmp_path, tiny_model_dir, standin, base_size=1280), standin)
     try:
         response = await rig.sender.post(rig.sender.slash_command("a lighthouse at dawn", channel_id="CGENERAL"))
@@ -50,8 +51,11 @@ async def test_slash_command_in_a_channel_status_progress_images_and_buttons(rig
     (buttons,) = [m for m in standin.thread("CGENERAL", done.ts) if m.blocks]
     action_ids = [e["action_id"] for b in buttons.blocks if b["type"] == "actions" for e in b["elements"]]
     job_id = action_ids[0].split(":")[2]
-    assert action_ids == ([f"imagine:u:{job_id}:{i}" for i in range(4)] + [f"imagine:v:{job_id}:{i}" for i in range(4)]
-                          + [f"imagine:r:{job_id}"])
+    assert action_ids == (
+        [f"imagine:u:{job_id}:{i}" for i in range(4)]
+        + [f"imagine:v:{job_id}:{i}" for i in range(4)]
+        + [f"imagine:r:{job_id}"]
+    )
     assert "seeds 7–10" in buttons.text
     record = await rig.engine.lookup(job_id)
     assert record is not None and record.state is JobState.DELIVERED
@@ -76,7 +80,7 @@ async def test_app_mention_answers_in_the_mentions_thread(rig: SlackRig) -> None
     status = await rig.message_saying(messages.DONE)
     assert status.thread_ts == mention_ts
     assert (upload.channel_id, upload.thread_ts) == ("CRANDOM", mention_ts)
-    job = (await rig.engine.lookup(job_of(rig)))
+    job = await rig.engine.lookup(job_of(rig))
     assert job is not None and job.request.prompt == "a red fox in the snow"
 
 
@@ -111,8 +115,7 @@ def job_of(rig: SlackRig) -> str:
     raise AssertionError("no buttons posted")
 
 
-async def test_slash_command_in_a_channel_the_bot_is_not_in_is_answered_through_response_url(
-        rig: SlackRig) -> None:
+async def test_slash_command_in_a_channel_the_bot_is_not_in_is_answered_through_response_url(rig: SlackRig) -> None:
     """Slack refuses the bot's posts there (not_in_channel), ephemeral ones too: the user is told how to fix
     it through the command's response_url, and no job is left running for images nobody could see."""
     standin = rig.standin

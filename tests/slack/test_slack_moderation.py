@@ -42,10 +42,16 @@ def review_posts(rig: SlackRig) -> list[PostedMessage]:
 
 
 async def click(rig: SlackRig, post: PostedMessage, verb: str, user_id: str) -> None:
-    (action_id,) = [e["action_id"] for b in post.blocks if b["type"] == "actions" for e in b["elements"]
-                    if e["action_id"].startswith(f"imagine:{verb}:")]
-    response = await rig.sender.post(rig.sender.button_click(action_id, user_id=user_id, channel_id=post.channel,
-                                                             message_ts=post.ts))
+    (action_id,) = [
+        e["action_id"]
+        for b in post.blocks
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"].startswith(f"imagine:{verb}:")
+    ]
+    response = await rig.sender.post(
+        rig.sender.button_click(action_id, user_id=user_id, channel_id=post.channel, message_ts=post.ts)
+    )
     assert response.status == 200
 
 
@@ -101,14 +107,18 @@ async def test_moderators_approve_and_reject_others_are_refused_and_audited(rig:
 
     assert rig.admission is not None
     audit = {(e.actor, e.action, e.outcome) for e in await rig.admission.audit.entries()}
-    assert {("slack:UEVE", "approve", "refused"), (f"slack:{MODERATOR}", "approve", "ok"),
-            (f"slack:{GROUP_MODERATOR}", "reject", "ok")} <= audit
+    assert {
+        ("slack:UEVE", "approve", "refused"),
+        (f"slack:{MODERATOR}", "approve", "ok"),
+        (f"slack:{GROUP_MODERATOR}", "reject", "ok"),
+    } <= audit
     await rig.message_saying(messages.DONE)
     assert len(standin.completed) == 1  # the rejected prompt was never generated
 
 
 async def test_a_decision_made_elsewhere_after_a_restart_edits_the_original_review_message(
-        tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The review message's location is not kept across a restart: it is found again by its buttons in the
     channel's history (conversations.history), and edited instead of a second message being posted."""
     reuse_loaded_model(monkeypatch)

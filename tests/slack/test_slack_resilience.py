@@ -27,12 +27,17 @@ pytestmark = pytest.mark.timeout(300)
 
 def image_messages(standin: SlackStandIn) -> list[str]:
     """Job ids of the buttons messages that follow each delivery."""
-    return [b["elements"][0]["action_id"].split(":")[2] for m in standin.messages.values() for b in m.blocks
-            if b["type"] == "actions" and b["elements"][0]["action_id"].startswith("imagine:u:")]
+    return [
+        b["elements"][0]["action_id"].split(":")[2]
+        for m in standin.messages.values()
+        for b in m.blocks
+        if b["type"] == "actions" and b["elements"][0]["action_id"].startswith("imagine:u:")
+    ]
 
 
 async def test_rate_limited_and_failing_uploads_are_retried_and_delivered_once(
-        tmp_path: Path, tiny_model_dir: Path) -> None:
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     async with SlackStandIn() as standin:
         rig = await start_rig(slack_settings(tmp_path, tiny_model_dir, standin), standin)
         try:
@@ -52,7 +57,8 @@ async def test_rate_limited_and_failing_uploads_are_retried_and_delivered_once(
 
 
 async def test_when_only_the_buttons_failed_a_later_sweep_does_not_post_the_images_again(
-        tmp_path: Path, tiny_model_dir: Path) -> None:
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     async with SlackStandIn() as standin:
         settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
         runner, gate = await asyncio.to_thread(gated_runner, settings, 1)
@@ -73,7 +79,8 @@ async def test_when_only_the_buttons_failed_a_later_sweep_does_not_post_the_imag
 
 
 async def test_restart_mid_job_and_before_delivery_delivers_each_job_exactly_once(
-        tmp_path: Path, tiny_model_dir: Path) -> None:
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     async with SlackStandIn() as standin:
         settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
         runner, gate = await asyncio.to_thread(gated_runner, settings, 3)
@@ -129,7 +136,8 @@ async def journaled_states(settings: Settings) -> dict[str, JobState]:
 
 @pytest.mark.parametrize("slow_start", [False, True], ids=["quick start", "slow start"])
 async def test_a_request_acknowledged_just_before_a_crash_is_handled_after_the_restart(
-        tmp_path: Path, tiny_model_dir: Path, slow_start: bool) -> None:
+    tmp_path: Path, tiny_model_dir: Path, slow_start: bool
+) -> None:
     async with SlackStandIn() as standin:
         settings = slack_settings(tmp_path, tiny_model_dir, standin)
         # The process stored the command and acked it; it died before the command reached the engine.
@@ -150,8 +158,9 @@ async def test_a_request_acknowledged_just_before_a_crash_is_handled_after_the_r
             await rig.message_saying(messages.DONE)
             assert (upload.channel_id, len(upload.files)) == ("CCRASH", 4)
             # Slack retrying the same command now changes nothing: the key is remembered across the restart.
-            retry = rig.sender.slash_command("a fox that survived a crash", trigger_id=command["trigger_id"],
-                                             channel_id="CCRASH")
+            retry = rig.sender.slash_command(
+                "a fox that survived a crash", trigger_id=command["trigger_id"], channel_id="CCRASH"
+            )
             assert (await rig.sender.post(retry)).status == 200
             await rig.settled()
         finally:
@@ -161,7 +170,8 @@ async def test_a_request_acknowledged_just_before_a_crash_is_handled_after_the_r
 
 
 async def test_a_request_that_became_a_job_just_before_a_crash_is_not_submitted_again(
-        tmp_path: Path, tiny_model_dir: Path) -> None:
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     async with SlackStandIn() as standin:
         settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
         runner, gate = await asyncio.to_thread(gated_runner, settings, 1)
@@ -192,7 +202,8 @@ def _forget_handled(settings: Settings) -> None:
 
 
 async def test_a_request_acknowledged_while_the_service_stops_is_handled_after_the_restart(
-        tmp_path: Path, tiny_model_dir: Path) -> None:
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     async with SlackStandIn() as standin:
         settings = slack_settings(tmp_path, tiny_model_dir, standin)
         rig = await start_rig(settings, standin)

@@ -52,11 +52,17 @@ async def test_unsigned_or_badly_signed_requests_get_401_and_reach_nothing(rig: 
             unsigned.headers.pop(header)
         no_timestamp.headers.pop("X-Slack-Request-Timestamp")
         no_signature.headers.pop("X-Slack-Signature")
-        cases = {"wrong secret": (wrong_secret, None), "older than 5 minutes": (stale, None),
-                 "from the future": (future, None), "tampered body": (tampered, tampered.body + b"&text=x"),
-                 "no headers": (unsigned, None), "no timestamp": (no_timestamp, None),
-                 "no signature": (no_signature, None), "garbage timestamp": (garbage_timestamp, None),
-                 "not UTF-8": (build(), b"\xff\xfe" + tampered.body)}
+        cases = {
+            "wrong secret": (wrong_secret, None),
+            "older than 5 minutes": (stale, None),
+            "from the future": (future, None),
+            "tampered body": (tampered, tampered.body + b"&text=x"),
+            "no headers": (unsigned, None),
+            "no timestamp": (no_timestamp, None),
+            "no signature": (no_signature, None),
+            "garbage timestamp": (garbage_timestamp, None),
+            "not UTF-8": (build(), b"\xff\xfe" + tampered.body),
+        }
         for case, (request, body) in cases.items():
             response = await sender.post(request, body=body)
             assert response.status == 401, f"{kind}, {case}: {response}"
@@ -89,8 +95,11 @@ async def test_a_replayed_or_retried_request_starts_no_second_job(rig: SlackRig)
 
     # Slack re-sends an event it thinks was not acknowledged: same event id, a fresh signature, a retry header.
     mention = sender.app_mention("a retried owl", event_id="Ev0RETRY")
-    retry = sender.app_mention("a retried owl", event_id="Ev0RETRY",
-                               extra_headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    retry = sender.app_mention(
+        "a retried owl",
+        event_id="Ev0RETRY",
+        extra_headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"},
+    )
     assert (await sender.post(mention)).status == 200
     assert (await sender.post(retry)).status == 200
 
@@ -98,7 +107,8 @@ async def test_a_replayed_or_retried_request_starts_no_second_job(rig: SlackRig)
     assert len(await journaled_jobs(rig)) == 2
     await rig.uploads(2)
     await rig.standin.wait_for(
-        lambda: sum(m.text.startswith(messages.DONE) for m in rig.standin.messages.values()) == 2)
+        lambda: sum(m.text.startswith(messages.DONE) for m in rig.standin.messages.values()) == 2
+    )
     assert len(rig.standin.completed) == 2
 
 

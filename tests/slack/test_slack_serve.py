@@ -18,10 +18,15 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def serve_env(tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn, **slack: str) -> dict[str, str]:
-    settings = {"bot_token": standin.bot_token, "app_token": standin.app_token, "mode": "socket",
-                "api_base": standin.api_url} | slack
-    return serve_environment(tmp_path, tiny_model_dir, **{f"SLACK__{key.upper()}": value
-                                                          for key, value in settings.items()})
+    settings = {
+        "bot_token": standin.bot_token,
+        "app_token": standin.app_token,
+        "mode": "socket",
+        "api_base": standin.api_url,
+    } | slack
+    return serve_environment(
+        tmp_path, tiny_model_dir, **{f"SLACK__{key.upper()}": value for key, value in settings.items()}
+    )
 
 
 async def ended(process: asyncio.subprocess.Process, within: float = 120.0) -> int:
@@ -35,16 +40,27 @@ async def stopped(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-@pytest.mark.parametrize(("slack", "message"), [
-    ({"app_token": "xapp-wrong"},
-     "error: Slack rejected slack.app_token (invalid_auth): check IMAGINE_SLACK__APP_TOKEN"),
-    ({"bot_token": "xoxb-wrong"},
-     "error: Slack rejected slack.bot_token (invalid_auth): check IMAGINE_SLACK__BOT_TOKEN"),
-    ({"mode": "http", "signing_secret": ""},
-     "error: slack.signing_secret is empty: set IMAGINE_SLACK__SIGNING_SECRET"),
-], ids=["wrong app token", "wrong bot token", "no signing secret"])
+@pytest.mark.parametrize(
+    ("slack", "message"),
+    [
+        (
+            {"app_token": "xapp-wrong"},
+            "error: Slack rejected slack.app_token (invalid_auth): check IMAGINE_SLACK__APP_TOKEN",
+        ),
+        (
+            {"bot_token": "xoxb-wrong"},
+            "error: Slack rejected slack.bot_token (invalid_auth): check IMAGINE_SLACK__BOT_TOKEN",
+        ),
+        (
+            {"mode": "http", "signing_secret": ""},
+            "error: slack.signing_secret is empty: set IMAGINE_SLACK__SIGNING_SECRET",
+        ),
+    ],
+    ids=["wrong app token", "wrong bot token", "no signing secret"],
+)
 async def test_serve_with_bad_slack_credentials_exits_with_one_clear_line(
-        tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn, slack: dict[str, str], message: str) -> None:
+    tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn, slack: dict[str, str], message: str
+) -> None:
     log_path = tmp_path / "serve.log"
     process = await start_serve(serve_env(tmp_path, tiny_model_dir, standin, **slack), log_path)
     try:
@@ -58,7 +74,8 @@ async def test_serve_with_bad_slack_credentials_exits_with_one_clear_line(
 
 
 async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_once(
-        tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn) -> None:
+    tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn
+) -> None:
     env = serve_env(tmp_path, tiny_model_dir, standin)
     log_path = tmp_path / "serve.log"
     # Slack refuses every upload in the first process, so it is killed holding finished, undelivered work.
@@ -68,8 +85,12 @@ async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_
         await standin.wait_for(standin.socket_connected, 240)
         for channel in ("CANN", "CBEN"):
             await acknowledged(standin, slash_command_payload(f"a kite over {channel}", channel_id=channel))
-        await standin.wait_for(lambda: {c.args.get("channel_id") for c in standin.calls_to(
-            "files.completeUploadExternal")} >= {"CANN", "CBEN"}, 120)
+        await standin.wait_for(
+            lambda: (
+                {c.args.get("channel_id") for c in standin.calls_to("files.completeUploadExternal")} >= {"CANN", "CBEN"}
+            ),
+            120,
+        )
         # Acknowledged, then killed at once: it may not even have reached the engine.
         await acknowledged(standin, slash_command_payload("sent just before the kill", channel_id="CCAT"))
         first.send_signal(signal.SIGKILL)
@@ -86,8 +107,7 @@ async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_
         assert await ended(second) == 0, log_path.read_text()[-3000:]
     finally:
         await stopped(second)
-    assert sorted((u.channel_id, len(u.files)) for u in standin.completed) == [
-        ("CANN", 4), ("CBEN", 4), ("CCAT", 4)]
+    assert sorted((u.channel_id, len(u.files)) for u in standin.completed) == [("CANN", 4), ("CBEN", 4), ("CCAT", 4)]
     assert "Traceback" not in log_path.read_text()
 
 

@@ -22,8 +22,9 @@ from tests.standins.slack_server import SlackStandIn
 pytestmark = pytest.mark.timeout(300)
 
 
-async def test_socket_mode_command_mention_button_and_retry(tmp_path: Path, tiny_model_dir: Path,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_socket_mode_command_mention_button_and_retry(
+    tmp_path: Path, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     async with SlackStandIn() as standin:
         rig = await start_rig(slack_settings(tmp_path, tiny_model_dir, standin, mode="socket"), standin)
@@ -37,7 +38,10 @@ async def test_socket_mode_command_mention_button_and_retry(tmp_path: Path, tiny
             (upload,) = await rig.uploads(1)
             status = await rig.message_saying(messages.DONE)
             assert (upload.channel_id, upload.thread_ts, jpeg_sizes(upload)) == (
-                "CSOCK", status.ts, [("JPEG", (128, 128))] * 4)
+                "CSOCK",
+                status.ts,
+                [("JPEG", (128, 128))] * 4,
+            )
 
             # Slack re-delivers an envelope it saw no ack for: same payload, retry_attempt 1. No second job.
             retry = await standin.send_envelope("slash_commands", command, retry_attempt=1)
@@ -51,14 +55,16 @@ async def test_socket_mode_command_mention_button_and_retry(tmp_path: Path, tiny
 
             (buttons,) = [m for m in standin.thread("CSOCK", status.ts) if m.blocks]
             upscale_1 = buttons.blocks[1]["elements"][0]["action_id"]
-            click = block_actions_payload(upscale_1, user_id="UALICE", channel_id="CSOCK", message_ts=buttons.ts,
-                                          thread_ts=buttons.thread_ts)
+            click = block_actions_payload(
+                upscale_1, user_id="UALICE", channel_id="CSOCK", message_ts=buttons.ts, thread_ts=buttons.thread_ts
+            )
             await standin.wait_for_ack(await standin.send_envelope("interactive", click))
             third = (await rig.uploads(3))[2]
             assert len(third.files) == 1 and third.thread_ts == status.ts
 
-            await standin.wait_for(lambda: sum(m.text.startswith(messages.DONE)
-                                               for m in standin.messages.values()) == 2)
+            await standin.wait_for(
+                lambda: sum(m.text.startswith(messages.DONE) for m in standin.messages.values()) == 2
+            )
             delivered = [r for r in await rig.engine.undelivered() if r.state is JobState.DONE]
             assert delivered == [] and len(standin.completed) == 3
             assert standin.calls_to("apps.connections.open")[0].headers["Authorization"].endswith(standin.app_token)

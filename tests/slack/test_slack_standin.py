@@ -27,17 +27,20 @@ async def standin() -> AsyncIterator[SlackStandIn]:
 
 @pytest.fixture
 async def client(standin: SlackStandIn) -> AsyncIterator[AsyncWebClient]:
-    web = AsyncWebClient(token=DEFAULT_BOT_TOKEN, base_url=standin.api_url,
-                         retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)])
+    web = AsyncWebClient(
+        token=DEFAULT_BOT_TOKEN,
+        base_url=standin.api_url,
+        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+    )
     yield web
     if web.session is not None:
         await web.session.close()
 
 
-async def test_chat_methods_are_json_and_messages_can_be_edited(standin: SlackStandIn,
-                                                                client: AsyncWebClient) -> None:
-    posted = await client.chat_postMessage(channel="C1", text="queued", blocks=[
-        {"type": "section", "text": {"type": "mrkdwn", "text": "queued"}}])
+async def test_chat_methods_are_json_and_messages_can_be_edited(standin: SlackStandIn, client: AsyncWebClient) -> None:
+    posted = await client.chat_postMessage(
+        channel="C1", text="queued", blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "queued"}}]
+    )
     await client.chat_update(channel="C1", ts=posted["ts"], text="running 50%")
     await client.chat_postEphemeral(channel="C1", user="UALICE", text="only you")
 
@@ -49,8 +52,7 @@ async def test_chat_methods_are_json_and_messages_can_be_edited(standin: SlackSt
     assert standin.ephemerals[0].user == "UALICE"
 
 
-async def test_unknown_message_and_bad_token_are_slack_errors(standin: SlackStandIn,
-                                                              client: AsyncWebClient) -> None:
+async def test_unknown_message_and_bad_token_are_slack_errors(standin: SlackStandIn, client: AsyncWebClient) -> None:
     with pytest.raises(SlackApiError) as missing:
         await client.chat_update(channel="C1", ts="1.2", text="x")
     assert missing.value.response["error"] == "message_not_found"
@@ -59,12 +61,14 @@ async def test_unknown_message_and_bad_token_are_slack_errors(standin: SlackStan
     assert bad.value.response["error"] == "invalid_auth"
 
 
-async def test_files_upload_v2_is_one_complete_call_with_every_file(standin: SlackStandIn,
-                                                                    client: AsyncWebClient) -> None:
+async def test_files_upload_v2_is_one_complete_call_with_every_file(
+    standin: SlackStandIn, client: AsyncWebClient
+) -> None:
     parent = await client.chat_postMessage(channel="C1", text="status")
     uploads = [{"file": bytes([i]) * (100 + i), "filename": f"{i}.jpg", "title": f"image {i}"} for i in range(4)]
-    await client.files_upload_v2(file_uploads=uploads, channel="C1", thread_ts=parent["ts"],
-                                 initial_comment="four images")
+    await client.files_upload_v2(
+        file_uploads=uploads, channel="C1", thread_ts=parent["ts"], initial_comment="four images"
+    )
 
     assert len(standin.calls_to("files.getUploadURLExternal")) == 4
     assert standin.calls_to("files.getUploadURLExternal")[0].query["filename"] == "0.jpg"
@@ -99,15 +103,17 @@ async def test_socket_mode_hello_envelope_and_ack(standin: SlackStandIn) -> None
     async def listener(socket_client: SocketModeClient, request: SocketModeRequest) -> None:
         await received.put(request)
         await socket_client.send_socket_mode_response(
-            SocketModeResponse(envelope_id=request.envelope_id, payload={"text": "ack"}))
+            SocketModeResponse(envelope_id=request.envelope_id, payload={"text": "ack"})
+        )
 
     socket_client = SocketModeClient(app_token=DEFAULT_APP_TOKEN, web_client=web)
     socket_client.socket_mode_request_listeners.append(listener)
     try:
         await socket_client.connect()
         await standin.wait_for(standin.socket_connected)
-        envelope_id = await standin.send_envelope("slash_commands", {"command": "/imagine", "text": "a fox"},
-                                                  accepts_response_payload=True)
+        envelope_id = await standin.send_envelope(
+            "slash_commands", {"command": "/imagine", "text": "a fox"}, accepts_response_payload=True
+        )
         request = await asyncio.wait_for(received.get(), 10)
         assert request.payload["text"] == "a fox"
         assert await standin.wait_for_ack(envelope_id) == {"text": "ack"}

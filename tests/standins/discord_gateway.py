@@ -87,8 +87,14 @@ class Gateway:
         """With several bots connected (a benchmark), send events to the `index`-th to identify."""
         self._session = self._sessions[index]
 
-    async def dispatch(self, event: str, data: dict[str, Any], *, session: Session | None = None,
-                       on_send: Callable[[], None] | None = None) -> None:
+    async def dispatch(
+        self,
+        event: str,
+        data: dict[str, Any],
+        *,
+        session: Session | None = None,
+        on_send: Callable[[], None] | None = None,
+    ) -> None:
         """Send a DISPATCH to a session (default: the current one); kept in its backlog for a RESUME. `on_send`
         runs just before the frame is written."""
         session = session or self._session

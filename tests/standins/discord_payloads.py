@@ -254,8 +254,7 @@ def interaction_payload(
 def command_options(values: dict[str, Any]) -> list[dict[str, Any]]:
     """Slash command option values as the API sends them (3 = string, 4 = integer)."""
     return [
-        {"name": name, "type": 4 if isinstance(value, int) else 3, "value": value}
-        for name, value in values.items()
+        {"name": name, "type": 4 if isinstance(value, int) else 3, "value": value} for name, value in values.items()
     ]
 
 

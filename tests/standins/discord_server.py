@@ -396,9 +396,7 @@ class DiscordStandIn:
     async def send_dm(self, user: User, content: str) -> str:
         """Dispatch MESSAGE_CREATE: `user` writes `content` to the bot in their DM."""
         channel_id = self.dm_channel_id(user)
-        message = message_payload(
-            message_id=self.snowflake(), channel_id=channel_id, author=user, content=content
-        )
+        message = message_payload(message_id=self.snowflake(), channel_id=channel_id, author=user, content=content)
         self.messages[message["id"]] = StoredMessage(message)
         await self.gateway.dispatch("MESSAGE_CREATE", message)
         return str(message["id"])
@@ -474,7 +472,7 @@ class DiscordStandIn:
             return await handler(request)
         record = RecordedRequest(
             method=request.method,
-            path=request.path[len(API_PREFIX):],
+            path=request.path[len(API_PREFIX) :],
             query=dict(request.query),
             headers=dict(request.headers),
         )
@@ -602,8 +600,9 @@ class DiscordStandIn:
             flags = int(data.get("flags") or 0) & FLAG_EPHEMERAL
             if callback_type == CALLBACK_DEFERRED_MESSAGE:
                 flags |= FLAG_LOADING
-            message = self._new_message(record.channel_id, {**data, "flags": flags}, request[RECORD].files,
-                                        webhook=True)
+            message = self._new_message(
+                record.channel_id, {**data, "flags": flags}, request[RECORD].files, webhook=True
+            )
             record.original_message_id = message.id
         elif callback_type == CALLBACK_UPDATE:
             message = self.messages[str(record.original_message_id)]
@@ -798,8 +797,9 @@ class DiscordStandIn:
         if "attachments" in body or files:
             kept_ids = {str(a.get("id")) for a in body.get("attachments") or []}
             if "attachments" in body:
-                keep = [(a, f) for a, f in zip(payload["attachments"], message.files, strict=True)
-                        if a["id"] in kept_ids]
+                keep = [
+                    (a, f) for a, f in zip(payload["attachments"], message.files, strict=True) if a["id"] in kept_ids
+                ]
             else:
                 keep = list(zip(payload["attachments"], message.files, strict=True))
             new = [(self._attachment(f), f) for f in files]

@@ -114,31 +114,53 @@ class SlackSender:
         trigger_id: str | None = None,
         **signing: Any,
     ) -> SignedRequest:
-        form = slash_command_payload(text, user_id=user_id, channel_id=channel_id, channel_name=channel_name,
-                                     command=command, trigger_id=trigger_id,
-                                     response_url=f"{self.response_url_base}/response/{unique('cmd')}")
+        form = slash_command_payload(
+            text,
+            user_id=user_id,
+            channel_id=channel_id,
+            channel_name=channel_name,
+            command=command,
+            trigger_id=trigger_id,
+            response_url=f"{self.response_url_base}/response/{unique('cmd')}",
+        )
         return self.signed(urlencode(form).encode(), FORM, **signing)
 
     def event(self, event: JsonDict, *, event_id: str | None = None, **signing: Any) -> SignedRequest:
         envelope = event_envelope(event, event_id=event_id)
         return self.signed(json.dumps(envelope).encode(), JSON, **signing)
 
-    def app_mention(self, text: str, *, user_id: str = "UALICE", channel_id: str = "CGENERAL",
-                    thread_ts: str | None = None, event_id: str | None = None, **signing: Any) -> SignedRequest:
+    def app_mention(
+        self,
+        text: str,
+        *,
+        user_id: str = "UALICE",
+        channel_id: str = "CGENERAL",
+        thread_ts: str | None = None,
+        event_id: str | None = None,
+        **signing: Any,
+    ) -> SignedRequest:
         event = app_mention_event(text, user_id=user_id, channel_id=channel_id, thread_ts=thread_ts)
         self._remember(event)
         return self.event(event, event_id=event_id, **signing)
 
-    def direct_message(self, text: str, *, user_id: str = "UALICE", channel_id: str = "DALICE",
-                       event_id: str | None = None, **signing: Any) -> SignedRequest:
+    def direct_message(
+        self,
+        text: str,
+        *,
+        user_id: str = "UALICE",
+        channel_id: str = "DALICE",
+        event_id: str | None = None,
+        **signing: Any,
+    ) -> SignedRequest:
         event = direct_message_event(text, user_id=user_id, channel_id=channel_id)
         self._remember(event)
         return self.event(event, event_id=event_id, **signing)
 
     def _remember(self, event: JsonDict) -> None:
         if self.standin is not None:
-            self.standin.user_message(event["channel"], event["ts"], event["user"], event["text"],
-                                      event.get("thread_ts"))
+            self.standin.user_message(
+                event["channel"], event["ts"], event["user"], event["text"], event.get("thread_ts")
+            )
 
     def url_verification(self, challenge: str, **signing: Any) -> SignedRequest:
         body = {"token": "deprecated", "challenge": challenge, "type": "url_verification"}
@@ -157,8 +179,14 @@ class SlackSender:
         **signing: Any,
     ) -> SignedRequest:
         payload = block_actions_payload(
-            action_id, user_id=user_id, channel_id=channel_id, message_ts=message_ts, thread_ts=thread_ts,
-            value=value, trigger_id=trigger_id, response_url=f"{self.response_url_base}/response/{unique('act')}",
+            action_id,
+            user_id=user_id,
+            channel_id=channel_id,
+            message_ts=message_ts,
+            thread_ts=thread_ts,
+            value=value,
+            trigger_id=trigger_id,
+            response_url=f"{self.response_url_base}/response/{unique('act')}",
         )
         return self.signed(urlencode({"payload": json.dumps(payload)}).encode(), FORM, **signing)
 
@@ -204,11 +232,19 @@ def event_envelope(event: JsonDict, *, event_id: str | None = None) -> JsonDict:
     }
 
 
-def app_mention_event(text: str, *, user_id: str, channel_id: str, ts: str | None = None,
-                      thread_ts: str | None = None) -> JsonDict:
+def app_mention_event(
+    text: str, *, user_id: str, channel_id: str, ts: str | None = None, thread_ts: str | None = None
+) -> JsonDict:
     ts = ts or f"{int(time.time())}.{next(_counter):06d}"
-    event = {"type": "app_mention", "user": user_id, "text": f"<@{BOT_USER_ID}> {text}", "ts": ts,
-             "channel": channel_id, "event_ts": ts, "team": TEAM_ID}
+    event = {
+        "type": "app_mention",
+        "user": user_id,
+        "text": f"<@{BOT_USER_ID}> {text}",
+        "ts": ts,
+        "channel": channel_id,
+        "event_ts": ts,
+        "team": TEAM_ID,
+    }
     if thread_ts:
         event["thread_ts"] = thread_ts
     return event
@@ -216,8 +252,16 @@ def app_mention_event(text: str, *, user_id: str, channel_id: str, ts: str | Non
 
 def direct_message_event(text: str, *, user_id: str, channel_id: str, ts: str | None = None) -> JsonDict:
     ts = ts or f"{int(time.time())}.{next(_counter):06d}"
-    return {"type": "message", "channel_type": "im", "user": user_id, "text": text, "ts": ts,
-            "channel": channel_id, "event_ts": ts, "team": TEAM_ID}
+    return {
+        "type": "message",
+        "channel_type": "im",
+        "user": user_id,
+        "text": text,
+        "ts": ts,
+        "channel": channel_id,
+        "event_ts": ts,
+        "team": TEAM_ID,
+    }
 
 
 def block_actions_payload(
@@ -241,12 +285,25 @@ def block_actions_payload(
         "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
         "api_app_id": "ASTANDIN",
         "token": "deprecated-verification-token",
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel_id,
-                      "is_ephemeral": False, **({"thread_ts": thread_ts} if thread_ts else {})},
+        "container": {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel_id,
+            "is_ephemeral": False,
+            **({"thread_ts": thread_ts} if thread_ts else {}),
+        },
         "trigger_id": trigger_id or unique("trigger."),
         "channel": {"id": channel_id, "name": "general"},
         "message": message,
         "response_url": response_url,
-        "actions": [{"action_id": action_id, "block_id": "imagine", "type": "button", "value": value,
-                     "text": {"type": "plain_text", "text": "button"}, "action_ts": action_ts}],
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "imagine",
+                "type": "button",
+                "value": value,
+                "text": {"type": "plain_text", "text": "button"},
+                "action_ts": action_ts,
+            }
+        ],
     }

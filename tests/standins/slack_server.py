@@ -302,8 +302,11 @@ class SlackStandIn:
 
     @property
     def _issued_tickets(self) -> set[str]:
-        return {c.response["url"].rsplit("=", 1)[1] for c in self.calls_to("apps.connections.open", ok_only=True)
-                if c.response and "url" in c.response}
+        return {
+            c.response["url"].rsplit("=", 1)[1]
+            for c in self.calls_to("apps.connections.open", ok_only=True)
+            if c.response and "url" in c.response
+        }
 
     async def _parse(self, request: web.Request, api: str) -> SlackCall:
         body = await request.read()
@@ -452,11 +455,16 @@ class SlackStandIn:
         """A channel's top-level messages, newest first, at most `limit` (one page: no cursor)."""
         channel = _required(args, "channel")
         limit = int(args.get("limit") or 100)
-        top_level = [m for m in self.messages.values()
-                     if m.channel == channel and (m.thread_ts is None or m.thread_ts == m.ts)]
+        top_level = [
+            m for m in self.messages.values() if m.channel == channel and (m.thread_ts is None or m.thread_ts == m.ts)
+        ]
         newest_first = sorted(top_level, key=lambda m: float(m.ts), reverse=True)
-        return {"ok": True, "messages": [_message_json(m) for m in newest_first[:limit]],
-                "has_more": len(newest_first) > limit, "response_metadata": {"next_cursor": ""}}
+        return {
+            "ok": True,
+            "messages": [_message_json(m) for m in newest_first[:limit]],
+            "has_more": len(newest_first) > limit,
+            "response_metadata": {"next_cursor": ""},
+        }
 
     def _conversations_open(self, args: JsonDict) -> JsonDict:
         users = _required(args, "users")
@@ -493,8 +501,10 @@ class SlackStandIn:
         )
         return {
             "ok": True,
-            "files": [{"id": f.file_id, "name": f.filename, "title": t, "size": f.length}
-                      for f, t in zip(shared, self.completed[-1].titles, strict=True)],
+            "files": [
+                {"id": f.file_id, "name": f.filename, "title": t, "size": f.length}
+                for f, t in zip(shared, self.completed[-1].titles, strict=True)
+            ],
         }
 
     def _usergroups_users_list(self, args: JsonDict) -> JsonDict:
@@ -530,7 +540,7 @@ class SlackError(Exception):
 def _bearer(call: SlackCall) -> str:
     header = call.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        return header[len("Bearer "):]
+        return header[len("Bearer ") :]
     return str(call.args.get("token", ""))
 
 
@@ -552,8 +562,14 @@ def _text_and_blocks(args: JsonDict) -> tuple[str, list[JsonDict]]:
 
 
 def _message_json(message: PostedMessage) -> JsonDict:
-    data: JsonDict = {"type": "message", "user": message.user, "bot_id": BOT_ID, "ts": message.ts,
-                      "text": message.text, "blocks": message.blocks}
+    data: JsonDict = {
+        "type": "message",
+        "user": message.user,
+        "bot_id": BOT_ID,
+        "ts": message.ts,
+        "text": message.text,
+        "blocks": message.blocks,
+    }
     if message.thread_ts:
         data["thread_ts"] = message.thread_ts
     return data
