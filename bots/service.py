@@ -117,7 +117,9 @@ class Service:
         await self.engine.start()
         if self._open_admission:
             self.admission = await Admission.open(self.settings, database=self.database)
-        self.conversation = Conversation(self.settings, self.engine, self.admission, **self._conversation_options)
+        self.conversation = Conversation(
+            self.settings, self.engine, self.admission, database=self.database, **self._conversation_options
+        )
         for factory in self._factories:
             adapter = factory(self.settings, self.conversation, database=self.database)
             await adapter.start()

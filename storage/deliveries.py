@@ -15,11 +15,17 @@ One row per job (the `deliveries` table, primary key `job_id`). States: pending 
 time) → delivering (claimed: `owner` holds it until `lease_until`) → delivered. A claim whose lease ran out (its
 process died) can be taken by anyone; `renew` keeps a long post alive. Only the owner can renew, release, record
 a failure or mark its claim delivered. Times are Unix seconds.
+
+Owners are `host:pid:token` (`process_owner()`), so a restarted process need not wait out the lease of the one
+that was killed before it: `release_abandoned(owner_is_gone)` gives back the claims of dead processes on this host.
 """
 
 from __future__ import annotations
 
 import enum
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,7 +123,12 @@ class Deliveries:
         """The owner posted the result: the job is never offered again. False if the claim was not the owner's
         (its lease ran out and someone else took it: they may post it too, so say so in the log)."""
         now = self._clock()
-        done = {"state": DeliveryState.DELIVERED.value, "lease_until": None, "next_retry_at": None, "updated_at": now}
+        done: dict[str, object] = {
+            "state": DeliveryState.DELIVERED.value,
+            "lease_until": None,
+            "next_retry_at": None,
+            "updated_at": now,
+        }
         return await self._update_own(job_id, owner, done)
 
     async def due(self, platform: str, now: float | None = None) -> list[str]:
@@ -139,6 +150,17 @@ class Deliveries:
         async with self._database.read() as db:
             return list((await db.execute(query)).scalars())
 
+    async def release_abandoned(self, abandoned: Callable[[str], bool]) -> list[str]:
+        """Give back the live claims whose owner `abandoned(owner)` says is gone (e.g. `owner_is_gone`: a process
+        of this host that died holding them); returns their job ids."""
+        now = self._clock()
+        live = select(deliveries.c.job_id, deliveries.c.owner).where(
+            deliveries.c.state == DeliveryState.DELIVERING.value, deliveries.c.lease_until > now
+        )
+        async with self._database.read() as db:
+            rows = (await db.execute(live)).all()
+        return [row.job_id for row in rows if abandoned(row.owner) and await self.release(row.job_id, row.owner)]
+
     async def get(self, job_id: str) -> Delivery | None:
         async with self._database.read() as db:
             row = (await db.execute(select(*deliveries.c).where(deliveries.c.job_id == job_id))).first()
@@ -158,6 +180,36 @@ class Deliveries:
 
     async def _update_own(self, job_id: str, owner: str, values: dict[str, object]) -> bool:
         return await self._database.run(update(deliveries).where(*_owned_by(job_id, owner)).values(**values)) == 1
+
+
+def process_owner() -> str:
+    """A claimant name for this process: its host, its pid and a token (a pid can be reused after a restart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def owner_is_gone(owner: str, me: str) -> bool:
+    """Whether `owner` (from `process_owner()`) was a process of this host that no longer runs. Owners on other
+    hosts are never judged gone: their leases run out instead."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if owner == me or host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    return pid == os.getpid() or not _process_runs(pid)  # our own pid under another token: an earlier process
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    try:  # a killed child not yet reaped by its parent is a zombie: it answers signals, yet runs no more
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _claimable(now: float) -> ColumnElement[bool]:

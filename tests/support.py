@@ -12,8 +12,11 @@ from typing import Any
 
 from bots.conversation import Conversation
 from config.settings import Settings, load_settings
+from engine.local import LocalJobQueue
+from engine.store import JobStore
 from engine.worker.batches import load_runner
 from engine.worker.runner import PipelineRunner
+from storage.database import Database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +86,15 @@ class UnetGate:
 
     def release(self, call: int | None = None) -> None:
         self._released[call or self._hold_calls[0]].set()
+
+
+async def started_queue(settings: Settings, **engine_kwargs: Any) -> tuple[LocalJobQueue, Database]:
+    """A started in-process queue and its database, for a Conversation built by hand (as `Service` shares its
+    database between them). Shutting the queue down closes the database."""
+    store = await JobStore.open(settings.store.url)
+    engine = LocalJobQueue(settings, store=store, **engine_kwargs)
+    await engine.start()
+    return engine, store.database
 
 
 def gated_runner(settings: Settings, *hold_calls: int) -> tuple[PipelineRunner, UnetGate]:

@@ -15,7 +15,7 @@ from bots.contract import Delivery, ReplyContext
 from bots.conversation import Conversation, ImagineCommand
 from engine.local import LocalJobQueue
 from engine.requests import JobState, Requester
-from tests.support import conversation_settled, gated_runner, make_settings
+from tests.support import conversation_settled, gated_runner, make_settings, started_queue
 
 ALICE = Requester(platform="test", user_id="alice", channel_id="c1")
 BOB = Requester(platform="test", user_id="bob", channel_id="c1")
@@ -84,9 +84,10 @@ def settings(tmp_path: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-d
 
 
 async def running(settings, **engine_kwargs: Any) -> tuple[LocalJobQueue, Conversation]:  # type: ignore[no-untyped-def]
-    engine = LocalJobQueue(settings, **engine_kwargs)
-    await engine.start()
-    conversation = Conversation(settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0))
+    engine, database = await started_queue(settings, **engine_kwargs)
+    conversation = Conversation(
+        settings, engine, database=database, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0)
+    )
     return engine, conversation
 
 
@@ -119,9 +120,10 @@ async def test_imagine_shows_progress_then_delivers_four_images_with_buttons(set
 
 
 async def test_a_throttled_status_only_changes_once_per_interval(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = LocalJobQueue(settings)
-    await engine.start()
-    conversation = Conversation(settings, engine, progress_interval_s=3600.0, delivery_retry_delays=())
+    engine, database = await started_queue(settings)
+    conversation = Conversation(
+        settings, engine, database=database, progress_interval_s=3600.0, delivery_retry_delays=()
+    )
     replier = RecordingReplier()
     try:
         await conversation.imagine(command("slow edits"), replier)
@@ -307,10 +309,14 @@ async def test_a_result_finished_but_never_delivered_is_delivered_after_restart(
 
 
 async def test_a_result_that_could_not_be_posted_follows_without_a_restart(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = LocalJobQueue(settings)
-    await engine.start()
+    engine, database = await started_queue(settings)
     conversation = Conversation(
-        settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0), redelivery_interval_s=0.05
+        settings,
+        engine,
+        database=database,
+        progress_interval_s=0.0,
+        delivery_retry_delays=(0.0, 0.0),
+        redelivery_interval_s=0.05,
     )
     flaky = RecordingReplier(fail_deliveries=4)  # the follower's three tries fail, then the first sweep's first
     conversation.add_platform("test", lambda context: flaky)
@@ -358,10 +364,14 @@ async def test_a_sweep_leaves_a_result_its_follower_is_posting(settings) -> None
 
 
 async def test_a_post_that_keeps_failing_is_tried_ever_less_often(settings) -> None:  # type: ignore[no-untyped-def]
-    engine = LocalJobQueue(settings)
-    await engine.start()
+    engine, database = await started_queue(settings)
     conversation = Conversation(
-        settings, engine, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0), redelivery_interval_s=3600.0
+        settings,
+        engine,
+        database=database,
+        progress_interval_s=0.0,
+        delivery_retry_delays=(0.0, 0.0),
+        redelivery_interval_s=3600.0,
     )  # sweeps below are called by hand
     gone = RecordingReplier(fail_deliveries=99)  # e.g. the bot was removed from the channel
     attempts = lambda: 99 - gone.fail_deliveries  # noqa: E731
@@ -379,3 +389,28 @@ async def test_a_post_that_keeps_failing_is_tried_ever_less_often(settings) -> N
         assert attempts() == 6 and await engine.undelivered() != []
     finally:
         await stop(engine, conversation)
+
+
+async def test_two_chat_processes_sweeping_at_once_post_a_result_once(settings) -> None:  # type: ignore[no-untyped-def]
+    """Delivery claims live in the database: two conversations on one database (two chat processes) race their
+    sweeps for a result neither has posted, and exactly one posts it."""
+    engine, database = await started_queue(settings)
+    first = Conversation(settings, engine, database=database, progress_interval_s=0.0, delivery_retry_delays=())
+    second = Conversation(settings, engine, database=database, progress_interval_s=0.0, delivery_retry_delays=())
+    unreachable = RecordingReplier(fail_deliveries=1)
+    posted = RecordingReplier()
+    for conversation in (first, second):
+        conversation.add_platform("test", lambda context: posted)
+    try:
+        job_id = await first.imagine(command("one post only"), unreachable)
+        await unreachable.until(unreachable.finished_status)  # its follower failed: finished, undelivered
+        for _ in range(3):
+            await asyncio.gather(first.redeliver_undelivered(), second.redeliver_undelivered())
+            await asyncio.gather(conversation_settled(first), conversation_settled(second))
+        record = await engine.lookup(job_id)  # type: ignore[arg-type]
+    finally:
+        await first.close()
+        await second.close()
+        await engine.shutdown()
+    assert [delivery.job_id for delivery in posted.deliveries] == [job_id]
+    assert record is not None and record.state is JobState.DELIVERED

@@ -15,12 +15,11 @@ from bots.buttons import Button
 from bots.contract import ReviewPost
 from bots.conversation import Conversation, ImagineCommand
 from bots.errors import PlaceUnreachable
-from engine.local import LocalJobQueue
 from engine.requests import Requester
 from engine.screening import ScreeningResult
 from moderation.admission import Admission
 from moderation.review import ReviewState
-from tests.support import make_settings
+from tests.support import make_settings, started_queue
 from tests.test_conversation import RecordingReplier, wait
 
 ALICE = Requester(platform="test", user_id="alice", server_id="s1", channel_id="c1")
@@ -54,13 +53,13 @@ class Harness:
         return self.repliers.setdefault(context["channel"], RecordingReplier())
 
     async def __aenter__(self) -> Harness:
-        self.engine = LocalJobQueue(self.settings, **self.engine_kwargs)
-        await self.engine.start()
+        self.engine, database = await started_queue(self.settings, **self.engine_kwargs)
         self.admission = await Admission.open(self.settings, warm_up=False)
         self.conversation = Conversation(
             self.settings,
             self.engine,
             self.admission,
+            database=database,
             progress_interval_s=0.0,
             delivery_retry_delays=(),
             review_poll_s=3600.0,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import sys
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from engine.requests import GenerationRequest, JobState, Requester
 from engine.store import JobRecord, JobStore
 from storage import deliveries as deliveries_module
 from storage.database import Database
-from storage.deliveries import Deliveries, DeliveryState
+from storage.deliveries import Deliveries, DeliveryState, owner_is_gone, process_owner
 from tests.moderation_support import ManualClock
 from tests.storage_support import postgres_url  # noqa: F401 (a fixture)
 
@@ -123,6 +127,37 @@ async def test_due_lists_done_undelivered_unclaimed_jobs_whose_retry_time_came(
     assert await book.due("slack", clock.now + 60) == ["never-tried", "failed", "released"]
     assert await book.due("slack", clock.now + 300) == ["never-tried", "claimed", "failed", "released"]
     assert await book.due("discord") == ["on-discord"]
+
+
+async def test_claims_of_a_process_that_died_on_this_host_are_taken_back(database: Database) -> None:
+    """A restart after a kill -9 need not wait out the dead process's lease; a live process keeps its claims."""
+    dead = await _exited_child_pid()
+    host = socket.gethostname()
+    owners = {
+        "dead": f"{host}:{dead}:0a1b",
+        "alive": f"{host}:{os.getpid()}:elsewhere",  # our pid under another token: an earlier process of ours
+        "parent": f"{host}:{os.getppid()}:c0de",  # a process that runs
+        "other-host": f"another-host:{dead}:c0de",  # its lease runs out instead
+    }
+    book = Deliveries(database)
+    for job_id, owner in owners.items():
+        await add_job(database, job_id)
+        assert await book.claim(job_id, owner, lease_s=600)
+    me = process_owner()
+    assert not owner_is_gone(me, me)
+    released = await book.release_abandoned(partial(owner_is_gone, me=me))
+    assert sorted(released) == ["alive", "dead"]
+    assert await book.claim("dead", me, lease_s=60)
+    assert not await book.claim("parent", me, lease_s=60) and not await book.claim("other-host", me, lease_s=60)
+
+
+async def _exited_child_pid() -> int:
+    """The pid of a process that ran, was killed and was reaped: nothing runs under it now."""
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+    assert not owner_is_gone(f"{socket.gethostname()}:{child.pid}:x", process_owner())  # it runs
+    child.kill()
+    await child.wait()
+    return child.pid
 
 
 async def test_two_processes_racing_for_a_job_on_sqlite(tmp_path: Path) -> None:

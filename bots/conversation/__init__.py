@@ -29,6 +29,7 @@ from config.settings import Settings
 from engine.api import JobQueue
 from engine.requests import Requester
 from moderation.admission import Admission
+from storage.database import Database
 
 __all__ = ["Conversation", "ImagineCommand", "image_buttons", "images_message", "single_image_message"]
 
@@ -40,6 +41,7 @@ class Conversation:
         jobs: JobQueue,
         admission: Admission | None = None,
         *,
+        database: Database,
         progress_interval_s: float = 1.5,
         delivery_retry_delays: Sequence[float] = (1.0, 3.0),
         review_poll_s: float = 2.0,
@@ -53,6 +55,7 @@ class Conversation:
         self._desk = ReviewDesk(jobs, admission, self._platforms, review_poll_s)
         self._deliveries = Deliveries(
             jobs,
+            database,
             self._platforms,
             self._tasks,
             self._desk.flag_withheld_images,

@@ -1,68 +1,54 @@
 """Posting a finished job's images exactly once: retries, then a sweep that delivers what is still undelivered.
 
-Who is delivering which job is claimed here before a post, so a sweep and a follower never both post one result;
-a post that keeps failing (the bot removed from the channel) is tried at doubling intervals, up to an hour.
+Who is delivering which job is claimed in the database (`storage/deliveries.py`) before a post, so a sweep and a
+follower, in this process or another, never both post one result. A claim is a lease kept alive while the post
+runs, so a process that dies mid-post holds it for a minute at most (and not at all once a restart on the same
+host sees the process gone). A post that keeps failing (the bot removed from the channel) is swept at doubling
+intervals, up to an hour.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 
 from bots import messages
 from bots.contract import Replier
-from bots.conversation.platforms import Platforms, journal_place, reply_context
+from bots.conversation.platforms import Platform, Platforms, journal_place, reply_context
 from bots.conversation.render import images_message
 from bots.conversation.tasks import OwnedTasks, logged
 from engine.api import JobQueue, JobRecord
 from engine.requests import JobState, ProgressEvent
+from storage.database import Database
+from storage.deliveries import Deliveries as DeliveryLedger
+from storage.deliveries import owner_is_gone, process_owner
 
 log = logging.getLogger(__name__)
 MAX_REDELIVERY_BACKOFF_S = 3600.0
+CLAIM_LEASE_S = 60.0
+"""How long a claim outlives a process that died holding it (on another host; on this one a restart takes it)."""
 
 WithheldHook = Callable[[JobRecord], Awaitable[None]]
 """Called after delivering a job some of whose images the image filter withheld (the review desk takes it)."""
 
 
-class DeliveryClaims:
-    """Which jobs this process is delivering, and when a failing one may be tried again."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._held: set[str] = set()
-        self._backoff: dict[str, tuple[int, float]] = {}
-        """Job id -> (failed sweeps, loop time before which sweeps leave it alone)."""
-
-    def claim(self, job_id: str) -> bool:
-        """Take the job unless a task of ours holds it or its retry time has not come."""
-        _, due = self._backoff.get(job_id, (0, 0.0))
-        if job_id in self._held or asyncio.get_running_loop().time() < due:
-            return False
-        self._held.add(job_id)
-        return True
-
-    def hold(self, job_id: str) -> None:
-        """A follower holds its own job from submission on: no sweep delivers it meanwhile."""
-        self._held.add(job_id)
-
-    def release(self, job_id: str) -> None:
-        self._held.discard(job_id)
-
-    def delivered(self, job_id: str) -> None:
-        self._backoff.pop(job_id, None)
-
-    def failed(self, job_id: str) -> None:
-        """Double the wait before the next sweep tries this job again, up to MAX_REDELIVERY_BACKOFF_S."""
-        failures = self._backoff.get(job_id, (0, 0.0))[0] + 1
-        wait_s = min(self._interval_s * 2 ** (failures - 1), MAX_REDELIVERY_BACKOFF_S)
-        self._backoff[job_id] = (failures, asyncio.get_running_loop().time() + wait_s)
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    """Every try failed: the job stays undelivered for a later sweep."""
+    TAKEN = "taken"
+    """Someone else (another process's sweep) holds the job: they post it."""
 
 
 class Deliveries:
     def __init__(
         self,
         jobs: JobQueue,
+        database: Database,
         platforms: Platforms,
         tasks: OwnedTasks,
         on_withheld: WithheldHook,
@@ -76,9 +62,61 @@ class Deliveries:
         self._on_withheld = on_withheld
         self._retry_delays = tuple(retry_delays)
         self.redelivery_interval_s = redelivery_interval_s
-        self.claims = DeliveryClaims(redelivery_interval_s)
+        self._ledger = DeliveryLedger(
+            database, first_retry_s=redelivery_interval_s, max_retry_s=MAX_REDELIVERY_BACKOFF_S
+        )
+        self.owner = process_owner()
+        self._followed: set[str] = set()
+        """Jobs a follower of ours watches from submission on: our sweep leaves them to it."""
 
-    async def deliver(self, record: JobRecord, replier: Replier) -> bool:
+    def hold(self, job_id: str) -> None:
+        self._followed.add(job_id)
+
+    def release(self, job_id: str) -> None:
+        self._followed.discard(job_id)
+
+    async def deliver(self, record: JobRecord, replier: Replier) -> Outcome:
+        """A follower's delivery: claim the job, post it with retries. A failure is not counted against the job
+        (the next sweep may try at once); it is the sweeps that back off."""
+        async with self._claim(record.id) as claimed:
+            if not claimed:
+                log.info("job %s is being delivered by another process", record.id)
+                return Outcome.TAKEN
+            return await self._post(record, replier)  # a failure: the claim is given back, no retry time set
+
+    async def redeliver_undelivered(self) -> None:
+        """Post results that are finished but not delivered (the platform failed every retry, or the service
+        stopped in between) and due, unless a follower of ours or another process is on them."""
+        released = await self._ledger.release_abandoned(partial(owner_is_gone, me=self.owner))
+        if released:
+            log.info("took back the delivery claims of a process that is gone: %s", ", ".join(released))
+        for platform, entry in self._platforms.items():
+            for job_id in await self._ledger.due(platform):
+                if job_id not in self._followed:
+                    self._tasks.spawn(self._redeliver(job_id, entry), f"deliver-{job_id}")
+
+    async def sweep_periodically(self) -> None:
+        """ "They will follow", says a result that could not be posted: this keeps that promise without a
+        restart, every `redelivery_interval_s`."""
+        while True:
+            await asyncio.sleep(self.redelivery_interval_s)
+            await logged(self.redeliver_undelivered(), "redelivering results")
+
+    async def _redeliver(self, job_id: str, platform: Platform) -> None:
+        """Deliver a result that its follower could not (or that finished before a restart), then close its
+        status message (it still says the images will follow, or shows progress from before the restart)."""
+        async with self._claim(job_id) as claimed:
+            record = await self._jobs.lookup(job_id) if claimed else None  # after the claim: nobody slips in
+            if record is None or record.state is not JobState.DONE:  # taken, or delivered meanwhile
+                return
+            replier = platform.replier(reply_context(record.request))
+            if await self._post(record, replier) is Outcome.FAILED:
+                await self._ledger.record_failure(job_id, self.owner, "every try failed")
+                return
+            done = ProgressEvent(job_id=record.id, state=JobState.DONE)
+            await logged(replier.show_status(messages.status(done, record.request.prompt)), "closing a status")
+
+    async def _post(self, record: JobRecord, replier: Replier) -> Outcome:
         """Post the images, retrying transient failures; record delivery only after the post succeeded."""
         delivery = images_message(record)
         for attempt, delay in enumerate((*self._retry_delays, None), start=1):
@@ -89,46 +127,38 @@ class Deliveries:
                 if delay is None:
                     log.error("delivering job %s failed %d times (%s); it stays undelivered", record.id, attempt, exc)
                     await journal_place(self._jobs, record.id, replier)  # what did get posted, for the next try
-                    return False
+                    return Outcome.FAILED
                 log.warning("delivering job %s failed (%s); retrying in %.1f s", record.id, exc, delay)
                 await asyncio.sleep(delay)
+        if not await self._ledger.mark_delivered(record.id, self.owner):
+            log.warning("job %s was posted after its delivery claim ran out: it may have been posted twice", record.id)
         await self._jobs.mark_delivered(record.id)
         log.info("job %s delivered to %s", record.id, record.request.requester.key)
         if any(image.withheld for image in record.images):
             await self._on_withheld(record)
-        return True
+        return Outcome.DELIVERED
 
-    async def redeliver_undelivered(self) -> None:
-        """Post results that are finished but not delivered (the platform failed every retry, or the service
-        stopped in between), unless a task of ours is already on them."""
-        for platform, entry in self._platforms.items():
-            for record in await self._jobs.undelivered(platform):
-                if not self.claims.claim(record.id):
-                    continue
-                fresh = await self._jobs.lookup(record.id)  # after the claim: no second claimant can slip in
-                if fresh is None or fresh.state is not JobState.DONE:  # delivered meanwhile by its follower
-                    self.claims.release(record.id)
-                    continue
-                replier = entry.replier(reply_context(fresh.request))
-                self._tasks.spawn(self._redeliver(fresh, replier), f"deliver-{record.id}")
-
-    async def sweep_periodically(self) -> None:
-        """ "They will follow", says a result that could not be posted: this keeps that promise without a
-        restart, every `redelivery_interval_s`."""
-        while True:
-            await asyncio.sleep(self.redelivery_interval_s)
-            await logged(self.redeliver_undelivered(), "redelivering results")
-
-    async def _redeliver(self, record: JobRecord, replier: Replier) -> None:
-        """Deliver a result that its follower could not (or that finished before a restart), then close its
-        status message (it still says the images will follow, or shows progress from before the restart).
-        The caller has claimed the job; this releases it."""
+    @contextlib.asynccontextmanager
+    async def _claim(self, job_id: str) -> AsyncIterator[bool]:
+        """Hold the job's delivery claim (renewed in the background) for the block; give it back after unless
+        the block settled it (delivered, or a failure recorded)."""
+        if not await self._ledger.claim(job_id, self.owner, CLAIM_LEASE_S):
+            yield False
+            return
+        renewing = asyncio.create_task(self._renew(job_id), name=f"renew-claim-{job_id}")
         try:
-            if not await self.deliver(record, replier):
-                self.claims.failed(record.id)
-                return
-            self.claims.delivered(record.id)
-            done = ProgressEvent(job_id=record.id, state=JobState.DONE)
-            await logged(replier.show_status(messages.status(done, record.request.prompt)), "closing a status")
+            yield True
         finally:
-            self.claims.release(record.id)
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            # A no-op once the claim was settled; still tried when the task was cancelled (shutting down).
+            await logged(self._ledger.release(job_id, self.owner), f"giving back the claim on job {job_id}")
+
+    async def _renew(self, job_id: str) -> None:
+        while True:
+            await asyncio.sleep(CLAIM_LEASE_S / 3)
+            renewed = await logged(self._ledger.renew(job_id, self.owner, CLAIM_LEASE_S), "renewing a claim")
+            if not renewed:
+                log.warning("lost the delivery claim on job %s: another process may post it too", job_id)
+                return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bots import messages
 from bots.contract import Replier
-from bots.conversation.delivery import Deliveries
+from bots.conversation.delivery import Deliveries, Outcome
 from bots.conversation.platforms import journal_place
 from bots.conversation.render import cancel_buttons
 from bots.conversation.status import ThrottledStatus
@@ -26,12 +26,12 @@ class Follower:
         return ThrottledStatus(replier, prompt, self.progress_interval_s)
 
     async def follow(self, job: JobHandle, replier: Replier, status: ThrottledStatus | None = None) -> None:
-        """Until delivered (or handed back at shutdown), holding the job's delivery claim throughout."""
-        self._deliveries.claims.hold(job.id)
+        """Until delivered (or handed back at shutdown), our sweep leaving its delivery to it."""
+        self._deliveries.hold(job.id)
         try:
             await self._follow_until_delivered(job, replier, status or self.status_for(replier, job.request.prompt))
         finally:
-            self._deliveries.claims.release(job.id)
+            self._deliveries.release(job.id)
 
     async def _follow_until_delivered(self, job: JobHandle, replier: Replier, status: ThrottledStatus) -> None:
         cancel = cancel_buttons(job.id)
@@ -43,9 +43,13 @@ class Follower:
             return  # handed back at shutdown: it resumes, and is followed again, after the restart
         if self._admission is not None:
             await self._admission.job_finished(job.request.requester)
-        if job.state is JobState.DONE and not await self._deliveries.deliver(await self._record(job.id), replier):
-            await status.show_text(messages.status_delivery_delayed(job.request.prompt), (), final=True)
-            return
+        if job.state is JobState.DONE:
+            outcome = await self._deliveries.deliver(await self._record(job.id), replier)
+            if outcome is Outcome.TAKEN:
+                return  # its deliverer closes the status too
+            if outcome is Outcome.FAILED:
+                await status.show_text(messages.status_delivery_delayed(job.request.prompt), (), final=True)
+                return
         await status.show(job.snapshot(), (), final=True)
 
     async def _record(self, job_id: str) -> JobRecord:

@@ -21,6 +21,7 @@ from engine.local import LocalJobQueue, QueueState
 from engine.requests import GenerationRequest, JobState
 from engine.store import JobStore
 from moderation.admission import Admission, AdmissionDecision
+from storage.database import Database
 from storage.urls import sqlite_path
 from tests.conftest import NetworkGuardError
 from tests.discord_harness import FakeClock, discord_settings, start_rig
@@ -284,7 +285,7 @@ async def test_a_bad_token_is_a_clear_start_error(
     settings = replace(settings, discord=replace(settings.discord, token="not-the-token"))
     library_base = discord.http.Route.BASE
     engine = LocalJobQueue(settings)
-    conversation = Conversation(settings, engine)
+    conversation = Conversation(settings, engine, database=Database(settings.store.url))
     adapter = DiscordAdapter(settings, conversation)
     with pytest.raises(DiscordStartError) as raised:
         await adapter.start()
@@ -301,7 +302,9 @@ async def test_the_default_api_base_is_discord_com_and_the_loopback_guard_stops_
     settings = make_settings(tmp_path, tiny_model_dir)
     settings = replace(settings, discord=replace(settings.discord, token="a-token"))
     library_base = discord.http.Route.BASE
-    adapter = DiscordAdapter(settings, Conversation(settings, LocalJobQueue(settings)))
+    adapter = DiscordAdapter(
+        settings, Conversation(settings, LocalJobQueue(settings), database=Database(settings.store.url))
+    )
     with pytest.raises(NetworkGuardError, match="discord.com"):
         await adapter.start()
     assert discord.http.Route.BASE == library_base
