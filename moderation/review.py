@@ -87,6 +87,10 @@ class ReviewItem:
         return f"review:{self.id}"
 
 
+ReviewItems = list[ReviewItem]
+"""(In ReviewQueue's annotations `list` names its method, hence the alias.)"""
+
+
 class ReviewQueue:
     def __init__(self, database: Database, *, expiry_s: float, clock: Callable[[], float] = time.time) -> None:
         self._database = database
@@ -120,7 +124,7 @@ class ReviewQueue:
             raise ReviewItemNotFound(f"no review item with id {item_id!r}")
         return item
 
-    async def list(self, state: ReviewState | None = ReviewState.PENDING, limit: int = 50) -> list[ReviewItem]:
+    async def list(self, state: ReviewState | None = ReviewState.PENDING, limit: int = 50) -> ReviewItems:
         """Items in `state` (None: all), oldest first; pending items past expiry are expired first."""
         await self.expire_due()
         query = select(*COLUMNS).order_by(review_items.c.created_at, review_items.c.id).limit(limit)
@@ -142,7 +146,7 @@ class ReviewQueue:
 
     async def claim_decided(
         self, states: Sequence[ReviewState] = DECIDED, platforms: Sequence[str] | None = None
-    ) -> list[ReviewItem]:
+    ) -> ReviewItems:
         """Hand over decided items not yet handed to anyone, each exactly once (across processes). With
         `platforms`, only items whose requester is on one of them (a process claims only what it can deliver)."""
         now, token = self.clock(), new_id(8)
@@ -165,10 +169,10 @@ class ReviewQueue:
             ).all()
         return [_item_from_row(row) for row in rows]
 
-    async def claim_approved(self) -> list[ReviewItem]:
+    async def claim_approved(self) -> ReviewItems:
         return await self.claim_decided((ReviewState.APPROVED,))
 
-    async def claim_rejected(self) -> list[ReviewItem]:
+    async def claim_rejected(self) -> ReviewItems:
         """Rejected and expired items: the requester is told either way."""
         return await self.claim_decided((ReviewState.REJECTED, ReviewState.EXPIRED))
 

@@ -52,13 +52,15 @@ class TermMatcher:
         self._allow = _phrase_regex(policy.normalize.allow_phrases)
         self._categories = [(category.name, _category_regex(category, age)) for category in policy.categories]
         self._exact = [
-            (category.name, _exact_regex(category.terms))
+            (category.name, regex)
             for category in policy.categories
-            if _exact_regex(category.terms)
+            if (regex := _exact_regex(category.terms)) is not None
         ]
         regexes = dict(self._categories)
         self._masks = [
-            (regexes[name], phrase) for name, phrase in policy.normalize.embedding_masks.items() if regexes[name]
+            (regex, phrase)
+            for name, phrase in policy.normalize.embedding_masks.items()
+            if (regex := regexes[name]) is not None
         ]
         joinable = set(policy.normalize.joinable)
         self._join_targets = frozenset(

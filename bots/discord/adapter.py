@@ -138,8 +138,8 @@ class DiscordAdapter(AdapterLifecycle):
     ) -> None:
         """`database`: the service's shared one; without it the adapter connects one of its own in start()."""
         self._config = settings.discord
-        self._own_database = None if database is not None else Database(settings.store.url)
-        self._database = database or self._own_database
+        self._database = database or Database(settings.store.url)
+        self._owns_database = database is None
         self._conversation = conversation
         self._clock = clock
         self._guild_ready_timeout = guild_ready_timeout
@@ -169,8 +169,8 @@ class DiscordAdapter(AdapterLifecycle):
             raise DiscordStartError("discord.token is empty: set IMAGINE_DISCORD__TOKEN to the bot's token")
         self._intake = Intake(self._database, PLATFORM, self._handle_stored)
         try:
-            if self._own_database is not None:
-                await self._own_database.connect()
+            if self._owns_database:
+                await self._database.connect()
             await self._intake.open()
             self._endpoints = _Endpoints.point_at(self._config)
             self._client = _Client(self, self._guild_ready_timeout)
@@ -216,8 +216,8 @@ class DiscordAdapter(AdapterLifecycle):
         if self._intake is not None:  # first: prompts still being handled stay stored for the next start
             intake, self._intake = self._intake, None
             await intake.close()
-        if self._own_database is not None:
-            await self._own_database.close()
+        if self._owns_database:
+            await self._database.close()
         self._acknowledging.clear()
         if self._handling:
             _, late = await asyncio.wait(set(self._handling), timeout=HANDLER_DRAIN_S)

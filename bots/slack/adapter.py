@@ -110,8 +110,9 @@ class SlackAdapter(AdapterLifecycle):
             self.client, self.config.moderator_user_ids, self.config.moderator_usergroup_id
         )
         handler = SlackRequestHandler(self.client, conversation, self.moderators, moderator_check)
-        self._own_database = None if database is not None else Database(settings.store.url)
-        self.intake = Intake(database or self._own_database, PLATFORM, handler)
+        self._database = database or Database(settings.store.url)
+        self._owns_database = database is None
+        self.intake = Intake(self._database, PLATFORM, handler)
         self.app = self._build_app()
         # Only HTTP requests are signed (Socket Mode needs no signing secret, and SignatureVerifier refuses "").
         self._verifier = SignatureVerifier(self.config.signing_secret) if self.config.mode == "http" else None
@@ -128,8 +129,8 @@ class SlackAdapter(AdapterLifecycle):
         self._session = aiohttp.ClientSession()
         self.client.session = self._session
         await self._check_bot_token()
-        if self._own_database is not None:
-            await self._own_database.connect()
+        if self._owns_database:
+            await self._database.connect()
         # Stored before Slack can send anything, acked only once stored (_store_then_ack). The platform is
         # registered first, so the handler can reply at once: hand over what waits.
         self._conversation.add_platform(PLATFORM, self.replier_for, self.moderators)
@@ -160,8 +161,8 @@ class SlackAdapter(AdapterLifecycle):
             await self._runner.cleanup()
             self._runner = None
         await self.intake.close()
-        if self._own_database is not None:
-            await self._own_database.close()
+        if self._owns_database:
+            await self._database.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

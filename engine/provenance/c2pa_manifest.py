@@ -51,7 +51,7 @@ DEV_VALIDITY_DAYS = 3650
 TRUST_ONLY_FAILURES = frozenset({"signingCredential.untrusted"})
 """Validation failures that say nothing about integrity: the signature and hash binding can still be valid."""
 DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
-_C2PA_SETTINGS = {
+_C2PA_SETTINGS: dict[str, dict[str, Any]] = {
     # No thumbnail: it would add ~30 KB to every image to show what the image itself shows.
     "builder": {"thumbnail": {"enabled": False}},
     # Verifying reads what is in the file and nothing else: a hostile file cannot make us fetch a URL.
@@ -189,7 +189,7 @@ def _report(store: dict[str, Any]) -> ManifestReport:
     action = _created_action(active)
     signature = active.get("signature_info", {})
     signer = ", ".join(str(part) for part in (signature.get("common_name"), signature.get("issuer")) if part)
-    generator = next(iter(active.get("claim_generator_info", [])), {}) or {}
+    generator: dict[str, Any] = next(iter(active.get("claim_generator_info", [])), {}) or {}
     return ManifestReport(
         found=True,
         valid=state in ("Valid", "Trusted") or (bool(issues) and set(issues) <= TRUST_ONLY_FAILURES),

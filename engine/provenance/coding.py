@@ -52,7 +52,7 @@ def encode(payload: bytes) -> np.ndarray:
     """payload → CRC-framed bits → convolutional code symbols, as ±1 float32."""
     frame = payload + zlib.crc32(payload).to_bytes(CRC_BYTES, "big")
     bits = np.unpackbits(np.frombuffer(frame, dtype=np.uint8)).tolist() + [0] * _TAIL
-    state, symbols = 0, []
+    state, symbols = 0, list[int]()
     for bit in bits:
         register = (bit << (CONSTRAINT_LENGTH - 1)) | state
         symbols.extend(2 * _parity(register & g) - 1 for g in GENERATORS)

@@ -52,6 +52,7 @@ def _fit(text: str, width: int, height: int) -> tuple[ImageFont.FreeTypeFont, tu
     size = max(MIN_FONT_PX, round(min(width, height) * FONT_FRACTION))
     while size >= MIN_FONT_PX:
         font = ImageFont.load_default(size=size)
+        assert isinstance(font, ImageFont.FreeTypeFont)  # a size is given: Pillow's bundled scalable font
         box = _pill(font, text, width, height)
         box_width, box_height = box[2] - box[0], box[3] - box[1]
         if box[0] >= 0 and box[1] >= 0 and box_width * box_height <= MAX_AREA_FRACTION * width * height:
@@ -63,7 +64,7 @@ def _fit(text: str, width: int, height: int) -> tuple[ImageFont.FreeTypeFont, tu
 
 def _pill(font: ImageFont.FreeTypeFont, text: str, width: int, height: int) -> tuple[int, int, int, int]:
     """The pill around the text, padded by half the font size and inset from the corner by the same."""
-    left, top, right, bottom = font.getbbox(text, anchor="mm")
+    left, top, right, bottom = (round(edge) for edge in font.getbbox(text, anchor="mm"))  # whole pixels already
     pad = max(2, round(font.size * 0.5))
     pill_width, pill_height = (right - left) + 2 * pad, (bottom - top) + pad
     margin = pad
