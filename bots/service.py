@@ -2,7 +2,7 @@
 
 One `storage.Database` (`store.url`) is shared by the job store, moderation and the adapters' intakes: built here,
 connected first in start(), closed last in close().
-Start: database (connect, migrate) → job queue (model load, journal replay) → admission → adapters (each opens its
+Start: database (connect, migrate) → job queue (model load, journal replay) beside admission → adapters (each opens its
 durable intake before it connects to its platform, and registers the platform with the conversation) →
 conversation.start() (follow resumed jobs, deliver undelivered results, poll review decisions).
 Stop: `drain()` finishes queued work and lets followers deliver (or hands back at once when hurried); `close()`
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -114,9 +114,7 @@ class Service:
         """The database, the job queue (model load, journal replay), admission, then every adapter (each opens
         its intake and registers its platform with the conversation)."""
         await self.database.connect()
-        await self.engine.start()
-        if self._open_admission:
-            self.admission = await Admission.open(self.settings, database=self.database)
+        await self._start_engine_and_admission()
         self.conversation = Conversation(
             self.settings, self.engine, self.admission, database=self.database, **self._conversation_options
         )
@@ -124,6 +122,19 @@ class Service:
             adapter = factory(self.settings, self.conversation, database=self.database)
             await adapter.start()
             self.adapters.append(adapter)
+
+    async def _start_engine_and_admission(self) -> None:
+        """The model load and the moderation models' warm-up both take seconds off the event loop: side by side.
+        An admission that opened is kept (close() closes it) even if the engine failed to start."""
+        starts: list[Awaitable[Any]] = [self.engine.start()]
+        if self._open_admission:
+            starts.append(Admission.open(self.settings, database=self.database))
+        results = await asyncio.gather(*starts, return_exceptions=True)
+        if self._open_admission and isinstance(results[1], Admission):
+            self.admission = results[1]
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def resume(self) -> None:
         """Follow resumed jobs, deliver undelivered results, poll review decisions (conversation.start)."""

@@ -27,9 +27,13 @@ def upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     config = _config(connection)
-    if MigrationContext.configure(connection).get_current_revision() is None:
+    before = current_revision(connection)
+    if before is None:
         _adopt_legacy(connection, config)
     command.upgrade(config, "head")
+    after = current_revision(connection)
+    if after != before:
+        log.info("database schema migrated from revision %s to %s", before or "(none)", after)
 
 
 def current_revision(connection: Connection) -> str | None:

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from bots.service import Service
+from engine.local import QueueState
+from engine.worker.runner import PipelineRunner
+from tests.support import make_settings
+
 
 def wait_for_line(process: subprocess.Popen[str], needle: str) -> list[str]:
     lines: list[str] = []
@@ -69,3 +74,25 @@ def test_serve_with_a_missing_slack_secret_names_the_variable(tmp_path: Path, ti
     assert completed.returncode == 2
     assert "IMAGINE_SLACK__SIGNING_SECRET" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+class ModelMissing(RuntimeError):
+    pass
+
+
+def missing_model() -> PipelineRunner:
+    raise ModelMissing("no model at the configured path")
+
+
+async def test_a_model_that_fails_to_load_stops_the_start_and_close_closes_what_opened(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The model load and admission's warm-up run side by side: the engine's failure is the start's error, and
+    the admission that did open is closed with the rest."""
+    settings = make_settings(tmp_path, tiny_model_dir, base_size=64, steps=2)
+    service = Service(settings, adapters=[], runner_factory=missing_model)
+    with pytest.raises(ModelMissing):
+        await service.start()
+    assert service.admission is not None  # it opened beside the failing model load
+    await service.close()
+    assert service.engine.state is QueueState.STOPPED

@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        if not args.verbose:  # Alembic narrates every start (plugins, dialect): our migrate module logs changes
+            logging.getLogger("alembic").setLevel(logging.WARNING)
         return int(args.func(args, _settings_loader(args.config)))
     except (UsageError, ConfigError, AdapterStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
