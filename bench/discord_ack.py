@@ -152,6 +152,7 @@ def bench_settings(workdir: Path, discord_info: dict[str, str], args: argparse.N
             output_dir=str(workdir / "images"),
         ),
         store=replace(base.store, url=f"sqlite:///{workdir}/imagine.db"),
+        web=replace(base.web, port=0),
         limits=replace(base.limits, server_prompts_per_window=1_000_000, daily_quota=1_000_000),
         moderation=replace(base.moderation, embedding=not args.rules_only),
         discord=replace(

@@ -164,6 +164,7 @@ def bench_settings(workdir: Path, api_url: str, bot_token: str, args: argparse.N
             output_dir=str(workdir / "images"),
         ),
         store=replace(base.store, url=f"sqlite:///{workdir}/imagine.db"),
+        web=replace(base.web, port=0),
         limits=replace(base.limits, server_prompts_per_window=1_000_000, daily_quota=1_000_000),
         slack=replace(
             base.slack, bot_token=bot_token, signing_secret=SIGNING_SECRET, api_base=api_url, host="127.0.0.1", port=0

@@ -36,6 +36,7 @@ def environment(tree: Path, scratch: Path) -> dict[str, str]:
         "IMAGINE_ENGINE__OUTPUT_DIR": str(scratch / "images"),
         "IMAGINE_ENGINE__BASE_SIZE": "64",
         "IMAGINE_MODERATION__IMAGE_SCREENING": "false",
+        "IMAGINE_WEB__PORT": "0",
     }
 
 

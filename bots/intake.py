@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from bots import metrics
 from bots.errors import Deferred
 from storage.database import Database
 from storage.tables import intake
@@ -65,6 +66,7 @@ class Intake:
         self._retention_s = retention_s
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._backlog = metrics.INTAKE_BACKLOG.labels(platform)
         self._opened = False
         self._closed = False
         self._waiting: list[IntakeEntry] | None = []
@@ -78,6 +80,7 @@ class Intake:
         if pending:
             log.info("%d %s request(s) received before the restart", len(pending), self._platform)
         self._waiting = pending  # read before any receive() could store one: oldest first
+        self._backlog.inc(len(pending))
         self._opened = True
 
     async def resume(self) -> None:
@@ -103,6 +106,7 @@ class Intake:
         entry = IntakeEntry(f"{self._platform}:{key}", kind, payload)
         if not await self._insert(entry.key, kind, json.dumps(payload)):
             return False
+        self._backlog.inc()
         if self._waiting is not None:  # resume() drains this list without awaiting: each entry is handed once
             self._waiting.append(entry)
         else:
@@ -143,6 +147,7 @@ class Intake:
         except Exception:  # the handler answers the user itself; a failure here must not retry forever
             log.exception("handling %s request %s failed", self._platform, entry.key)
         await self._mark(entry.key, "done_at")
+        self._backlog.dec()
 
     # ---- the intake table ----------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ UNKNOWN_FAILURE = "something went wrong. Please try again."
 
 QUEUE_FULL = "The image queue is full right now. Please try again in a minute."
 RESTARTING = "The service is restarting. Please try again in a minute."
+SAVED_FOR_RESTART = "⏸️ The service is restarting. Your prompt is saved and will run as soon as it is back."
 WAITING_FOR_REVIEW = "Your prompt needs a quick look from a moderator. You'll get your images here once it is approved."
 UNKNOWN_BUTTON = "That button is not recognised. It may belong to an older version of this bot."
 UNKNOWN_JOB = "I can't find those images any more."
@@ -51,6 +52,13 @@ def status(event: ProgressEvent, prompt: str) -> str:
 
 def status_delivery_delayed(prompt: str) -> str:
     return f"⚠️ Your images are ready, but I couldn't post them yet. They will follow. {_quote(prompt)}"
+
+
+def delivery_given_up(prompt: str) -> str:
+    return (
+        f"⚠️ I couldn't post your images for {_quote(prompt)} where you asked, even after trying for a long "
+        "time, so I stopped. Send the prompt again somewhere I can post, for example in a direct message to me."
+    )
 
 
 def delivery_text(prompt: str, seeds: tuple[int, ...] | list[int], withheld: int = 0) -> str:

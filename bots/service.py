@@ -1,12 +1,14 @@
 """The whole service in one process, started and stopped in order (`imagine serve`, the benchmarks, the test rigs).
 
 One `storage.Database` (`store.url`) is shared by the job store, moderation and the adapters' intakes: built here,
-connected first in start(), closed last in close().
-Start: database (connect, migrate) → job queue (model load, journal replay) beside admission → adapters (each opens its
-durable intake before it connects to its platform, and registers the platform with the conversation) →
+connected first in start(), closed last in close(). The web server (bots/web/: /healthz, /readyz, /metrics) starts
+before everything and closes after.
+Start: web server → database (connect, migrate) → job queue (model load, journal replay) beside admission →
+adapters (each opens its durable intake before it connects to its platform, and registers the platform with the
+conversation) →
 conversation.start() (follow resumed jobs, deliver undelivered results, poll review decisions).
-Stop: `drain()` finishes queued work and lets followers deliver (or hands back at once when hurried); `close()`
-closes the rest in reverse order. Journaled work survives either way.
+Stop: `drain()` finishes queued work and lets followers deliver (or hands back when hurried or out of time);
+`close()` closes the rest in reverse order. Journaled work survives either way.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bots.contract import Adapter
 from bots.conversation import Conversation
+from bots.web.ops import ops_app
+from bots.web.server import WebServer
 from config.settings import Settings
 from engine.screening import ImageScreener
 from engine.store import JobStore
@@ -31,6 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DELIVERY_DRAIN_S = 60.0
+"""Without a timeout: how long deliveries of finished work may take at shutdown."""
+CLOSE_RESERVE_S = 5.0
+"""Of `service.shutdown_timeout_s`, what is kept for closing adapters, the queue and the database (at most a
+third of it): queued work and deliveries get the rest."""
 
 
 class AdapterFactory(Protocol):
@@ -104,6 +112,8 @@ class Service:
         self.conversation: Conversation | None = None
         self.adapters: list[Adapter] = []
         self._factories = list(configured_adapters(settings) if adapters is None else adapters)
+        self.web = WebServer(settings.web, ops_app(self.readiness)) if settings.web.enabled else None
+        self._serving = False
 
     async def start(self) -> None:
         """Start everything; after a failure, call close() (it closes what did start)."""
@@ -113,6 +123,8 @@ class Service:
     async def start_adapters(self) -> None:
         """The database, the job queue (model load, journal replay), admission, then every adapter (each opens
         its intake and registers its platform with the conversation)."""
+        if self.web is not None:  # first: /healthz answers, and /readyz says why not yet, while the model loads
+            await self.web.start()
         await self.database.connect()
         await self._start_engine_and_admission()
         self.conversation = Conversation(
@@ -141,13 +153,26 @@ class Service:
         if self.conversation is None:
             raise RuntimeError("Service.start_adapters() first")
         await self.conversation.start()
+        self._serving = True
 
-    async def drain(self, hurry: asyncio.Event) -> None:
-        """Finish queued work and deliver it; if `hurry` is set meanwhile, hand running jobs back instead."""
+    async def readiness(self) -> dict[str, bool]:
+        """/readyz: the store answers, the queue can run work (bots/web/ops.py), and the service is serving."""
+        checks = {"store": await self.database.ping()}
+        checks |= self.engine.readiness()
+        checks["serving"] = self._serving
+        return checks
+
+    async def drain(self, hurry: asyncio.Event, timeout_s: float | None = None) -> None:
+        """Finish queued work and deliver it; hand running jobs back instead once `hurry` is set or, with
+        `timeout_s`, when finishing would not leave CLOSE_RESERVE_S for close() within it."""
+        self._serving = False
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s - min(CLOSE_RESERVE_S, timeout_s / 3)
         draining = asyncio.create_task(self.engine.shutdown(drain=True))
         hurried = asyncio.create_task(hurry.wait())
         try:
-            await asyncio.wait({draining, hurried}, return_when=asyncio.FIRST_COMPLETED)
+            wait_s = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait({draining, hurried}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             if not draining.done():
                 await self.engine.shutdown(drain=False)
                 log.info("running jobs handed back; they resume on the next start")
@@ -155,7 +180,8 @@ class Service:
         finally:
             hurried.cancel()
         if self.conversation is not None:
-            await self.conversation.close(drain_timeout_s=DELIVERY_DRAIN_S)
+            left_s = DELIVERY_DRAIN_S if deadline is None else max(0.0, deadline - loop.time())
+            await self.conversation.close(drain_timeout_s=left_s)
 
     async def close(self) -> None:
         """Adapters first (no new commands), then the conversation, then the job queue, which hands unfinished
@@ -168,3 +194,5 @@ class Service:
         if self.admission is not None:
             await self.admission.close()
         await self.database.close()
+        if self.web is not None:
+            await self.web.close()

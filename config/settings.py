@@ -112,8 +112,24 @@ class SlackSettings:
 
 @dataclass(frozen=True)
 class WebSettings:
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
+    """0: any free port (tests); the log says which."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    shutdown_timeout_s: float = 30.0
+    """From SIGTERM to exit: queued work is finished while it fits, then running jobs are handed back."""
+    delivery_give_up_s: float = 86400.0
+    """A result whose posts have failed for this long is given up: its requester is told, by DM if need be."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "text"
+    level: str = "info"
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,8 @@ class Settings:
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     slack: SlackSettings = field(default_factory=SlackSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
 
 # Values that are known before any section is built: allowed choices for string keys.
@@ -136,6 +154,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "slack.mode": ("http", "socket"),
     "moderation.withheld_image": ("blur", "placeholder"),
     "moderation.embedding_runtime": ("onnx", "torch"),
+    "log.format": ("text", "json"),
+    "log.level": ("debug", "info", "warning", "error"),
 }
 POSITIVE: set[str] = {
     "engine.steps",
@@ -154,6 +174,8 @@ POSITIVE: set[str] = {
     "limits.max_queued_per_user",
     "limits.daily_quota",
     "moderation.strikes_to_ban",
+    "service.shutdown_timeout_s",
+    "service.delivery_give_up_s",
 }
 
 

@@ -70,3 +70,6 @@ class JobQueue(Protocol):
         """Merge `changes` into the job's journaled delivery context (where its status message is)."""
 
     async def mark_delivered(self, job_id: str) -> None: ...
+
+    def readiness(self) -> dict[str, bool]:
+        """Named checks that together say whether this queue can run work now (served at /readyz)."""

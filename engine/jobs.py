@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from engine import metrics
 from engine.requests import GenerationRequest, JobResult, JobState, ProgressEvent
 from engine.store import JobRecord
 
@@ -96,6 +97,8 @@ class Job:
         return await asyncio.shield(self._result)
 
     def finish(self, state: JobState, result: JobResult | None = None, error: Exception | None = None) -> None:
+        if not self._result.done():  # its first ending (or a hand-back): counted and logged once
+            self._report_end(state, result, error)
         self.state = state
         self.position = None
         if error is not None:
@@ -105,3 +108,16 @@ class Job:
         elif result is not None and not self._result.done():
             self._result.set_result(result)
         self.publish()
+
+    def _report_end(self, state: JobState, result: JobResult | None, error: Exception | None) -> None:
+        now = time.monotonic()
+        started = self.started_at
+        metrics.job_ended(
+            self.id,
+            self.request.requester,
+            state,
+            queue_wait_s=(started or now) - self.enqueued_at,
+            run_s=None if started is None else now - started,
+            timings=result.timings if result is not None else None,
+            error=error,
+        )

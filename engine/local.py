@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from config.settings import Settings
-from engine import messages
+from engine import messages, metrics
 from engine.errors import EngineClosed, GenerationFailed, JobCancelled, NotAllowed, QueueFull
 from engine.jobs import Job
 from engine.postprocess import PostProcessor
@@ -222,6 +223,14 @@ class LocalJobQueue:
         if job is not None:
             job.state = JobState.DELIVERED
 
+    def readiness(self) -> dict[str, bool]:
+        """Named checks for /readyz: the model is loaded and taking work, the worker loop runs, and it is not
+        stuck (a batch started or stepped within the job timeout, or there is nothing to do)."""
+        loop_runs = self._loop_task is not None and not self._loop_task.done()
+        idle = not len(self._queue) and not self._running
+        recent = time.monotonic() - self._worker.last_progress_at < self._config.job_timeout_s
+        return {"model_loaded": self.accepting, "worker_loop": loop_runs, "worker_progress": idle or recent}
+
     def queued_count(self, user_key: str) -> int:
         """Jobs of this user waiting or running (for the per-user queue cap)."""
         return sum(1 for job in self._jobs.values() if job.user_key == user_key and not job.state.finished)
@@ -236,6 +245,7 @@ class LocalJobQueue:
         self._wakeup.set()
 
     def _update_positions(self) -> None:
+        metrics.QUEUE_DEPTH.labels("memory").set(len(self._queue))
         for position, job in enumerate(self._queue.service_order(), start=1):
             if job.position != position:
                 job.position = position
@@ -301,7 +311,6 @@ class LocalJobQueue:
         kind = getattr(error, "kind", "error")
         job.state = state  # at once, so a racing ending sees it
         await self._store_required().set_state(job.id, state, kind, str(error))
-        log.info("job %s %s for %s: %s", job.id, state.value, job.user_key, error)
         job.finish(state, error=error)
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 from config.settings import Settings
 from engine.requests import GenerationRequest, Requester
+from moderation import metrics
 from moderation.audit import AuditLog
 from moderation.limits import InMemoryRateLimiter, RateLimiter
 from moderation.messages import admission_message
@@ -202,6 +203,13 @@ class Admission:
 
     @staticmethod
     def _log(requester: Requester, decision: AdmissionDecision) -> AdmissionDecision:
+        if decision.verdict is not None:
+            action = decision.verdict.action.value
+            metrics.MODERATION.labels(action, decision.verdict.user_reason or "none").inc()
+        elif decision.outcome is Outcome.RATE_LIMITED:
+            metrics.RATE_LIMITED.labels(decision.reason).inc()
+        elif decision.outcome is Outcome.BANNED:
+            metrics.BANNED.inc()
         logger.info(
             "admission for %s: %s%s",
             requester.key,

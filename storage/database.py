@@ -110,6 +110,17 @@ class Database:
         async with self._transaction(NO_BEGIN) as connection:
             yield connection
 
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        """Whether the database answers a trivial query within `timeout_s` (for /readyz); never raises."""
+        if self._engine is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s), self.read() as db:
+                await db.execute(text("SELECT 1"))
+        except (TimeoutError, OSError, SQLAlchemyError, StorageError):
+            return False
+        return True
+
     async def serialize(self, connection: AsyncConnection, key: str) -> None:
         """Inside `write()`: wait until no other transaction serializing on `key` is open. SQLite needs nothing
         (BEGIN IMMEDIATE already admits one writer at a time); PostgreSQL takes a transaction advisory lock."""

@@ -12,9 +12,9 @@
         ...
 
 One row per job (the `deliveries` table, primary key `job_id`). States: pending (waiting, or waiting for its retry
-time) → delivering (claimed: `owner` holds it until `lease_until`) → delivered. A claim whose lease ran out (its
-process died) can be taken by anyone; `renew` keeps a long post alive. Only the owner can renew, release, record
-a failure or mark its claim delivered. Times are Unix seconds.
+time) → delivering (claimed: `owner` holds it until `lease_until`) → delivered, or failed (given up). A claim
+whose lease ran out (its process died) can be taken by anyone; `renew` keeps a long post alive. Only the owner
+can renew, release, record a failure, give up or mark its claim delivered. Times are Unix seconds.
 
 Owners are `host:pid:token` (`process_owner()`), so a restarted process need not wait out the lease of the one
 that was killed before it: `release_abandoned(owner_is_gone)` gives back the claims of dead processes on this host.
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Row, and_, literal, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.database import Database
@@ -46,6 +46,8 @@ class DeliveryState(enum.StrEnum):
     PENDING = "pending"
     DELIVERING = "delivering"
     DELIVERED = "delivered"
+    FAILED = "failed"
+    """Given up (posts kept failing for longer than the conversation allows): never offered again."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class Delivery:
     """Failed attempts so far."""
     next_retry_at: float | None
     last_error: str | None
+    first_failed_at: float | None
+    """When its posts began to fail (None while none has)."""
 
 
 class Deliveries:
@@ -115,9 +119,20 @@ class Deliveries:
             await db.execute(
                 update(deliveries)
                 .where(*_owned_by(job_id, owner))
-                .values(**_unclaimed(now), attempts=attempts, next_retry_at=retry_at, last_error=error[:2000])
+                .values(**_unclaimed(now), **_failure(error, now), attempts=attempts, next_retry_at=retry_at)
             )
         return retry_at
+
+    async def release_after_failure(self, job_id: str, owner: str, error: str) -> bool:
+        """Give the claim back after a failed post without a retry time (a follower's: the sweep may try at
+        once), noting the error and when failures began."""
+        return await self._update_own(job_id, owner, _unclaimed(self._clock()) | _failure(error, self._clock()))
+
+    async def give_up(self, job_id: str, owner: str, error: str) -> bool:
+        """The owner stops trying: the delivery is failed for good, with its reason, and never offered again."""
+        now = self._clock()
+        values = {"state": DeliveryState.FAILED.value, "owner": None, "lease_until": None, "next_retry_at": None}
+        return await self._update_own(job_id, owner, values | _failure(error, now) | {"updated_at": now})
 
     async def mark_delivered(self, job_id: str, owner: str) -> bool:
         """The owner posted the result: the job is never offered again. False if the claim was not the owner's
@@ -212,10 +227,14 @@ def _process_runs(pid: int) -> bool:
         return True
 
 
+def _failure(error: str, now: float) -> dict[str, object]:
+    return {"last_error": error[:2000], "first_failed_at": func.coalesce(deliveries.c.first_failed_at, now)}
+
+
 def _claimable(now: float) -> ColumnElement[bool]:
-    """Not delivered, and nobody holds a live lease on it."""
+    """Neither delivered nor given up, and nobody holds a live lease on it."""
     return and_(
-        deliveries.c.state != DeliveryState.DELIVERED.value,
+        deliveries.c.state.not_in([DeliveryState.DELIVERED.value, DeliveryState.FAILED.value]),
         or_(deliveries.c.owner.is_(None), deliveries.c.lease_until <= now),
     )
 
@@ -242,4 +261,5 @@ def _delivery(row: Row) -> Delivery:
         attempts=row.attempts,
         next_retry_at=row.next_retry_at,
         last_error=row.last_error,
+        first_failed_at=row.first_failed_at,
     )

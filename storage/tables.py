@@ -131,5 +131,6 @@ deliveries = Table(
     Column("next_retry_at", DOUBLE_PRECISION),
     Column("last_error", Text),
     Column("updated_at", DOUBLE_PRECISION, nullable=False),
+    Column("first_failed_at", DOUBLE_PRECISION),  # from revision 0003
     Index("deliveries_due", "platform", "state", "next_retry_at"),
 )

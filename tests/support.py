@@ -33,6 +33,7 @@ def serve_environment(tmp_path: Path, model_dir: Path, **imagine: str) -> dict[s
         "STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
         "MODERATION__EMBEDDING": "false",
         "MODERATION__IMAGE_SCREENING": "false",
+        "WEB__PORT": "0",
     }
     return env | {f"IMAGINE_{key}": value for key, value in (defaults | imagine).items()} | {"PYTHONPATH": str(ROOT)}
 
@@ -54,7 +55,12 @@ def make_settings(tmp_path: Path, model_dir: Path | str, **engine: Any) -> Setti
         output_dir=str(tmp_path / "images"),
         **engine,
     )
-    return replace(base, engine=engine_settings, store=replace(base.store, url=f"sqlite:///{tmp_path}/imagine.db"))
+    return replace(
+        base,
+        engine=engine_settings,
+        store=replace(base.store, url=f"sqlite:///{tmp_path}/imagine.db"),
+        web=replace(base.web, port=0),  # any free port: tests (and other checkouts' tests) run side by side
+    )
 
 
 class UnetGate:

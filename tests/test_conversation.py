@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from bots.contract import Delivery, ReplyContext
 from bots.conversation import Conversation, ImagineCommand
 from engine.local import LocalJobQueue
 from engine.requests import JobState, Requester
+from storage.deliveries import Deliveries, DeliveryState
 from tests.support import conversation_settled, gated_runner, make_settings, started_queue
 
 ALICE = Requester(platform="test", user_id="alice", channel_id="c1")
@@ -414,3 +416,33 @@ async def test_two_chat_processes_sweeping_at_once_post_a_result_once(settings) 
         await engine.shutdown()
     assert [delivery.job_id for delivery in posted.deliveries] == [job_id]
     assert record is not None and record.state is JobState.DELIVERED
+
+
+async def test_a_result_that_cannot_be_posted_for_long_is_given_up_and_its_requester_told(settings) -> None:  # type: ignore[no-untyped-def]
+    """After service.delivery_give_up_s of failing posts (here: at once), the sweep stops trying, records why,
+    and tells the requester another way (Replier.notify: an ephemeral note or a DM)."""
+    settings = replace(settings, service=replace(settings.service, delivery_give_up_s=1e-6))
+    engine, database = await started_queue(settings)
+    conversation = Conversation(
+        settings,
+        engine,
+        database=database,
+        progress_interval_s=0.0,
+        delivery_retry_delays=(),
+        redelivery_interval_s=3600.0,
+    )
+    gone = RecordingReplier(fail_deliveries=99)
+    conversation.add_platform("test", lambda context: gone)
+    try:
+        job_id = await conversation.imagine(command("a channel that was deleted"), gone)
+        await gone.until(lambda: bool(gone.statuses) and gone.statuses[-1][0].startswith("⚠️"))
+        for _ in range(2):  # the first sweep gives up; the second finds nothing to try
+            await conversation.redeliver_undelivered()
+            await conversation_settled(conversation)
+        delivery = await Deliveries(database).get(job_id)  # type: ignore[arg-type]
+    finally:
+        await stop(engine, conversation)
+    assert 99 - gone.fail_deliveries == 2  # the follower's try, then the sweep's: none after giving up
+    assert gone.notices == [messages.delivery_given_up("a channel that was deleted")]
+    assert delivery is not None and delivery.state is DeliveryState.FAILED
+    assert delivery.last_error == "ConnectionError: HTTP 500 from the platform"

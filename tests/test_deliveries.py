@@ -129,6 +129,36 @@ async def test_due_lists_done_undelivered_unclaimed_jobs_whose_retry_time_came(
     assert await book.due("discord") == ["on-discord"]
 
 
+async def test_a_delivery_given_up_keeps_its_reason_and_is_never_offered_again(
+    database: Database, clock: ManualClock
+) -> None:
+    await add_job(database, "j1")
+    book = Deliveries(database, first_retry_s=60, clock=clock)
+    assert await book.claim("j1", "proc-a", lease_s=30)
+    assert await book.release_after_failure("j1", "proc-a", "Forbidden: 403")  # a follower's: due at once
+    began = clock.now
+    assert await book.due("slack") == ["j1"]
+    clock.advance(100)
+    assert await book.claim("j1", "proc-b", lease_s=30)
+    await book.record_failure("j1", "proc-b", "NotFound: Unknown Channel")
+    delivery = await book.get("j1")
+    assert delivery is not None and delivery.first_failed_at == began  # when failures began, not the latest
+    clock.advance(60)
+    assert await book.claim("j1", "proc-b", lease_s=30)
+    assert not await book.give_up("j1", "proc-a", "not its claim")
+    assert await book.give_up("j1", "proc-b", "NotFound: Unknown Channel")
+    delivery = await book.get("j1")
+    assert delivery is not None
+    assert (delivery.state, delivery.owner, delivery.last_error) == (
+        DeliveryState.FAILED,
+        None,
+        "NotFound: Unknown Channel",
+    )
+    clock.advance(10 * 3600)
+    assert await book.due("slack", clock.now) == []
+    assert not await book.claim("j1", "proc-c", lease_s=30)
+
+
 async def test_claims_of_a_process_that_died_on_this_host_are_taken_back(database: Database) -> None:
     """A restart after a kill -9 need not wait out the dead process's lease; a live process keeps its claims."""
     dead = await _exited_child_pid()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from bots.service import Service
 from engine.local import QueueState
 from engine.worker.runner import PipelineRunner
-from tests.support import make_settings
+from tests.support import make_settings, serve_environment
 
 
 def wait_for_line(process: subprocess.Popen[str], needle: str) -> list[str]:
@@ -27,14 +29,11 @@ def wait_for_line(process: subprocess.Popen[str], needle: str) -> list[str]:
 
 
 @pytest.mark.timeout(300)
-def test_serve_without_credentials_runs_and_stops_on_sigterm(tmp_path: Path, tiny_model_dir: Path) -> None:
-    env = {
-        **os.environ,
-        "IMAGINE_ENGINE__MODEL": str(tiny_model_dir),
-        "IMAGINE_STORE__URL": f"sqlite:///{tmp_path}/imagine.db",
-        "IMAGINE_ENGINE__OUTPUT_DIR": str(tmp_path / "images"),
-        "IMAGINE_MODERATION__EMBEDDING": "false",
-    }
+def test_serve_without_credentials_runs_answers_probes_and_stops_on_sigterm(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """With log.format = "json" every line is a JSON object; /healthz and /readyz answer over real HTTP."""
+    env = serve_environment(tmp_path, tiny_model_dir, LOG__FORMAT="json")
     env.pop("IMAGINE_DISCORD__TOKEN", None)
     env.pop("IMAGINE_SLACK__BOT_TOKEN", None)
     process = subprocess.Popen(
@@ -47,7 +46,13 @@ def test_serve_without_credentials_runs_and_stops_on_sigterm(tmp_path: Path, tin
     )
     try:
         lines = wait_for_line(process, "imagine is serving")
-        assert any("no chat platform has credentials" in line for line in lines)
+        records = [json.loads(line) for line in lines]
+        assert any("no chat platform has credentials" in record["message"] for record in records)
+        (web,) = [record["message"] for record in records if record["logger"] == "bots.web.server"]
+        port = int(web.split("http://127.0.0.1:")[1].split(" ")[0])
+        for path in ("/healthz", "/readyz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+                assert response.status == 200
         process.send_signal(signal.SIGTERM)
         _, rest = process.communicate(timeout=120)
     finally:
@@ -55,6 +60,7 @@ def test_serve_without_credentials_runs_and_stops_on_sigterm(tmp_path: Path, tin
             process.kill()
             process.wait()
     assert process.returncode == 0, rest
+    assert all(json.loads(line)["level"] for line in rest.splitlines())
     assert "Traceback" not in rest
 
 
@@ -67,6 +73,7 @@ def test_serve_with_a_missing_slack_secret_names_the_variable(tmp_path: Path, ti
         "IMAGINE_MODERATION__EMBEDDING": "false",
         "IMAGINE_SLACK__BOT_TOKEN": "xoxb-test",
         "IMAGINE_SLACK__SIGNING_SECRET": "",
+        "IMAGINE_WEB__PORT": "0",
     }
     completed = subprocess.run(
         [sys.executable, "-m", "bots", "serve"], cwd=tmp_path, env=env, text=True, capture_output=True, timeout=120

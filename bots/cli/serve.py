@@ -1,7 +1,8 @@
 """`imagine serve`: the engine, admission and every chat adapter that has credentials, until SIGINT/SIGTERM.
 
-The first signal stops taking work, drains the queue and lets deliveries finish; a second one hands running jobs
-back to the journal at once (they resume on the next start). See bots/service.py for the order of things.
+The first signal stops taking work, drains the queue and lets deliveries finish, within
+`service.shutdown_timeout_s`; a second signal, or that timeout, hands running jobs back to the journal (they
+resume on the next start). See bots/service.py for the order of things.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from config.logs import apply_log_settings
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> int:
     settings = settings_loader()
+    apply_log_settings(settings.log, verbose=args.verbose)
     return asyncio.run(serve(settings))
 
 
@@ -40,7 +43,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         await stop.wait()
         stop.clear()
         log.info("shutting down: finishing queued work (signal again to stop at once)")
-        await service.drain(hurry=stop)
+        await service.drain(hurry=stop, timeout_s=settings.service.shutdown_timeout_s)
     finally:
         await service.close()
     return 0

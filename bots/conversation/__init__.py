@@ -61,6 +61,7 @@ class Conversation:
             self._desk.flag_withheld_images,
             retry_delays=delivery_retry_delays,
             redelivery_interval_s=redelivery_interval_s,
+            give_up_after_s=settings.service.delivery_give_up_s,
         )
         self._follower = Follower(jobs, admission, self._deliveries, progress_interval_s)
         self._submitter = Submitter(settings, jobs, admission, self._follower, self._tasks, self._desk.post_for_review)

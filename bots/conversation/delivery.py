@@ -4,7 +4,7 @@ Who is delivering which job is claimed in the database (`storage/deliveries.py`)
 follower, in this process or another, never both post one result. A claim is a lease kept alive while the post
 runs, so a process that dies mid-post holds it for a minute at most (and not at all once a restart on the same
 host sees the process gone). A post that keeps failing (the bot removed from the channel) is swept at doubling
-intervals, up to an hour.
+intervals, up to an hour, and given up after `service.delivery_give_up_s`, its requester told another way.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 
-from bots import messages
+from bots import messages, metrics
 from bots.contract import Replier
 from bots.conversation.platforms import Platform, Platforms, journal_place, reply_context
 from bots.conversation.render import images_message
@@ -55,6 +56,7 @@ class Deliveries:
         *,
         retry_delays: Sequence[float],
         redelivery_interval_s: float,
+        give_up_after_s: float,
     ) -> None:
         self._jobs = jobs
         self._platforms = platforms
@@ -62,6 +64,7 @@ class Deliveries:
         self._on_withheld = on_withheld
         self._retry_delays = tuple(retry_delays)
         self.redelivery_interval_s = redelivery_interval_s
+        self._give_up_after_s = give_up_after_s
         self._ledger = DeliveryLedger(
             database, first_retry_s=redelivery_interval_s, max_retry_s=MAX_REDELIVERY_BACKOFF_S
         )
@@ -82,7 +85,10 @@ class Deliveries:
             if not claimed:
                 log.info("job %s is being delivered by another process", record.id)
                 return Outcome.TAKEN
-            return await self._post(record, replier)  # a failure: the claim is given back, no retry time set
+            outcome, error = await self._post(record, replier)
+            if outcome is Outcome.FAILED:  # no retry time: the next sweep may try at once
+                await self._ledger.release_after_failure(record.id, self.owner, error)
+            return outcome
 
     async def redeliver_undelivered(self) -> None:
         """Post results that are finished but not delivered (the platform failed every retry, or the service
@@ -110,13 +116,29 @@ class Deliveries:
             if record is None or record.state is not JobState.DONE:  # taken, or delivered meanwhile
                 return
             replier = platform.replier(reply_context(record.request))
-            if await self._post(record, replier) is Outcome.FAILED:
-                await self._ledger.record_failure(job_id, self.owner, "every try failed")
+            outcome, error = await self._post(record, replier)
+            if outcome is Outcome.FAILED:
+                await self._after_failed_sweep(record, replier, error)
                 return
+            metrics.REDELIVERIES.labels(record.request.requester.platform).inc()
             done = ProgressEvent(job_id=record.id, state=JobState.DONE)
             await logged(replier.show_status(messages.status(done, record.request.prompt)), "closing a status")
 
-    async def _post(self, record: JobRecord, replier: Replier) -> Outcome:
+    async def _after_failed_sweep(self, record: JobRecord, replier: Replier, error: str) -> None:
+        """Back off; or, once posts have failed for `give_up_after_s` (the bot removed, the channel deleted),
+        give up for good and tell the requester another way (an ephemeral note or a DM)."""
+        delivery = await self._ledger.get(record.id)
+        first_failed_at = delivery.first_failed_at if delivery and delivery.first_failed_at else time.time()
+        if time.time() - first_failed_at < self._give_up_after_s:
+            await self._ledger.record_failure(record.id, self.owner, error)
+            return
+        await self._ledger.give_up(record.id, self.owner, error)
+        platform = record.request.requester.platform
+        metrics.DELIVERIES_GIVEN_UP.labels(platform).inc()
+        log.warning("gave up delivering job %s to %s: %s", record.id, record.request.requester.key, error)
+        await logged(replier.notify(messages.delivery_given_up(record.request.prompt)), "telling a requester")
+
+    async def _post(self, record: JobRecord, replier: Replier) -> tuple[Outcome, str]:
         """Post the images, retrying transient failures; record delivery only after the post succeeded."""
         delivery = images_message(record)
         for attempt, delay in enumerate((*self._retry_delays, None), start=1):
@@ -124,10 +146,13 @@ class Deliveries:
                 await replier.deliver(delivery)
                 break
             except Exception as exc:  # a platform error must not kill the follower: retry, then leave it journaled
+                platform = record.request.requester.platform
                 if delay is None:
+                    metrics.DELIVERY_FAILURES.labels(platform).inc()
                     log.error("delivering job %s failed %d times (%s); it stays undelivered", record.id, attempt, exc)
                     await journal_place(self._jobs, record.id, replier)  # what did get posted, for the next try
-                    return Outcome.FAILED
+                    return Outcome.FAILED, f"{type(exc).__name__}: {exc}"
+                metrics.DELIVERY_RETRIES.labels(platform).inc()
                 log.warning("delivering job %s failed (%s); retrying in %.1f s", record.id, exc, delay)
                 await asyncio.sleep(delay)
         if not await self._ledger.mark_delivered(record.id, self.owner):
@@ -136,7 +161,7 @@ class Deliveries:
         log.info("job %s delivered to %s", record.id, record.request.requester.key)
         if any(image.withheld for image in record.images):
             await self._on_withheld(record)
-        return Outcome.DELIVERED
+        return Outcome.DELIVERED, ""
 
     @contextlib.asynccontextmanager
     async def _claim(self, job_id: str) -> AsyncIterator[bool]:

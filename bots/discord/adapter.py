@@ -32,8 +32,9 @@ from bots import messages
 from bots.buttons import Action, parse_button
 from bots.contract import AdapterLifecycle
 from bots.conversation import Conversation, ImagineCommand
+from bots.conversation.tasks import logged
 from bots.discord.replies import DeliveryContext, DiscordModeratorChannel, DiscordReplier, ImagineButton, Route
-from bots.errors import AdapterStartError, BadButton
+from bots.errors import AdapterStartError, BadButton, Deferred
 from bots.intake import Intake, IntakeEntry
 from config.settings import DiscordSettings, Settings
 from engine.requests import MAX_SEED, Requester
@@ -346,9 +347,22 @@ class DiscordAdapter(AdapterLifecycle):
                 if self._acknowledging.get(intake_key) is acknowledged:
                     del self._acknowledging[intake_key]
 
+    async def _tell_saved_for_restart(self, intake_key: str) -> None:
+        """The queue stopped taking work (shutting down): the prompt stays stored and runs after the restart,
+        which then edits the same message; a prompt from before a restart has been told already."""
+        acknowledging = self._acknowledging.pop(intake_key, None)
+        replier = await acknowledging if acknowledging is not None else None
+        if replier is not None:
+            await logged(replier.show_status(messages.SAVED_FOR_RESTART), "telling a user their prompt waits")
+
     async def _handle_stored(self, entry: IntakeEntry) -> None:
         """A stored prompt → `Conversation.imagine`, answered where it was asked (after a restart too)."""
-        if not await self._conversation.open_stored(PLATFORM, entry):
+        try:
+            opened = await self._conversation.open_stored(PLATFORM, entry)
+        except Deferred:
+            await self._tell_saved_for_restart(entry.key)
+            raise
+        if not opened:
             log.info("discord: prompt %s already became a job before the restart", entry.key)
             return
         acknowledging = self._acknowledging.pop(entry.key, None)

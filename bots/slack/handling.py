@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots import messages
 from bots.buttons import Action, parse_button
 from bots.conversation import Conversation, ImagineCommand
-from bots.errors import BadButton, BadOptions, PlaceUnreachable
+from bots.errors import BadButton, BadOptions, Deferred, PlaceUnreachable
 from bots.intake import IntakeEntry
 from bots.slack.moderators import ModeratorCheck
 from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
@@ -43,12 +43,17 @@ class SlackRequestHandler:
         self.is_moderator = is_moderator
 
     async def __call__(self, entry: IntakeEntry) -> None:
-        if not await self.conversation.open_stored(PLATFORM, entry):
+        try:
+            opened = await self.conversation.open_stored(PLATFORM, entry)
+        except Deferred:
+            await self._tell_saved_for_restart(entry)
+            raise
+        if not opened:
             log.info("request %s already became a job before the restart", entry.key)
             return
         body = entry.payload
-        if entry.kind == COMMAND:
-            place = SlackPlace(channel=body["channel_id"], user=body["user_id"])
+        place = _prompt_place(entry)
+        if entry.kind == COMMAND and place is not None:
             await self._imagine(
                 entry.key,
                 body.get("text", ""),
@@ -57,16 +62,19 @@ class SlackRequestHandler:
                 body.get("user_name", ""),
                 response_url=body.get("response_url") or None,
             )
-        elif entry.kind in (MENTION, DIRECT_MESSAGE):
-            event = body["event"]
-            # A mention is answered in its thread, so a busy channel is not flooded; a DM in the DM.
-            thread = event.get("thread_ts") or (event["ts"] if entry.kind == MENTION else None)
-            place = SlackPlace(channel=event["channel"], user=event["user"], thread_ts=thread)
-            await self._imagine(entry.key, event.get("text", ""), place, body.get("team_id", ""))
+        elif entry.kind in (MENTION, DIRECT_MESSAGE) and place is not None:
+            await self._imagine(entry.key, body["event"].get("text", ""), place, body.get("team_id", ""))
         elif entry.kind == BUTTON:
             await self._press(entry.key, body)
         else:
             log.warning("ignoring a stored Slack request of unknown kind %r", entry.kind)
+
+    async def _tell_saved_for_restart(self, entry: IntakeEntry) -> None:
+        """The queue stopped taking work (shutting down): the prompt stays stored and runs after the restart."""
+        place = _prompt_place(entry)
+        if place is not None and not entry.replayed:
+            replier = SlackReplier(self.client, place, entry.payload.get("response_url") or None)
+            await _refuse(replier, messages.SAVED_FOR_RESTART)
 
     async def _imagine(
         self,
@@ -130,6 +138,19 @@ class SlackRequestHandler:
             place=place.to_context(),
             intake_key=key,
         )
+
+
+def _prompt_place(entry: IntakeEntry) -> SlackPlace | None:
+    """Where a stored prompt is answered: a command where it was typed, a mention in its thread (a busy channel
+    is not flooded), a DM in the DM. None for what is not a prompt (a button)."""
+    body = entry.payload
+    if entry.kind == COMMAND:
+        return SlackPlace(channel=body["channel_id"], user=body["user_id"])
+    if entry.kind in (MENTION, DIRECT_MESSAGE):
+        event = body["event"]
+        thread = event.get("thread_ts") or (event["ts"] if entry.kind == MENTION else None)
+        return SlackPlace(channel=event["channel"], user=event["user"], thread_ts=thread)
+    return None
 
 
 async def _refuse(replier: SlackReplier, text: str) -> None:

@@ -179,12 +179,22 @@ class SlackReplier:
         )
 
     async def notify(self, text: str) -> None:
-        await self.client.chat_postMessage(
-            channel=self.place.channel,
-            thread_ts=self.place.reply_thread,
-            text=blocks.fallback_text(text, mention=self.place.user),
-            blocks=[blocks.section(text, mention=self.place.user)],
-        )
+        """In the place of the request, mentioning the requester; where the bot can no longer post (removed,
+        channel archived or deleted), in a direct message instead."""
+        try:
+            await self.client.chat_postMessage(
+                channel=self.place.channel,
+                thread_ts=self.place.reply_thread,
+                text=blocks.fallback_text(text, mention=self.place.user),
+                blocks=[blocks.section(text, mention=self.place.user)],
+            )
+        except SlackApiError as error:
+            if self.place.channel == self.place.user or not self.place.user:
+                raise
+            log.info("cannot post in %s (%s); telling %s by DM", self.place.channel, error, self.place.user)
+            await self.client.chat_postMessage(
+                channel=self.place.user, text=blocks.fallback_text(text), blocks=[blocks.section(text)]
+            )
 
 
 @dataclass

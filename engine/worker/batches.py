@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from config.settings import EngineSettings, Settings
-from engine import messages
+from engine import messages, metrics
 from engine.errors import EngineClosed, GenerationFailed, GenerationTimeout, OutOfMemory
 from engine.jobs import Job
 from engine.postprocess import ImageContext
@@ -57,6 +57,8 @@ class BatchWorker:
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="imagine-pipeline")
         self._post_threads = ThreadPoolExecutor(config.postprocess_threads, thread_name_prefix="imagine-post")
         self.pipeline_calls = 0
+        self.last_progress_at = time.monotonic()
+        """When a batch last started or stepped (for readiness: a worker that stopped stepping is stuck)."""
 
     @property
     def model_name(self) -> str:
@@ -82,11 +84,12 @@ class BatchWorker:
 
     async def run(self, batch: list[Job]) -> None:
         """Generate every image of `batch` in as few pipeline calls as memory allows, then finish each job."""
-        now = time.monotonic()
+        now = self.last_progress_at = time.monotonic()
         for job in batch:
             job.state, job.started_at = JobState.RUNNING, now
             job.deadline = now + self._config.job_timeout_s
             job.position = None
+            metrics.QUEUE_WAIT.observe(now - job.enqueued_at)
             await self._journal_required().set_state(job.id, JobState.RUNNING)
             job.publish()
         images = await self._generate_jobs(batch)
@@ -119,6 +122,7 @@ class BatchWorker:
         on_step = self._step_callback(loop, involved)
         try:
             self.pipeline_calls += 1
+            metrics.BATCH_SIZE.observe(len(tasks))
             images = await loop.run_in_executor(
                 self._pipeline_thread, self._runner_required().generate, tasks, shape, on_step
             )
@@ -136,8 +140,14 @@ class BatchWorker:
     def _step_callback(self, loop: asyncio.AbstractEventLoop, jobs: list[Job]) -> Callable[[int, int], None]:
         """Runs in the pipeline thread: report progress; stop when no job in the call still wants images."""
 
+        previous: float | None = None  # the first step's time would include encoding the prompts
+
         def on_step(step: int, total: int) -> None:
+            nonlocal previous
             now = time.monotonic()
+            if previous is not None:
+                metrics.STEP_DURATION.observe(now - previous)  # (prometheus_client is thread-safe)
+            previous = self.last_progress_at = now
             if all(job.stop_requested or job.past_deadline(now) for job in jobs):
                 raise StopBatch()
             loop.call_soon_threadsafe(_publish_step, jobs, step, total)
@@ -191,14 +201,7 @@ class BatchWorker:
             return
         await self._journal_required().set_done(job.id, generated)
         timings = _timings(job, started, time.monotonic())
-        log.info(
-            "job %s done for %s: queue wait %.2f s, generate %.2f s, post-process %.2f s",
-            job.id,
-            job.user_key,
-            timings.queue_wait_s,
-            timings.generate_s,
-            timings.postprocess_s,
-        )
+        metrics.IMAGES.inc(len(generated))
         job.finish(JobState.DONE, JobResult(job_id=job.id, images=tuple(generated), timings=timings))
 
     def _context(self, job: Job, index: int) -> ImageContext:

@@ -1,12 +1,15 @@
 """`imagine serve` as a process against the stand-in Discord: a bad token is one clear line and a non-zero exit;
-a `kill -9` in the middle of work loses nothing and duplicates nothing."""
+a `kill -9` in the middle of work loses nothing and duplicates nothing; SIGTERM stops in time and saves what
+arrives while it stops."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bots import messages
@@ -163,3 +166,80 @@ def failed_uploads(standin: DiscordStandIn, command: InteractionRecord) -> bool:
 def status_shown(standin: DiscordStandIn, command: InteractionRecord) -> bool:
     """The job is journaled once its status shows (the conversation shows it right after engine.submit)."""
     return any(r.status == 200 for r in standin.requests_to("PATCH", rf"/webhooks/\d+/{command.token}/messages/\d+"))
+
+
+@pytest.mark.timeout(420)
+async def test_sigterm_hands_back_running_work_in_time_and_saves_what_arrives_meanwhile(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    """SIGTERM with a job far longer than service.shutdown_timeout_s: the job is handed back and the process
+    exits on its own; a command sent while it stops is stored and its user told; the restart delivers both once.
+    Debug logging throughout: the bot token appears in no log line, no bot message and no web response."""
+    env = serve_env(tmp_path, tiny_model_dir, standin, standin.token) | {
+        # ~15 s per job here (measured: 512², 50 steps took 3.6 s): far past the shutdown timeout below.
+        "IMAGINE_ENGINE__BASE_SIZE": "768",
+        "IMAGINE_ENGINE__STEPS": "100",
+        "IMAGINE_ENGINE__MAX_STEPS": "100",
+        "IMAGINE_SERVICE__SHUTDOWN_TIMEOUT_S": "6",
+        "IMAGINE_LOG__LEVEL": "debug",
+    }
+    log_path = tmp_path / "serve.log"
+    first = await start_serve(env, log_path)
+    try:
+        await standin.wait_until(lambda: standin.synced_commands, 240, what="the first serve to connect")
+        long_job = await standin.send_command(standin.make_user("noa"), {"prompt": "a slow lighthouse"})
+        await standin.wait_until(lambda: status_says(standin, long_job, "🎨"), 120, what="the job running")
+        address = web_address(log_path.read_text())
+        web_responses = [await fetch(address, path) for path in ("/healthz", "/readyz", "/metrics")]
+        first.send_signal(signal.SIGTERM)
+        await standin.wait_until(lambda: "shutting down" in log_path.read_text(), 60, what="the shutdown to begin")
+        meanwhile = await standin.send_command(standin.make_user("oli"), {"prompt": "sent while it stops"})
+        await standin.wait_until(
+            lambda: status_says(standin, meanwhile, messages.SAVED_FOR_RESTART), 60, what="the user told"
+        )
+        assert await ended(first) == 0, log_path.read_text()[-3000:]
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    output = log_path.read_text()
+    assert "running jobs handed back" in output
+    assert standin.messages_with_files() == []
+
+    second = await start_serve(env, log_path)
+    try:
+        await standin.wait_until(
+            lambda: all(finished_status(standin, c) for c in (long_job, meanwhile)), 300, what="both delivered"
+        )
+        second.send_signal(signal.SIGTERM)
+        assert await ended(second) == 0, log_path.read_text()[-3000:]
+    finally:
+        if second.returncode is None:
+            second.kill()
+            await second.wait()
+    for command in (long_job, meanwhile):
+        delivered = [r for r in standin.requests if command.token in r.path and r.files and r.status == 200]
+        assert len(delivered) == 1
+    output = log_path.read_text()
+    assert "Traceback" not in output and " DEBUG " in output
+    seen_by_users = [message.content for message in standin.messages.values()]
+    for text in (output, *web_responses, *seen_by_users):
+        assert standin.token not in text
+
+
+def status_says(standin: DiscordStandIn, command: InteractionRecord, text: str) -> bool:
+    status = standin.messages.get(str(command.original_message_id))
+    return status is not None and text in status.content
+
+
+def web_address(log: str) -> str:
+    """The serving process's web server, as its log names it."""
+    found = re.search(r"web server on (http://127\.0\.0\.1:\d+)", log)
+    assert found, "the web server's address is not in the log"
+    return found.group(1)
+
+
+async def fetch(address: str, path: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(address + path) as response:
+        assert response.status == 200, path
+        return await response.text()

@@ -212,7 +212,8 @@ async def test_a_request_acknowledged_while_the_service_stops_is_handled_after_t
         assert response.status == 200
         await rig.settled()
         await rig.stop()
-        assert standin.ephemerals == [] and standin.messages == {}  # not refused: kept for the next start
+        # Not refused: kept for the next start, and the user told so.
+        assert [e.text for e in standin.ephemerals] == [messages.SAVED_FOR_RESTART] and standin.messages == {}
 
         again = await start_rig(settings, standin)
         try:

@@ -76,7 +76,11 @@ async def test_serve_with_bad_slack_credentials_exits_with_one_clear_line(
 async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_once(
     tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn
 ) -> None:
-    env = serve_env(tmp_path, tiny_model_dir, standin)
+    # Every Slack secret set, and debug logging: none of them may appear in the log (the signing secret is unused
+    # in Socket Mode, but a misconfigured one must not be printed either).
+    env = serve_env(tmp_path, tiny_model_dir, standin, signing_secret="s3cret-signing-7d1e") | {
+        "IMAGINE_LOG__LEVEL": "debug"
+    }
     log_path = tmp_path / "serve.log"
     # Slack refuses every upload in the first process, so it is killed holding finished, undelivered work.
     standin.fail("files.completeUploadExternal", 500, times=10_000)
@@ -108,7 +112,10 @@ async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_
     finally:
         await stopped(second)
     assert sorted((u.channel_id, len(u.files)) for u in standin.completed) == [("CANN", 4), ("CBEN", 4), ("CCAT", 4)]
-    assert "Traceback" not in log_path.read_text()
+    output = log_path.read_text()
+    assert "Traceback" not in output and " DEBUG " in output
+    for secret in (standin.bot_token, standin.app_token, "s3cret-signing-7d1e"):
+        assert secret not in output
 
 
 async def acknowledged(standin: SlackStandIn, command: dict[str, str]) -> None:
