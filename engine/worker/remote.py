@@ -127,7 +127,8 @@ class RemoteWorker:
         self._jobs_per_read = max(1, config.max_batch_images // max(1, config.images_per_prompt))
         self.reclaim_idle_s = config.heartbeat_s * config.reclaim_after_heartbeats
         # what tests and the benchmark watch
-        self.started: list[str] = []
+        self.started: list[tuple[float, str]] = []
+        """(time.monotonic(), job id) of every job this worker started running."""
         self.heartbeats = 0
         self.janitor_rounds = 0
 
@@ -212,6 +213,8 @@ class RemoteWorker:
             entries = await self.streams.reclaim(self.consumer, stream, min_idle_ms, self._jobs_per_read)
             runnable = []
             for entry in entries:
+                if entry.job_id in self._held:
+                    continue  # its own (its idle time outgrew a Redis outage): it is still running it
                 log.warning("job %s reclaimed from a silent worker (delivery %d)", entry.job_id, entry.deliveries)
                 if entry.deliveries > self._config.max_deliveries:
                     await self._dead_letter(entry)
@@ -256,7 +259,8 @@ class RemoteWorker:
         batch = [job for job in batch if not job.state.finished and not job.lost]
         if not batch:
             return
-        self.started.extend(job.id for job in batch)
+        now = time.monotonic()
+        self.started.extend((now, job.id) for job in batch)
         try:
             await self._worker.run(list(batch))
         except Exception:  # a bug here must not kill the loop and strand every later job
