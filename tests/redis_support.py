@@ -47,13 +47,15 @@ async def redis_prefix() -> AsyncIterator[str]:
 def scale_out_settings(
     tmp_path: Path, model_dir: Path, store_url: str, prefix: str, redis_url: str = REDIS_URL, **engine: Any
 ) -> Settings:
-    """A small, fast engine in scale-out mode: short heartbeats (0.2 s), the database at `store_url`."""
+    """A small, fast engine in scale-out mode: short heartbeats (0.2 s; a job silent for 0.7 s is reclaimed: a
+    margin for this crowded machine), the database at `store_url`."""
     base = make_settings(tmp_path, model_dir)
     options: dict[str, Any] = {
         "queue": "redis",
         "redis_url": redis_url,
         "redis_prefix": prefix,
         "heartbeat_s": 0.2,
+        "reclaim_after_heartbeats": 4,
         "max_batch_images": 8,
         **engine,
     }

@@ -52,6 +52,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_each_job_ends_once(
         ENGINE__REDIS_URL=REDIS_URL,
         ENGINE__REDIS_PREFIX=redis_prefix,
         ENGINE__HEARTBEAT_S="0.2",
+        ENGINE__RECLAIM_AFTER_HEARTBEATS="4",
         ENGINE__MAX_BATCH_IMAGES="8",
         STORE__URL=postgres_url,
     )

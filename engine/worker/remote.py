@@ -125,7 +125,10 @@ class RemoteWorker:
         self._rotation = 0
         self._redis_ok_since = time.monotonic()
         self._jobs_per_read = max(1, config.max_batch_images // max(1, config.images_per_prompt))
-        self.reclaim_idle_s = config.heartbeat_s * config.reclaim_after_heartbeats
+        # A live worker renews its jobs every heartbeat, so their idle time stays near one heartbeat. Taking them
+        # at (n - 0.5) heartbeats of silence, looking every quarter heartbeat, starts a dead worker's job
+        # elsewhere within n heartbeats of its death (n = reclaim_after_heartbeats, 3 by default).
+        self.reclaim_idle_s = config.heartbeat_s * (config.reclaim_after_heartbeats - 0.5)
         # what tests and the benchmark watch
         self.started: list[tuple[float, str]] = []
         """(time.monotonic(), job id) of every job this worker started running."""
@@ -191,7 +194,7 @@ class RemoteWorker:
     async def _read(self) -> None:
         streams = await self.streams.job_streams()
         if not streams:
-            await asyncio.sleep(self._config.heartbeat_s / 2)
+            await asyncio.sleep(self._config.heartbeat_s / 4)
             return
         self._rotation = (self._rotation + 1) % len(streams)
         ordered = streams[self._rotation :] + streams[: self._rotation]
@@ -200,7 +203,7 @@ class RemoteWorker:
             if entries:
                 await self._admit(entries)
                 return
-        block_ms = max(1, int(self._config.heartbeat_s * 500))
+        block_ms = max(1, int(self._config.heartbeat_s * 250))
         await self._admit(await self.streams.read(self.consumer, ordered, self._jobs_per_read, block_ms))
 
     async def _reclaim(self) -> None:
@@ -225,8 +228,7 @@ class RemoteWorker:
                 return
 
     async def _admit(self, entries: Sequence[Entry]) -> None:
-        for entry in entries:
-            started = await self.streams.start(entry, self.consumer)
+        for entry, started in zip(entries, await self.streams.start_many(entries, self.consumer), strict=True):
             if started is None:  # cancelled while queued, or moved: only the acknowledgement is left
                 await self.streams.complete(entry)
                 continue
