@@ -462,7 +462,8 @@ class RedisJob:
     def __init__(self, record: JobRecord, position: int | None = None) -> None:
         self.record = record
         self._event = ProgressEvent(job_id=record.id, state=record.state, position=position, total_steps=record.steps)
-        self._listeners: set[asyncio.Queue[ProgressEvent]] = set()
+        self._listeners: set[asyncio.Queue[ProgressEvent | None]] = set()
+        self._handed_back = False
 
     @property
     def id(self) -> str:
@@ -480,21 +481,29 @@ class RedisJob:
         return self._event
 
     def apply(self, event: ProgressEvent) -> None:
-        if self._event.state.finished:
+        if self._event.state.finished or self._handed_back:
             return
         self._event = event
         for queue in self._listeners:
             queue.put_nowait(event)
 
+    def hand_back(self) -> None:
+        """This frontend is stopping: end every follower's events without a finished state (the job goes on on
+        a worker; its events wait in this frontend's stream, and it is followed again after the restart)."""
+        self._handed_back = True
+        for queue in self._listeners:
+            queue.put_nowait(None)
+
     async def events(self) -> AsyncIterator[ProgressEvent]:
-        queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+        queue: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
         self._listeners.add(queue)
         try:
-            event = self._event
-            yield event
-            while not event.state.finished:
-                event = await queue.get()
+            event: ProgressEvent | None = self._event
+            while event is not None:
                 yield event
+                if event.state.finished or self._handed_back:
+                    return
+                event = await queue.get()
         finally:
             self._listeners.discard(queue)
 
@@ -521,6 +530,7 @@ class RedisJobQueue:
         self.streams = StreamQueue(self._client, self._config)
         self._handles: dict[str, RedisJob] = {}
         self._accepting = False
+        self._closed = False
         self._reader: asyncio.Task[None] | None = None
         self._events_key = self.streams.events(self.frontend_id)
 
@@ -541,16 +551,23 @@ class RedisJobQueue:
         log.info("job queue on Redis %s (frontend %s)", redact(self._config.redis_url), self.frontend_id)
 
     async def shutdown(self, drain: bool = True) -> None:
-        """Stop taking work. Jobs belong to the workers: nothing to drain here; followers see them through."""
+        """Stop taking work and hand every followed job back at once, drain or not: the workers run the jobs, not
+        this process. Their events wait in this frontend's stream for its restart, and once done they are in the
+        journal for any frontend's redelivery sweep. The store stays usable (deliveries under way finish)."""
+        if self._closed:
+            return
+        self._closed = True
         self._accepting = False
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
+        for handle in self._handles.values():
+            handle.hand_back()
+        self._handles.clear()
         await self._client.aclose()
         if self._store is not None and self._owns_store:
             await self._store.close()
-        self._store = None
 
     # ---- the job API -----------------------------------------------------------------------------------------
 

@@ -263,6 +263,9 @@ async def test_a_restarted_frontend_follows_its_job_and_hears_the_end_once(
                 job = await before.submit(small("across a restart", ALICE))
                 other = await neighbour.submit(small("someone else's", BOB))
                 await gate.wait_reached()
+                followed_before = asyncio.create_task(finished(job))
+            handed_back = await followed_before  # stopping ends its followers at once, the job unfinished
+            assert not handed_back.state.finished
             async with started_frontend(settings, "f1") as after:  # the same frontend, restarted
                 resumed = await after.active()
                 assert [handle.id for handle in resumed] == [job.id]  # its own job only, not f2's
@@ -329,3 +332,31 @@ async def _failed(store_url: str) -> list[Any]:
         return await store.in_states([JobState.FAILED])
     finally:
         await store.close()
+
+
+async def test_a_worker_killed_between_journaling_and_acknowledging_leaves_nothing_unheard(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    postgres_url: str,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    settings = scale_out_settings(tmp_path, tiny_model_dir, postgres_url, redis_prefix)
+    image = GeneratedImage(index=0, seed=1, path=str(tmp_path / "rendered.jpg"), width=64, height=64)
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        async with started_frontend(settings, "f1") as f1:
+            job = await f1.submit(small("rendered, never acknowledged", ALICE, num_images=1))
+            # What the killed worker left: the entry pending under its name, the result in the journal.
+            await client.xreadgroup(WORKERS_GROUP, "killed-worker", {f"{redis_prefix}:jobs:64x64x2": ">"}, count=1)
+            store = await JobStore.open(postgres_url)
+            try:
+                await store.set_done(job.id, [image])
+            finally:
+                await store.close()
+            async with running_worker(settings) as worker:
+                ended = await finished(job)
+    finally:
+        await client.aclose()
+    assert ended.state is JobState.DONE and [i.path for i in ended.images] == [image.path]
+    assert worker.started == []  # announced from the journal, not rendered again
+    assert await leftovers(redis_prefix) == []

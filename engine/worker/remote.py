@@ -35,7 +35,7 @@ from engine import messages
 from engine.errors import EngineError, GenerationFailed, JobCancelled
 from engine.jobs import Job
 from engine.postprocess import PostProcessor
-from engine.redis_streams import Entry, StreamQueue, connect, redact
+from engine.redis_streams import Entry, StreamQueue, connect, final_event, redact
 from engine.requests import GeneratedImage, JobState, ProgressEvent
 from engine.screening import ImageScreener
 from engine.store import JobRecord, JobStore
@@ -234,7 +234,12 @@ class RemoteWorker:
                 continue
             journaled = await self._store_required().get(entry.job_id)
             if journaled is None or journaled.state.finished:
-                await self.streams.complete(entry)  # already ended (e.g. queued again after an outage)
+                # Already ended: its worker died between journaling the end and acknowledging it, or it was
+                # queued again after an outage. Its frontend may not have heard: tell it (events are at least
+                # once; delivery to chat is once, by the claims in the database), then acknowledge.
+                if journaled is not None:
+                    await self.streams.publish(started.owner, final_event(journaled))
+                await self.streams.complete(entry)
                 continue
             job = RemoteJob(started.record, entry, started.owner, self._send)
             self._held[job.id] = job
