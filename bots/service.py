@@ -31,6 +31,7 @@ from storage.database import Database
 
 if TYPE_CHECKING:
     from engine.local import LocalJobQueue
+    from engine.redis_streams import RedisJobQueue
     from engine.worker.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,22 @@ def local_queue(
     return LocalJobQueue(settings, store=store, runner_factory=runner_factory, **screening)
 
 
+def build_queue(
+    settings: Settings,
+    store: JobStore,
+    *,
+    runner_factory: Callable[[], PipelineRunner] | None = None,
+    screener: ImageScreener | None = None,
+) -> LocalJobQueue | RedisJobQueue:
+    """`engine.queue`: "memory" (the GPU worker in this process) or "redis" (scale-out: this process is a
+    frontend; `imagine worker` processes elsewhere render, and this one loads no model)."""
+    if settings.engine.queue == "redis":
+        from engine.redis_streams import RedisJobQueue
+
+        return RedisJobQueue(settings, store=store)
+    return local_queue(settings, store, runner_factory=runner_factory, screener=screener)
+
+
 OPEN_ADMISSION = "open"
 """Service(admission=OPEN_ADMISSION): open the configured admission (limits, moderation, review) at start."""
 
@@ -105,7 +122,7 @@ class Service:
     ) -> None:
         self.settings = settings
         self.database = Database(settings.store.url)  # checks the URL only; connected in start()
-        self.engine = local_queue(settings, JobStore(self.database), runner_factory=runner_factory, screener=screener)
+        self.engine = build_queue(settings, JobStore(self.database), runner_factory=runner_factory, screener=screener)
         self.admission: Admission | None = None if isinstance(admission, str) else admission
         self._open_admission = admission == OPEN_ADMISSION
         self._conversation_options = dict(conversation_options or {})
@@ -158,7 +175,7 @@ class Service:
     async def readiness(self) -> dict[str, bool]:
         """/readyz: the store answers, the queue can run work (bots/web/ops.py), and the service is serving."""
         checks = {"store": await self.database.ping()}
-        checks |= self.engine.readiness()
+        checks |= await self.engine.readiness()
         checks["serving"] = self._serving
         return checks
 

@@ -44,6 +44,12 @@ class EngineSettings:
     jpeg_quality: int = 90
     queue: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "imagine"
+    frontend_id: str = ""
+    heartbeat_s: float = 2.0
+    reclaim_after_heartbeats: int = 3
+    max_deliveries: int = 3
+    jobs_per_user: int = 1
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,7 @@ class Settings:
 
 # Values that are known before any section is built: allowed choices for string keys.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "engine.queue": ("memory",),  # "redis" arrives with the scale-out mode
+    "engine.queue": ("memory", "redis"),
     "engine.device": ("auto", "cpu", "cuda", "mps"),
     "engine.dtype": ("auto", "float32", "float16", "bfloat16"),
     "slack.mode": ("http", "socket"),
@@ -167,6 +173,10 @@ POSITIVE: set[str] = {
     "engine.job_timeout_s",
     "engine.max_prompt_chars",
     "engine.postprocess_threads",
+    "engine.heartbeat_s",
+    "engine.reclaim_after_heartbeats",
+    "engine.max_deliveries",
+    "engine.jobs_per_user",
     "limits.prompts_per_window",
     "limits.window_s",
     "limits.burst",

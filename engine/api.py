@@ -71,5 +71,5 @@ class JobQueue(Protocol):
 
     async def mark_delivered(self, job_id: str) -> None: ...
 
-    def readiness(self) -> dict[str, bool]:
+    async def readiness(self) -> dict[str, bool]:
         """Named checks that together say whether this queue can run work now (served at /readyz)."""

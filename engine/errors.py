@@ -25,6 +25,12 @@ class EngineClosed(EngineError):
     kind = "engine_closed"
 
 
+class QueueUnavailable(EngineClosed):
+    """Scale-out mode: the shared job queue (Redis) cannot be reached; nothing was queued, try again shortly."""
+
+    kind = "queue_unavailable"
+
+
 class JobCancelled(EngineError):
     kind = "cancelled"
 

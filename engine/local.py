@@ -223,7 +223,7 @@ class LocalJobQueue:
         if job is not None:
             job.state = JobState.DELIVERED
 
-    def readiness(self) -> dict[str, bool]:
+    async def readiness(self) -> dict[str, bool]:
         """Named checks for /readyz: the model is loaded and taking work, the worker loop runs, and it is not
         stuck (a batch started or stepped within the job timeout, or there is nothing to do)."""
         loop_runs = self._loop_task is not None and not self._loop_task.done()

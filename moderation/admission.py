@@ -37,6 +37,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from config.settings import Settings
 from engine.requests import GenerationRequest, Requester
@@ -49,6 +50,9 @@ from moderation.review import ReviewQueue
 from moderation.strikes import Ban, StrikeBook
 from moderation.verdict import Action, Verdict
 from storage.database import Database
+
+if TYPE_CHECKING:
+    from moderation.limits_redis import RedisRateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +107,7 @@ class Admission:
         self.strikes = StrikeBook(database, settings.moderation, clock=clock)
         self.review = ReviewQueue(database, expiry_s=settings.moderation.review_expiry_s, clock=clock)
         self._admins = frozenset(settings.moderation.admin_user_ids)
+        self._owned_limiter: RedisRateLimiter | None = None
 
     @classmethod
     async def open(
@@ -127,13 +132,23 @@ class Admission:
             if owns_database:
                 await database.close()
             raise
+        owned_limiter = None
+        if limiter is None and settings.engine.queue == "redis":  # scale-out: one count for every frontend
+            from moderation.limits_redis import RedisRateLimiter
+
+            engine = settings.engine
+            limiter = owned_limiter = RedisRateLimiter.from_url(settings.limits, engine.redis_url, engine.redis_prefix)
         limiter = limiter or InMemoryRateLimiter(settings.limits, clock)
-        return cls(
+        admission = cls(
             settings, moderator=moderator, limiter=limiter, database=database, clock=clock, owns_database=owns_database
         )
+        admission._owned_limiter = owned_limiter
+        return admission
 
     async def close(self) -> None:
         self.moderator.close()
+        if self._owned_limiter is not None:
+            await self._owned_limiter.close()
         if self._owns_database:
             await self.database.close()
 

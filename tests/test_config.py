@@ -53,7 +53,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
             "invalid value for engine.steps (from environment variable IMAGINE_ENGINE__STEPS): 'many'",
         ),
         ({"IMAGINE_ENGINE__STEPS": "0"}, "engine.steps .* must be greater than 0"),
-        ({"IMAGINE_ENGINE__QUEUE": "redis"}, "engine.queue .* choose one of memory"),
+        ({"IMAGINE_ENGINE__QUEUE": "kafka"}, "engine.queue .* choose one of memory, redis"),
         ({"IMAGINE_DISCORD__MODERATOR_ROLE_IDS": "123"}, "discord.moderator_role_ids .* expected a list"),
         ({"IMAGINE_MODERATION__EMBEDDING": "maybe"}, "moderation.embedding .* expected true or false"),
     ],

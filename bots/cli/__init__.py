@@ -27,6 +27,7 @@ COMMANDS = {  # in help order; each lives in bots/cli/<name>.py
     "moderate": "show the moderation verdict for a prompt (or - for stdin)",
     "review": "moderators: review queue, bans, strikes and audit log",
     "serve": "run the engine and every chat adapter that has credentials",
+    "worker": "scale-out: the GPU process taking jobs from Redis (engine.queue = redis)",
     "model": "manage the diffusion model",
 }
 
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         words = sys.argv[1:] if argv is None else list(argv)
         args = build_parser(words).parse_args(words)
         # One-shot commands print results, not logs; the long-running server logs what it does.
-        quiet = logging.INFO if args.command == "serve" else logging.WARNING
+        quiet = logging.INFO if args.command in ("serve", "worker") else logging.WARNING
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else quiet,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,86 @@
+"""`imagine worker`: the GPU process of the scale-out mode (`engine.queue = "redis"`), until SIGINT/SIGTERM.
+
+It loads the model and takes jobs from Redis (engine/worker/remote.py); frontends (`imagine serve` with the same
+`engine.redis_url` and `store.url`) queue them and deliver the results. Run one per GPU. On a signal it stops
+taking jobs, finishes the ones it holds and sends their events; a worker killed outright loses nothing: its jobs
+are taken over by another worker after `engine.reclaim_after_heartbeats` missed heartbeats. Like `imagine serve`
+it serves /healthz, /readyz and /metrics on `web.host:web.port` (give each process on one host its own port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from bots.errors import UsageError
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="this worker's consumer name in Redis (default: host-pid-random)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> int:
+    settings = settings_loader()
+    if settings.engine.queue != "redis":
+        raise UsageError('imagine worker needs engine.queue = "redis" (IMAGINE_ENGINE__QUEUE=redis) and a shared store')
+    return asyncio.run(work(settings, consumer=args.name))
+
+
+async def work(settings: Settings, stop: asyncio.Event | None = None, consumer: str | None = None) -> int:
+    from redis.exceptions import RedisError
+
+    from bots.web.ops import ops_app
+    from bots.web.server import WebServer
+    from engine import messages
+    from engine.errors import QueueUnavailable
+    from engine.redis_streams import redact
+    from engine.worker.remote import RemoteWorker
+
+    stop = stop or _stop_on_signals()
+    worker = RemoteWorker(settings, consumer=consumer, **_screening(settings))
+    web = WebServer(settings.web, ops_app(worker.readiness)) if settings.web.enabled else None
+    try:
+        if web is not None:  # /healthz, /readyz (model, Redis, heartbeat, progress) and /metrics
+            await web.start()
+        try:
+            await worker.start()
+        except (RedisError, OSError) as exc:
+            where = f"Redis at {redact(settings.engine.redis_url)}: {exc}"
+            raise QueueUnavailable(messages.QUEUE_UNAVAILABLE.format(error=where)) from exc
+        log.info("imagine worker %s is taking jobs", worker.consumer)
+        await worker.run(stop)
+        log.info("worker %s stopped: every job it held is finished", worker.consumer)
+    finally:
+        await worker.close()
+        if web is not None:
+            await web.close()
+    return 0
+
+
+def _screening(settings: Settings) -> dict[str, Any]:
+    """Output-image screening as `moderation.image_screening` asks (the worker's side of moderation)."""
+    if not settings.moderation.image_screening:
+        return {}
+    from moderation.images import NudityScreener, withheld_version
+
+    return {
+        "screener": NudityScreener.from_settings(settings.moderation),
+        "withhold": partial(withheld_version, mode=settings.moderation.withheld_image),
+    }
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
