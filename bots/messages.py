@@ -17,6 +17,10 @@ RESTARTING = "The service is restarting. Please try again in a minute."
 SAVED_FOR_RESTART = "⏸️ The service is restarting. Your prompt is saved and will run as soon as it is back."
 WAITING_FOR_REVIEW = "Your prompt needs a quick look from a moderator. You'll get your images here once it is approved."
 UNKNOWN_BUTTON = "That button is not recognised. It may belong to an older version of this bot."
+UNKNOWN_COMMAND = (
+    "I don't know that command. Use /imagine followed by what to draw, e.g. /imagine a lighthouse at dawn."
+)
+UNKNOWN_OPTIONS = "I couldn't read that command's options. Please try /imagine again."
 UNKNOWN_JOB = "I can't find those images any more."
 NOT_YOURS_TO_CANCEL = "Only the person who asked for these images can cancel them."
 ALREADY_FINISHED = "That job has already finished."

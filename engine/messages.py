@@ -7,9 +7,9 @@ from __future__ import annotations
 
 EMPTY = "{what} must not be empty"
 TOO_LONG = "{what} is too long: {length} characters, the limit is {limit}"
-ASPECT_FORMAT = "aspect must look like W:H (e.g. 16:9), got {aspect!r}"
-ASPECT_ZERO = "aspect sides must be greater than 0, got {aspect!r}"
-ASPECT_RANGE = "aspect must be between 1:4 and 4:1, got {aspect!r}"
+ASPECT_FORMAT = "aspect must look like W:H (e.g. 16:9), got {aspect}"
+ASPECT_ZERO = "aspect sides must be greater than 0, got {aspect}"
+ASPECT_RANGE = "aspect must be between 1:4 and 4:1, got {aspect}"
 SEED_RANGE = "seed must be between 0 and {max_seed}, got {seed}"
 STEPS_RANGE = "steps must be between 1 and {max_steps}, got {steps}"
 IMAGE_COUNT_RANGE = "number of images must be between 1 and {max_images}, got {count}"

@@ -23,6 +23,9 @@ MAX_IMAGES_PER_JOB = 8
 MAX_SIDE = 2048
 MAX_ASPECT_SIDE_RATIO = 4.0
 ASPECT_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[:x]\s*(\d+(?:\.\d+)?)\s*$")
+SHOWN_VALUE_CHARS = 40
+"""A refusal names the bad value, cut to this many characters: it has to fit in a chat message however long the
+value was."""
 
 
 def prepare_record(request: GenerationRequest, config: EngineSettings) -> JobRecord:
@@ -85,13 +88,13 @@ def parse_aspect(aspect: str) -> float:
     """'16:9' -> 1.777...; rejects zero, garbage and ratios beyond 4:1 either way."""
     match = ASPECT_PATTERN.match(aspect or "")
     if not match:
-        raise InvalidRequest(messages.ASPECT_FORMAT.format(aspect=aspect))
+        raise InvalidRequest(messages.ASPECT_FORMAT.format(aspect=shown(aspect)))
     width, height = float(match.group(1)), float(match.group(2))
     if width <= 0 or height <= 0:
-        raise InvalidRequest(messages.ASPECT_ZERO.format(aspect=aspect))
+        raise InvalidRequest(messages.ASPECT_ZERO.format(aspect=shown(aspect)))
     ratio = width / height
     if not 1 / MAX_ASPECT_SIDE_RATIO <= ratio <= MAX_ASPECT_SIDE_RATIO:
-        raise InvalidRequest(messages.ASPECT_RANGE.format(aspect=aspect))
+        raise InvalidRequest(messages.ASPECT_RANGE.format(aspect=shown(aspect)))
     return ratio
 
 
@@ -106,8 +109,16 @@ def size_for_aspect(aspect: str, base_size: int) -> tuple[int, int]:
 
 def check_seed(seed: int | None) -> int | None:
     if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise InvalidRequest(messages.SEED_RANGE.format(max_seed=MAX_SEED, seed=seed))
+        digits = str(seed)
+        shown_seed = digits if len(digits) <= SHOWN_VALUE_CHARS else shown(digits)
+        raise InvalidRequest(messages.SEED_RANGE.format(max_seed=MAX_SEED, seed=shown_seed))
     return seed
+
+
+def shown(value: str) -> str:
+    """A user's value as a refusal quotes it (repr: control characters visible), at most SHOWN_VALUE_CHARS."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[: SHOWN_VALUE_CHARS - 1] + "…"
 
 
 def check_side(name: str, value: int) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+import tests.hostile  # noqa: F401  (registers the Hypothesis profiles: fast by default, nightly)
+
 # Offline for good: no hub downloads, ever.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

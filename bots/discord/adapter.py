@@ -101,8 +101,14 @@ class _Client(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_direct_message(message)
 
-    async def on_imagine_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
-        await self.adapter.on_button(interaction, custom_id)
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """Every button click, whatever its custom id: ours, malformed, or left over from another bot version.
+        (discord.py's dynamic items would drop a click whose id does not match, or whose message it cannot
+        read, without an answer.)"""
+        if interaction.type is discord.InteractionType.component:
+            data: dict[str, Any] = dict(interaction.data or {})
+            custom_id = data.get("custom_id")
+            await self.adapter.on_button(interaction, custom_id if isinstance(custom_id, str) else "")
 
 
 def _imagine_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, None]:
@@ -125,6 +131,12 @@ def _imagine_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, 
         await adapter.on_imagine(interaction, prompt, negative, seed, aspect)
 
     return imagine
+
+
+def _options_as_registered(prompt: Any, negative: Any, seed: Any, aspect: Any) -> bool:
+    """discord.py passes an option's value as Discord typed it, which need not be what `/imagine` declares now."""
+    texts = isinstance(prompt, str) and all(isinstance(v, str | None) for v in (negative, aspect))
+    return texts and (seed is None or (isinstance(seed, int) and not isinstance(seed, bool)))
 
 
 class DiscordAdapter(AdapterLifecycle):
@@ -256,8 +268,23 @@ class DiscordAdapter(AdapterLifecycle):
         seed: int | None,
         aspect: str | None,
     ) -> None:
+        with self._tracked():
+            await self._on_imagine(interaction, prompt, negative, seed, aspect)
+
+    async def _on_imagine(
+        self,
+        interaction: discord.Interaction[Any],
+        prompt: str,
+        negative: str | None,
+        seed: int | None,
+        aspect: str | None,
+    ) -> None:
         if not self._server_enabled(interaction.guild_id):
             await self._answer_at_once(interaction, messages.DISCORD_SERVER_NOT_ENABLED)
+            return
+        if not _options_as_registered(prompt, negative, seed, aspect):  # a left-over command, other option types
+            log.warning("discord: /imagine with options of unexpected types from %s", interaction.user.id)
+            await self._answer_at_once(interaction, messages.UNKNOWN_OPTIONS)
             return
         # Stored before the defer, so the context cannot name the thinking message yet: the replier of this
         # process learns it from the defer, one rebuilt after a restart asks Discord for it (replies.py).
@@ -306,22 +333,24 @@ class DiscordAdapter(AdapterLifecycle):
         )
 
     async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
-        try:
-            action = parse_button(custom_id).action
-        except BadButton:
-            action = None
-        replier = await self._acknowledge(interaction, new_message=action in NEW_MESSAGE_ACTIONS)
-        if replier is None:
-            return
-        user = self._requester(interaction.user, interaction.guild_id, interaction.channel_id)
-        press = self._conversation.press(
-            custom_id,
-            user,
-            replier,
-            is_moderator=self._is_moderator(interaction),
-            place=replier.context.to_dict(),
-        )
-        await self._guarded(press, replier, f"button {custom_id}")
+        with self._tracked():
+            try:
+                action = parse_button(custom_id).action
+            except BadButton:
+                log.warning("discord: a click on an unknown button %.100r", custom_id)
+                action = None
+            replier = await self._acknowledge(interaction, new_message=action in NEW_MESSAGE_ACTIONS)
+            if replier is None:
+                return
+            user = self._requester(interaction.user, interaction.guild_id, interaction.channel_id)
+            press = self._conversation.press(
+                custom_id,
+                user,
+                replier,
+                is_moderator=self._is_moderator(interaction),
+                place=replier.context.to_dict(),
+            )
+            await self._guarded(press, replier, f"button {custom_id[:100]!r}")
 
     async def _take(
         self, key: str, kind: str, payload: dict[str, Any], acknowledge: Callable[[], Awaitable[DiscordReplier | None]]
@@ -391,7 +420,22 @@ class DiscordAdapter(AdapterLifecycle):
     async def on_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
     ) -> None:
-        log.error("discord command %s failed", interaction.command and interaction.command.name, exc_info=error)
+        """A command this bot does not have (left over, or another deployment's), options it cannot read, or a
+        failure of ours: every one is answered. Only our own failures are logged with their stack."""
+        with self._tracked():
+            data: dict[str, Any] = dict(interaction.data or {})
+            name = str(data.get("name", ""))[:40]
+            if isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
+                log.warning("discord: answered an unknown command %r (%s)", name, type(error).__name__)
+                text = messages.UNKNOWN_COMMAND
+            elif isinstance(error, app_commands.CommandInvokeError):
+                log.error("discord command %r failed", name, exc_info=error)
+                text = messages.SOMETHING_WENT_WRONG
+            else:
+                log.warning("discord: unreadable options for %r: %s", name, type(error).__name__)
+                text = messages.UNKNOWN_OPTIONS
+            if not interaction.response.is_done():
+                await self._answer_at_once(interaction, text)
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
@@ -469,10 +513,19 @@ class DiscordAdapter(AdapterLifecycle):
     def _tracked(self) -> Iterator[None]:
         """close() lets the current task finish first (a stored prompt still gets its defer, a user an answer)."""
         task = asyncio.current_task()
-        if task is not None:
-            self._handling.add(task)
+        added = task is not None and task not in self._handling  # re-entrant: the outermost use untracks
+        if added:
+            self._handling.add(task)  # type: ignore[arg-type]
         try:
             yield
         finally:
-            if task is not None:
-                self._handling.discard(task)
+            if added:
+                self._handling.discard(task)  # type: ignore[arg-type]
+
+    async def settled(self) -> None:
+        """Wait until every interaction being handled has been answered and every stored prompt handled (for
+        tests and orderly stops)."""
+        while self._handling:
+            await asyncio.gather(*list(self._handling), return_exceptions=True)
+        if self._intake is not None:
+            await self._intake.settled()

@@ -26,6 +26,7 @@ import discord
 
 from bots.buttons import Action, Button, Style, parse_button
 from bots.contract import Attachment, Delivery, ReviewPost
+from bots.errors import BadButton
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,9 @@ _BUTTON_TEMPLATE = rf"imagine:(?:{_ACTIONS}):[A-Za-z0-9-]+(?::\d+)?"
 
 
 class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=_BUTTON_TEMPLATE):
-    """Every `imagine:` button, whoever sent it and whenever: the client routes clicks on any message to the
-    adapter by custom id, so buttons keep working after a restart."""
+    """Every `imagine:` button, whoever sent it and whenever. A dynamic item, so discord.py keeps no view per
+    message; clicks are not handled here but by the client's `on_interaction`, which answers every custom id
+    (bots/discord/adapter.py), so buttons keep working after a restart."""
 
     def __init__(self, button: Button) -> None:
         super().__init__(
@@ -63,12 +65,13 @@ class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> ImagineButton:
-        return cls(parse_button(match.group(0)))
+        try:
+            return cls(parse_button(match.group(0)))
+        except BadButton:  # matched the template, yet not ours (a target of dashes only): on_interaction answers
+            return cls(Button(Action.REROLL, "0"))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        on_button = getattr(interaction.client, "on_imagine_button", None)
-        if on_button is not None:
-            await on_button(interaction, self.custom_id)
+        """Nothing: the adapter answered this click in on_interaction."""
 
 
 def build_view(rows: Sequence[Sequence[Button]]) -> discord.ui.View:

@@ -34,6 +34,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots import messages
 from bots.contract import AdapterLifecycle
 from bots.conversation import Conversation
 from bots.intake import Intake
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 SLASH_COMMAND = "/imagine"
 EVENTS_PATH = "/slack/events"
 BUTTON_ACTIONS = re.compile(r"^imagine:")
+OTHER_COMMANDS = re.compile(r"^(?!/imagine$)")
+"""Slash commands this app does not have (left over from an older setup, or another deployment's)."""
+OTHER_EVENTS = re.compile(r"")
+"""Event types nobody listens to: acknowledged, so that Slack does not retry them."""
 TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
 SIGNATURE_HEADER = "X-Slack-Signature"
 RATE_LIMIT_RETRIES = 3
@@ -79,6 +84,42 @@ def request_key(body: dict[str, Any]) -> str | None:
         return f"command:{body['trigger_id']}"
     if body.get("type") == "block_actions" and body.get("trigger_id"):
         return f"action:{body['trigger_id']}"
+    return None
+
+
+OBJECT_FIELDS = ("team", "user", "channel", "container", "message", "enterprise", "event", "view", "state")
+TEXT_FIELDS = ("type", "command", "callback_id", "trigger_id", "user_id", "channel_id", "team_id", "event_id")
+
+
+def malformed(body: Any) -> str | None:
+    """Why a signed request cannot go to bolt, or None. Bolt's matchers and middleware take Slack's shapes for
+    granted (a click's action_id is a string, `user` is an object...) and answer 500 with a stack otherwise."""
+    if not isinstance(body, dict):
+        return f"the body is a {type(body).__name__}, not an object"
+    for name in OBJECT_FIELDS:
+        if name in body and not isinstance(body[name], dict | None):
+            return f"{name!r} is not an object"
+    for name in TEXT_FIELDS:
+        if name in body and not isinstance(body[name], str | None):
+            return f"{name!r} is not text"
+    if "actions" in body:
+        actions = body["actions"]
+        if (
+            not isinstance(actions, list)
+            or not actions
+            or not all(
+                isinstance(a, dict) and isinstance(a.get("action_id"), str) and isinstance(a.get("block_id", ""), str)
+                for a in actions
+            )
+        ):
+            return "'actions' is not a list of actions"
+    event = body.get("event")
+    if body.get("type") == "event_callback" and not (isinstance(event, dict) and isinstance(event.get("type"), str)):
+        return "an event_callback without an event type"
+    if isinstance(event, dict) and not all(
+        isinstance(event.get(name), str | None) for name in ("type", "subtype", "user", "channel", "bot_id", "text")
+    ):
+        return "an event with fields that are not text"
     return None
 
 
@@ -199,8 +240,11 @@ class SlackAdapter(AdapterLifecycle):
             return web.json_response({"error": "invalid request"}, status=401)
         try:
             bolt_request = await to_bolt_request(request)
-        except ValueError:  # signed by Slack but not JSON/form as announced
-            log.warning("a signed Slack request had a body that could not be parsed")
+            problem = malformed(bolt_request.body)
+        except Exception as error:  # signed, but not JSON/form as announced, or not an object: bolt cannot read it
+            problem = f"a body that could not be parsed ({type(error).__name__})"
+        if problem is not None:
+            log.warning("refused a signed Slack request: %s", problem)
             return web.json_response({"error": "bad request"}, status=400)
         return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
 
@@ -229,6 +273,8 @@ class SlackAdapter(AdapterLifecycle):
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.action(BUTTON_ACTIONS)(self._on_button)
+        app.command(OTHER_COMMANDS)(self._on_other_command)
+        app.event(OTHER_EVENTS)(self._on_other_event)
         app.error(self._on_error)
         return app
 
@@ -250,6 +296,14 @@ class SlackAdapter(AdapterLifecycle):
 
     async def _on_button(self, ack: Ack, body: dict[str, Any]) -> None:
         await self._store_then_ack(ack, BUTTON, body)
+
+    async def _on_other_command(self, ack: Ack, body: dict[str, Any]) -> None:
+        log.warning("answered an unknown Slack command %.40r", body.get("command"))
+        await ack(text=messages.UNKNOWN_COMMAND)
+
+    async def _on_other_event(self, ack: Ack, event: dict[str, Any]) -> None:
+        log.debug("ignoring a Slack event of type %.40r", event.get("type"))
+        await ack()
 
     async def _store_then_ack(self, ack: Ack, kind: str, body: dict[str, Any]) -> None:
         """If storing fails this raises, bolt answers 500, and Slack retries or tells the user: never an ack

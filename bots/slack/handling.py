@@ -52,18 +52,23 @@ class SlackRequestHandler:
             log.info("request %s already became a job before the restart", entry.key)
             return
         body = entry.payload
-        place = _prompt_place(entry)
-        if entry.kind == COMMAND and place is not None:
-            await self._imagine(
-                entry.key,
-                body.get("text", ""),
-                place,
-                body.get("team_id", ""),
-                body.get("user_name", ""),
-                response_url=body.get("response_url") or None,
-            )
-        elif entry.kind in (MENTION, DIRECT_MESSAGE) and place is not None:
-            await self._imagine(entry.key, body["event"].get("text", ""), place, body.get("team_id", ""))
+        if entry.kind in (COMMAND, MENTION, DIRECT_MESSAGE):
+            place = _prompt_place(entry)
+            if place is None:
+                log.warning("ignoring a Slack %s without a user or a channel (%s)", entry.kind, entry.key)
+                return
+            if entry.kind == COMMAND:
+                await self._imagine(
+                    entry.key,
+                    _string(body.get("text")),
+                    place,
+                    _string(body.get("team_id")),
+                    _string(body.get("user_name")),
+                    response_url=_string(body.get("response_url")) or None,
+                )
+            else:
+                event = _mapping(body.get("event"))
+                await self._imagine(entry.key, _string(event.get("text")), place, _string(body.get("team_id")))
         elif entry.kind == BUTTON:
             await self._press(entry.key, body)
         else:
@@ -73,7 +78,7 @@ class SlackRequestHandler:
         """The queue stopped taking work (shutting down): the prompt stays stored and runs after the restart."""
         place = _prompt_place(entry)
         if place is not None and not entry.replayed:
-            replier = SlackReplier(self.client, place, entry.payload.get("response_url") or None)
+            replier = SlackReplier(self.client, place, _string(entry.payload.get("response_url")) or None)
             await _refuse(replier, messages.SAVED_FOR_RESTART)
 
     async def _imagine(
@@ -110,34 +115,45 @@ class SlackRequestHandler:
             await _refuse(replier, messages.SOMETHING_WENT_WRONG)
 
     async def _press(self, key: str, body: dict[str, Any]) -> None:
-        custom_id = str(body["actions"][0].get("action_id", ""))
+        actions = body.get("actions")
+        action = _mapping(actions[0]) if isinstance(actions, list) and actions else {}
+        custom_id = _string(action.get("action_id"))
+        container = _mapping(body.get("container"))
+        message = _mapping(body.get("message"))
+        channel = _string(container.get("channel_id")) or _string(_mapping(body.get("channel")).get("id"))
+        message_ts = _string(container.get("message_ts")) or _string(message.get("ts")) or None
+        thread_ts = _string(container.get("thread_ts")) or _string(message.get("thread_ts")) or None
+        if not thread_ts and not channel.startswith("D"):
+            thread_ts = message_ts  # a click on a top-level channel message: answer in its thread
+        user = _mapping(body.get("user"))
+        place = _place(channel, user.get("id"), thread_ts)
+        if place is None:
+            log.warning("ignoring a click on %.100r without a user or a channel (%s)", custom_id, key)
+            return
         try:
             button = parse_button(custom_id)
         except BadButton as error:
-            log.warning("ignoring a click on an unknown Slack button: %s", error)
+            log.warning("a click on an unknown Slack button: %s", error)
+            await _refuse(SlackReplier(self.client, place), messages.UNKNOWN_BUTTON)
             return
-        container = body.get("container") or {}
-        message = body.get("message") or {}
-        channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
-        message_ts = container.get("message_ts") or message.get("ts")
-        thread_ts = container.get("thread_ts") or message.get("thread_ts")
-        if not thread_ts and not channel.startswith("D"):
-            thread_ts = message_ts  # a click on a top-level channel message: answer in its thread
-        place = SlackPlace(channel=channel, user=body["user"]["id"], thread_ts=thread_ts)
         deciding = button.action in (Action.APPROVE, Action.REJECT)
         if deciding and self.moderators is not None and message_ts:
             self.moderators.remember(button.target, channel, message_ts)
         is_moderator = await self.is_moderator(place.user) if deciding else False
-        requester = _requester(place, (body.get("team") or {}).get("id", ""), body["user"].get("username", ""))
+        team = _string(_mapping(body.get("team")).get("id"))
+        requester = _requester(place, team, _string(user.get("username")))
         # New jobs from this click (variations, reroll) are answered where the click happened.
-        await self.conversation.press(
-            custom_id,
-            requester,
-            SlackReplier(self.client, place),
-            is_moderator=is_moderator,
-            place=place.to_context(),
-            intake_key=key,
-        )
+        try:
+            await self.conversation.press(
+                custom_id,
+                requester,
+                SlackReplier(self.client, place),
+                is_moderator=is_moderator,
+                place=place.to_context(),
+                intake_key=key,
+            )
+        except PlaceUnreachable:
+            log.info("a click by %s in %s, a channel the bot is not in: nowhere to answer", place.user, place.channel)
 
 
 def _prompt_place(entry: IntakeEntry) -> SlackPlace | None:
@@ -145,11 +161,11 @@ def _prompt_place(entry: IntakeEntry) -> SlackPlace | None:
     is not flooded), a DM in the DM. None for what is not a prompt (a button)."""
     body = entry.payload
     if entry.kind == COMMAND:
-        return SlackPlace(channel=body["channel_id"], user=body["user_id"])
+        return _place(body.get("channel_id"), body.get("user_id"))
     if entry.kind in (MENTION, DIRECT_MESSAGE):
-        event = body["event"]
-        thread = event.get("thread_ts") or (event["ts"] if entry.kind == MENTION else None)
-        return SlackPlace(channel=event["channel"], user=event["user"], thread_ts=thread)
+        event = _mapping(body.get("event"))
+        thread = _string(event.get("thread_ts")) or (_string(event.get("ts")) if entry.kind == MENTION else "")
+        return _place(event.get("channel"), event.get("user"), thread or None)
     return None
 
 
@@ -158,6 +174,22 @@ async def _refuse(replier: SlackReplier, text: str) -> None:
         await replier.refuse(text)
     except Exception as error:  # Slack itself is failing: nothing more to tell the user
         log.warning("could not tell a Slack user that their request was refused: %r", error)
+
+
+def _string(value: Any) -> str:
+    """A field of a request as text: what is missing or not a string is empty (requests are not trusted)."""
+    return value if isinstance(value, str) else ""
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _place(channel: Any, user: Any, thread_ts: str | None = None) -> SlackPlace | None:
+    """Where to answer, or None when the request does not say who asked where (then nobody can be told)."""
+    if not _string(channel) or not _string(user):
+        return None
+    return SlackPlace(channel=channel, user=user, thread_ts=thread_ts)
 
 
 def _requester(place: SlackPlace, team_id: str, display_name: str = "") -> Requester:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -137,15 +138,20 @@ class SlackReplier:
                 blocks=[blocks.section(text)],
             )
         except SlackApiError as error:
-            if not (is_outside_channel(error) and self.response_url):
+            if not is_outside_channel(error):
                 raise
+            if not self.response_url:
+                raise PlaceUnreachable(f"not a member of {self.place.channel}, and no response_url") from error
             await self._reply_by_response_url(text)
 
     async def _reply_by_response_url(self, text: str) -> None:
         webhook = AsyncWebhookClient(self.response_url or "", session=self.client.session)
-        response = await webhook.send(
-            text=blocks.fallback_text(text), blocks=[blocks.section(text)], response_type="ephemeral"
-        )
+        try:
+            response = await webhook.send(
+                text=blocks.fallback_text(text), blocks=[blocks.section(text)], response_type="ephemeral"
+            )
+        except (aiohttp.ClientError, ValueError) as error:  # not a URL, or nothing answers there
+            raise PlaceUnreachable(f"not a member of {self.place.channel}; response_url failed: {error!r}") from error
         if response.status_code != 200:
             raise RuntimeError(f"response_url answered HTTP {response.status_code}: {response.body[:200]!r}")
 

@@ -393,6 +393,27 @@ class DiscordStandIn:
             message=stored,
         )
 
+    async def send_command_data(
+        self, user: User, data: dict[str, Any], *, in_guild: bool = True, role_ids: list[str] | None = None
+    ) -> InteractionRecord:
+        """Dispatch INTERACTION_CREATE for a slash command whose `data` (name, options) is given as it is: for
+        commands the bot does not have and options of any type."""
+        return await self._send_interaction(
+            APPLICATION_COMMAND, data, user, in_guild=in_guild, role_ids=role_ids, channel_id=None
+        )
+
+    def add_bot_message(self, custom_ids: list[str], *, in_guild: bool = True, user: User | None = None) -> str:
+        """A message of the bot's with one button per custom id (any text: older versions', malformed ones), in
+        the guild channel or in `user`'s DM; returns its id, for `click`."""
+        channel_id = self.channel_id if in_guild else self.dm_channel_id(user or self.make_user("someone"))
+        rows = [custom_ids[start : start + 5] for start in range(0, len(custom_ids), 5)]
+        components = [
+            {"type": 1, "components": [{"type": 2, "style": 2, "label": "b", "custom_id": c} for c in row]}
+            for row in rows
+        ]
+        message = self._new_message(channel_id, {"content": "", "components": components}, [], webhook=False)
+        return message.id
+
     async def send_dm(self, user: User, content: str) -> str:
         """Dispatch MESSAGE_CREATE: `user` writes `content` to the bot in their DM."""
         channel_id = self.dm_channel_id(user)
