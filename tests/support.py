@@ -38,6 +38,13 @@ def serve_environment(tmp_path: Path, model_dir: Path, **imagine: str) -> dict[s
     return env | {f"IMAGINE_{key}": value for key, value in (defaults | imagine).items()} | {"PYTHONPATH": str(ROOT)}
 
 
+async def stopped(process: asyncio.subprocess.Process) -> None:
+    """However a test ended: a serve process still running is killed and reaped."""
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
 async def start_serve(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
     with log_path.open("ab") as log:  # a file, not a pipe: nobody has to keep draining it
         return await asyncio.create_subprocess_exec(

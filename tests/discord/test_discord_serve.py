@@ -14,7 +14,7 @@ import pytest
 
 from bots import messages
 from tests.standins.discord_server import DiscordStandIn, InteractionRecord
-from tests.support import serve_environment, start_serve
+from tests.support import serve_environment, start_serve, stopped
 
 UPLOAD = r"/webhooks/\d+/[^/]+"
 
@@ -43,9 +43,7 @@ async def test_serve_with_a_bad_discord_token_exits_with_one_clear_line(
     try:
         code = await ended(process, 240)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stopped(process)
     output = log_path.read_text()
     assert code == 2, output
     assert "error: Discord rejected discord.token (401 Unauthorized)" in output
@@ -75,9 +73,7 @@ async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_
         first.send_signal(signal.SIGKILL)
         assert await ended(first) == -signal.SIGKILL
     finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
+        await stopped(first)
     assert standin.messages_with_files() == []
     standin.clear_failures()
 
@@ -89,9 +85,7 @@ async def test_kill_9_mid_work_then_restart_delivers_every_acknowledged_command_
         second.send_signal(signal.SIGTERM)
         assert await ended(second) == 0, log_path.read_text()[-3000:]
     finally:
-        if second.returncode is None:
-            second.kill()
-            await second.wait()
+        await stopped(second)
     for command in commands:  # one images message per acknowledged command, on its own interaction
         delivered = [
             r for r in standin.requests_to("POST", rf"/webhooks/\d+/{command.token}") if r.files and r.status == 200
@@ -125,9 +119,7 @@ async def test_kill_9_before_the_command_sync_answers_then_restart_answers_every
         first.send_signal(signal.SIGKILL)
         assert await ended(first) == -signal.SIGKILL
     finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
+        await stopped(first)
     assert standin.synced_commands == []  # killed inside the window: the sync was never answered
     assert standin.messages_with_files() == []
     standin.clear_failures()
@@ -143,9 +135,7 @@ async def test_kill_9_before_the_command_sync_answers_then_restart_answers_every
         second.send_signal(signal.SIGTERM)
         assert await ended(second) == 0, log_path.read_text()[-3000:]
     finally:
-        if second.returncode is None:
-            second.kill()
-            await second.wait()
+        await stopped(second)
     for command in commands:  # one images upload per command, on its own interaction
         delivered = [r for r in standin.requests if command.token in r.path and r.files and r.status == 200]
         assert len(delivered) == 1
@@ -199,9 +189,7 @@ async def test_sigterm_hands_back_running_work_in_time_and_saves_what_arrives_me
         )
         assert await ended(first) == 0, log_path.read_text()[-3000:]
     finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
+        await stopped(first)
     output = log_path.read_text()
     assert "running jobs handed back" in output
     assert standin.messages_with_files() == []
@@ -214,9 +202,7 @@ async def test_sigterm_hands_back_running_work_in_time_and_saves_what_arrives_me
         second.send_signal(signal.SIGTERM)
         assert await ended(second) == 0, log_path.read_text()[-3000:]
     finally:
-        if second.returncode is None:
-            second.kill()
-            await second.wait()
+        await stopped(second)
     for command in (long_job, meanwhile):
         delivered = [r for r in standin.requests if command.token in r.path and r.files and r.status == 200]
         assert len(delivered) == 1

@@ -12,7 +12,7 @@ import pytest
 
 from tests.standins.slack_requests import slash_command_payload
 from tests.standins.slack_server import SlackStandIn
-from tests.support import serve_environment, start_serve
+from tests.support import serve_environment, start_serve, stopped
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,12 +32,6 @@ def serve_env(tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn, **sla
 async def ended(process: asyncio.subprocess.Process, within: float = 120.0) -> int:
     async with asyncio.timeout(within):
         return await process.wait()
-
-
-async def stopped(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
 
 
 @pytest.mark.parametrize(
