@@ -91,7 +91,7 @@ async def redis_throughput(jobs: int, users: int) -> float:
     """Producers here (a frontend), two consumers in another process (a worker machine): enqueue → read → start
     → acknowledge, timed from the first enqueue to the last acknowledgement."""
     prefix = f"bench-queue-{secrets.token_hex(3)}"
-    config = settings_for(prefix).engine
+    config = settings_for(prefix, queue_size=jobs).engine  # producers run ahead of the consumers
     producer = StreamQueue(connect(REDIS_URL), config)
     records = [record(i, users) for i in range(jobs)]
     await producer.ensure_group(producer.stream("64x64x2"))
@@ -117,7 +117,7 @@ async def redis_throughput(jobs: int, users: int) -> float:
 
 async def consume(prefix: str, jobs: int) -> None:
     """The consumer process of `redis_throughput`: two consumers, as two workers would read."""
-    config = settings_for(prefix).engine
+    config = settings_for(prefix, queue_size=jobs).engine
     queues = [StreamQueue(connect(REDIS_URL), config) for _ in range(2)]
     stream = queues[0].stream("64x64x2")
     done = 0
