@@ -210,6 +210,22 @@ return {'removed', h[5]}
 )
 
 
+# KEYS: stream. ARGV: min idle ms, a consumer to keep. Deletes the group's consumers that hold nothing and have not
+# been seen for that long (workers that went away). Never one with pending entries: deleting those strands them.
+PRUNE_CONSUMERS = """
+local removed = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], 'workers')) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['pending'] == 0 and info['idle'] >= tonumber(ARGV[1]) and info['name'] ~= ARGV[2] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'workers', info['name'])
+    removed[#removed + 1] = info['name']
+  end
+end
+return removed
+"""
+
+
 @dataclass(frozen=True)
 class Entry:
     """A job as a worker reads it from a stream."""
@@ -259,6 +275,7 @@ class StreamQueue:
         self._complete = client.register_script(COMPLETE)
         self._requeue = client.register_script(REQUEUE)
         self._cancel = client.register_script(CANCEL)
+        self._prune = client.register_script(PRUNE_CONSUMERS)
 
     # ---- keys ------------------------------------------------------------------------------------------------
 
@@ -397,6 +414,10 @@ class StreamQueue:
     async def requeue(self, entry: Entry) -> bool:
         keys = [entry.stream, self.job_key(entry.job_id)]
         return bool(await self._requeue(keys=keys, args=[entry.entry_id, entry.job_id]))
+
+    async def prune_consumers(self, stream: str, min_idle_ms: int, keep: str) -> list[str]:
+        """Forget consumers (gone workers) that hold nothing and were not seen for `min_idle_ms`."""
+        return [str(name) for name in await self._prune(keys=[stream], args=[min_idle_ms, keep])]
 
     async def publish(self, owner: str, event: ProgressEvent) -> None:
         await self.redis.xadd(self.events(owner), {"e": event_to_json(event)}, maxlen=EVENTS_KEPT, approximate=True)

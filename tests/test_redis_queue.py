@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from config.settings import Settings
 from engine.errors import NotAllowed, QueueFull, QueueUnavailable
-from engine.redis_streams import WORKERS_GROUP, RedisJob, RedisJobQueue, event_from_json
+from engine.redis_streams import WORKERS_GROUP, RedisJob, RedisJobQueue, StreamQueue, event_from_json
 from engine.requests import GeneratedImage, GenerationRequest, JobState, ProgressEvent, Requester
 from engine.store import JobStore
 from engine.worker.remote import RemoteWorker
@@ -386,3 +386,22 @@ async def test_the_queue_size_holds_across_frontends(
         assert (await finished(fourth)).state is JobState.CANCELLED
     assert [record.error_kind for record in refused] == ["queue_full"]
     assert await leftovers(redis_prefix) == []
+
+
+async def test_only_consumers_holding_nothing_are_forgotten(redis_prefix: str) -> None:  # noqa: F811
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    settings = scale_out_settings(Path("unused"), Path("unused"), "sqlite:///unused.db", redis_prefix)
+    streams = StreamQueue(client, settings.engine)
+    stream = streams.stream("64x64x2")
+    try:
+        await streams.ensure_group(stream)
+        await client.xadd(stream, {"job": "j1"})
+        await client.xreadgroup(WORKERS_GROUP, "gone-holding-one", {stream: ">"}, count=1)
+        await client.xgroup_createconsumer(stream, WORKERS_GROUP, "gone-empty")
+        await client.xgroup_createconsumer(stream, WORKERS_GROUP, "me")
+        removed = await streams.prune_consumers(stream, 0, keep="me")
+        left = {consumer["name"] for consumer in await client.xinfo_consumers(stream, WORKERS_GROUP)}
+    finally:
+        await client.aclose()
+    assert removed == ["gone-empty"]
+    assert left == {"gone-holding-one", "me"}  # its pending entry stays claimable
