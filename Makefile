@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/moderation.py
 	$(BIN)/python bench/discord_ack.py
 	$(BIN)/python bench/slack_ack.py
+	$(BIN)/python bench/job_queue.py
 
 clean:
 	rm -rf $(VENV) out var .pytest_cache

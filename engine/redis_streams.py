@@ -16,6 +16,7 @@ Keys (all under `engine.redis_prefix`, "imagine" by default; `P` below):
                           in the streams at once (P:inflight counts them); when one ends, the next is appended
   P:events:<frontend>     events for the jobs a frontend owns (queued, running, step k/n, done, failed, cancelled),
                           read with the group "frontend", so a restarted frontend replays what it had not acknowledged
+  P:queued                how many jobs are queued or running (held to `engine.queue_size`)
   P:dead                  the dead-letter stream: jobs handed to `engine.max_deliveries` workers without finishing
 
 Fairness rule: a user has at most `jobs_per_user` (1) jobs queued or running in the streams; the rest wait in
@@ -44,7 +45,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from config.settings import EngineSettings, Settings
 from engine import messages
-from engine.errors import EngineClosed, JobCancelled, NotAllowed, QueueUnavailable
+from engine.errors import EngineClosed, JobCancelled, NotAllowed, QueueFull, QueueUnavailable
 from engine.requests import GenerationRequest, JobState, ProgressEvent, Requester, Timings
 from engine.serialize import image_from_dict, image_to_dict, request_from_dict, request_to_dict
 from engine.store import JobRecord, JobStore
@@ -78,16 +79,23 @@ local function release(prefix, user, limit)
   end
   if n > 0 then redis.call('HSET', inflight, user, n) else redis.call('HDEL', inflight, user) end
 end
+local function forget(prefix)
+  if redis.call('DECR', prefix .. ':queued') <= 0 then redis.call('DEL', prefix .. ':queued') end
+end
 """
 
-# KEYS: job hash, lane, inflight, streams set, stream. ARGV: job id, user, owner, payload, jobs per user, "1" when
-# the caller is the frontend that accepted the job. Returns {"stream"|"lane", position} or {"exists", 0} (already
-# queued: enqueueing is idempotent; the accepting frontend takes the job's events over from a reconciling one).
+# KEYS: job hash, lane, inflight, streams set, stream, queued count. ARGV: job id, user, owner, payload, jobs per
+# user, "1" when the caller is the frontend that accepted the job, queue size (0: no limit). Returns
+# {"stream"|"lane", position}, {"full", queued} or {"exists", 0} (already queued: enqueueing is idempotent; the
+# accepting frontend takes the job's events over from a reconciling one).
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'owner', ARGV[3]) end
   return {'exists', 0}
 end
+local queued = tonumber(redis.call('GET', KEYS[6]) or '0')
+if tonumber(ARGV[7]) > 0 and queued >= tonumber(ARGV[7]) then return {'full', queued} end
+redis.call('INCR', KEYS[6])
 redis.call('HSET', KEYS[1], 'stream', KEYS[5], 'owner', ARGV[3], 'user', ARGV[2], 'payload', ARGV[4],
            'state', 'queued')
 if redis.call('SADD', KEYS[4], KEYS[5]) == 1 or redis.call('EXISTS', KEYS[5]) == 0 then
@@ -159,6 +167,7 @@ redis.call('XACK', KEYS[1], 'workers', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 if h[1] and h[2] == ARGV[1] then
   redis.call('DEL', KEYS[2])
+  forget(ARGV[2])
   release(ARGV[2], h[1], tonumber(ARGV[3]))
   return 1
 end
@@ -176,27 +185,45 @@ redis.call('HDEL', KEYS[2], 'worker')
 return 1
 """
 
-# KEYS: job hash. ARGV: prefix, jobs per user, job id. "removed": it was waiting (the caller ends it);
-# "running": a worker holds it (flagged: that worker ends it); "unknown": not queued or running.
+# KEYS: job hash. ARGV: prefix, jobs per user, job id. Returns {outcome, owner}: "removed" (it was waiting: the
+# caller ends it), "running" (a worker holds it: flagged, that worker ends it) or "unknown" (not queued or running).
 CANCEL = (
     _RELEASE
     + """
-local h = redis.call('HMGET', KEYS[1], 'state', 'stream', 'entry', 'user')
-if not h[1] then return 'unknown' end
-if h[1] == 'running' then redis.call('HSET', KEYS[1], 'cancel', '1'); return 'running' end
+local h = redis.call('HMGET', KEYS[1], 'state', 'stream', 'entry', 'user', 'owner')
+if not h[1] then return {'unknown', ''} end
+if h[1] == 'running' then redis.call('HSET', KEYS[1], 'cancel', '1'); return {'running', h[5]} end
 if not h[3] then
   redis.call('LREM', ARGV[1] .. ':lane:' .. h[4], 0, ARGV[3])
   redis.call('DEL', KEYS[1])
-  return 'removed'
+  forget(ARGV[1])
+  return {'removed', h[5]}
 end
 local p = redis.call('XPENDING', h[2], 'workers', h[3], h[3], 1)
-if #p > 0 then redis.call('HSET', KEYS[1], 'cancel', '1'); return 'running' end
+if #p > 0 then redis.call('HSET', KEYS[1], 'cancel', '1'); return {'running', h[5]} end
 redis.call('XDEL', h[2], h[3])
 redis.call('DEL', KEYS[1])
+forget(ARGV[1])
 release(ARGV[1], h[4], tonumber(ARGV[2]))
-return 'removed'
+return {'removed', h[5]}
 """
 )
+
+
+# KEYS: stream. ARGV: min idle ms, a consumer to keep. Deletes the group's consumers that hold nothing and have not
+# been seen for that long (workers that went away). Never one with pending entries: deleting those strands them.
+PRUNE_CONSUMERS = """
+local removed = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], 'workers')) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['pending'] == 0 and info['idle'] >= tonumber(ARGV[1]) and info['name'] ~= ARGV[2] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'workers', info['name'])
+    removed[#removed + 1] = info['name']
+  end
+end
+return removed
+"""
 
 
 @dataclass(frozen=True)
@@ -240,6 +267,7 @@ class StreamQueue:
         self.redis = client
         self.prefix = config.redis_prefix
         self.jobs_per_user = config.jobs_per_user
+        self.queue_size = config.queue_size
         self._enqueue = client.register_script(ENQUEUE)
         self._start = client.register_script(START)
         self._heartbeat = client.register_script(HEARTBEAT)
@@ -247,6 +275,7 @@ class StreamQueue:
         self._complete = client.register_script(COMPLETE)
         self._requeue = client.register_script(REQUEUE)
         self._cancel = client.register_script(CANCEL)
+        self._prune = client.register_script(PRUNE_CONSUMERS)
 
     # ---- keys ------------------------------------------------------------------------------------------------
 
@@ -267,6 +296,10 @@ class StreamQueue:
         return f"{self.prefix}:streams"
 
     @property
+    def queued_key(self) -> str:
+        return f"{self.prefix}:queued"
+
+    @property
     def inflight_key(self) -> str:
         return f"{self.prefix}:inflight"
 
@@ -281,7 +314,7 @@ class StreamQueue:
         the job just now (not a reconciliation), and so its owner."""
         user = record.request.requester.key
         stream = self.stream(shape_key(record.width, record.height, record.steps))
-        keys = [self.job_key(record.id), self.lane(user), self.inflight_key, self.streams_key, stream]
+        keys = [self.job_key(record.id), self.lane(user), self.inflight_key, self.streams_key, stream, self.queued_key]
         args: list[str | int] = [
             record.id,
             user,
@@ -289,12 +322,16 @@ class StreamQueue:
             record_to_json(record),
             self.jobs_per_user,
             "1" if accepted else "0",
+            self.queue_size if accepted else 0,  # a job journaled earlier is queued again whatever the count
         ]
         where, position = await self._enqueue(keys=keys, args=args)
         return str(where), int(position)
 
-    async def cancel(self, job_id: str) -> str:
-        return str(await self._cancel(keys=[self.job_key(job_id)], args=[self.prefix, self.jobs_per_user, job_id]))
+    async def cancel(self, job_id: str) -> tuple[str, str]:
+        """(outcome, owner frontend): see CANCEL."""
+        keys, args = [self.job_key(job_id)], [self.prefix, str(self.jobs_per_user), job_id]
+        outcome, owner = await self._cancel(keys=keys, args=args)
+        return str(outcome), str(owner)
 
     async def owner(self, job_id: str) -> str | None:
         value = await self.redis.hget(self.job_key(job_id), "owner")  # type: ignore[misc]
@@ -377,6 +414,10 @@ class StreamQueue:
     async def requeue(self, entry: Entry) -> bool:
         keys = [entry.stream, self.job_key(entry.job_id)]
         return bool(await self._requeue(keys=keys, args=[entry.entry_id, entry.job_id]))
+
+    async def prune_consumers(self, stream: str, min_idle_ms: int, keep: str) -> list[str]:
+        """Forget consumers (gone workers) that hold nothing and were not seen for `min_idle_ms`."""
+        return [str(name) for name in await self._prune(keys=[stream], args=[min_idle_ms, keep])]
 
     async def publish(self, owner: str, event: ProgressEvent) -> None:
         await self.redis.xadd(self.events(owner), {"e": event_to_json(event)}, maxlen=EVENTS_KEPT, approximate=True)
@@ -581,11 +622,15 @@ class RedisJobQueue:
         store = self._store_required()
         await store.add(record)
         try:
-            _, position = await self.streams.enqueue(record, self.frontend_id)
+            where, position = await self.streams.enqueue(record, self.frontend_id)
         except RedisError as exc:
             error = QueueUnavailable(self._unavailable(exc))
             await store.set_state(record.id, JobState.FAILED, error.kind, str(error))
             raise error from exc
+        if where == "full":  # engine.queue_size counts every queued or running job, of every frontend
+            full = QueueFull(messages.QUEUE_FULL.format(size=self._config.queue_size))
+            await store.set_state(record.id, JobState.FAILED, full.kind, str(full))
+            raise full
         job = RedisJob(record, position=position)
         self._handles[job.id] = job
         log.info("job %s queued for %s at position %d", job.id, record.request.requester.key, position)
@@ -598,21 +643,22 @@ class RedisJobQueue:
         if by is not None and by.key != record.request.requester.key:
             raise NotAllowed(messages.NOT_YOURS)
         try:
-            outcome = await self.streams.cancel(job_id)
-        except RedisError as exc:
-            raise QueueUnavailable(self._unavailable(exc)) from exc
-        if outcome == "running":
-            return True  # the worker holding it stops it, journals it and tells us
-        if outcome == "removed":
+            outcome, owner = await self.streams.cancel(job_id)
+            if outcome == "running":
+                return True  # the worker holding it stops it, journals it and tells its frontend
+            if outcome != "removed":
+                return False
             error = JobCancelled(messages.CANCELLED)
             await self._store_required().set_state(job_id, JobState.CANCELLED, error.kind, str(error))
-            handle = self._handles.pop(job_id, None)
+            event = ProgressEvent(job_id=job_id, state=JobState.CANCELLED, error_kind=error.kind, error=str(error))
+            handle = self._handles.get(job_id)
             if handle is not None:
-                handle.apply(
-                    ProgressEvent(job_id=job_id, state=JobState.CANCELLED, error_kind=error.kind, error=str(error))
-                )
+                self._finish(handle, event)
+            if owner and owner != self.frontend_id:  # pressed on another frontend than the one following it
+                await self.streams.publish(owner, event)
             return True
-        return False
+        except RedisError as exc:
+            raise QueueUnavailable(self._unavailable(exc)) from exc
 
     async def lookup(self, job_id: str) -> JobRecord | None:
         return await self._store_required().get(job_id)

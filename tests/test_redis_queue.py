@@ -15,8 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from config.settings import Settings
-from engine.errors import NotAllowed, QueueUnavailable
-from engine.redis_streams import WORKERS_GROUP, RedisJob, RedisJobQueue, event_from_json
+from engine.errors import NotAllowed, QueueFull, QueueUnavailable
+from engine.redis_streams import WORKERS_GROUP, RedisJob, RedisJobQueue, StreamQueue, event_from_json
 from engine.requests import GeneratedImage, GenerationRequest, JobState, ProgressEvent, Requester
 from engine.store import JobStore
 from engine.worker.remote import RemoteWorker
@@ -96,7 +96,8 @@ async def leftovers(prefix: str, url: str = REDIS_URL) -> list[str]:
     client = aioredis.Redis.from_url(url, decode_responses=True)
     try:
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-        left = [key for key in keys if key.startswith((f"{prefix}:job:", f"{prefix}:lane:", f"{prefix}:inflight"))]
+        kinds = (f"{prefix}:job:", f"{prefix}:lane:", f"{prefix}:inflight", f"{prefix}:queued")
+        left = [key for key in keys if key.startswith(kinds)]
         for stream in await client.smembers(f"{prefix}:streams"):  # type: ignore[misc]
             if await client.xlen(stream):
                 left.append(stream)
@@ -360,3 +361,47 @@ async def test_a_worker_killed_between_journaling_and_acknowledging_leaves_nothi
     assert ended.state is JobState.DONE and [i.path for i in ended.images] == [image.path]
     assert worker.started == []  # announced from the journal, not rendered again
     assert await leftovers(redis_prefix) == []
+
+
+async def test_the_queue_size_holds_across_frontends(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    postgres_url: str,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    settings = scale_out_settings(tmp_path, tiny_model_dir, postgres_url, redis_prefix, queue_size=3)
+    async with started_frontend(settings, "f1") as f1, started_frontend(settings, "f2") as f2:
+        first = await f1.submit(small("one", ALICE))
+        second = await f2.submit(small("two", ALICE))  # waits in alice's lane: counted all the same
+        third = await f2.submit(small("three", BOB))
+        with pytest.raises(QueueFull, match="3 jobs"):
+            await f1.submit(small("four", BOB))
+        assert await f1.cancel(first.id)
+        fourth = await f1.submit(small("four, again", BOB))
+        refused = [record for record in await _failed(postgres_url) if record.request.prompt == "four"]
+        for job in (second, third):  # cancelled on the frontend that does not follow them: their own hears it
+            assert await f1.cancel(job.id)
+            assert (await finished(job)).state is JobState.CANCELLED
+        assert await f2.cancel(fourth.id)
+        assert (await finished(fourth)).state is JobState.CANCELLED
+    assert [record.error_kind for record in refused] == ["queue_full"]
+    assert await leftovers(redis_prefix) == []
+
+
+async def test_only_consumers_holding_nothing_are_forgotten(redis_prefix: str) -> None:  # noqa: F811
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    settings = scale_out_settings(Path("unused"), Path("unused"), "sqlite:///unused.db", redis_prefix)
+    streams = StreamQueue(client, settings.engine)
+    stream = streams.stream("64x64x2")
+    try:
+        await streams.ensure_group(stream)
+        await client.xadd(stream, {"job": "j1"})
+        await client.xreadgroup(WORKERS_GROUP, "gone-holding-one", {stream: ">"}, count=1)
+        await client.xgroup_createconsumer(stream, WORKERS_GROUP, "gone-empty")
+        await client.xgroup_createconsumer(stream, WORKERS_GROUP, "me")
+        removed = await streams.prune_consumers(stream, 0, keep="me")
+        left = {consumer["name"] for consumer in await client.xinfo_consumers(stream, WORKERS_GROUP)}
+    finally:
+        await client.aclose()
+    assert removed == ["gone-empty"]
+    assert left == {"gone-holding-one", "me"}  # its pending entry stays claimable

@@ -45,6 +45,8 @@ from engine.worker.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
 MAX_RETRY_DELAY_S = 5.0
+CONSUMERS_PRUNED_EVERY_S = 600.0
+CONSUMER_FORGOTTEN_AFTER_S = 3600.0
 
 
 class DeadLetter(EngineError):
@@ -123,6 +125,7 @@ class RemoteWorker:
         self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._rotation = 0
+        self._next_prune = 0.0
         self._redis_ok_since = time.monotonic()
         self._jobs_per_read = max(1, config.max_batch_images // max(1, config.images_per_prompt))
         # A live worker renews its jobs every heartbeat, so their idle time stays near one heartbeat. Taking them
@@ -228,7 +231,12 @@ class RemoteWorker:
             return  # just (re)connected: live workers have not had a chance to renew their jobs yet
         self.janitor_rounds += 1
         min_idle_ms = int(self.reclaim_idle_s * 1000)
-        for stream in await self.streams.job_streams():
+        streams = await self.streams.job_streams()
+        if time.monotonic() >= self._next_prune:  # gone workers' names, once they hold nothing
+            self._next_prune = time.monotonic() + CONSUMERS_PRUNED_EVERY_S
+            for stream in streams:
+                await self.streams.prune_consumers(stream, int(CONSUMER_FORGOTTEN_AFTER_S * 1000), self.consumer)
+        for stream in streams:
             entries = await self.streams.reclaim(self.consumer, stream, min_idle_ms, self._jobs_per_read)
             runnable = []
             for entry in entries:

@@ -1,7 +1,9 @@
-"""Scale-out queue benchmark (engine/redis_streams.py, engine/worker/remote.py) on the local Redis.
+"""Scale-out queue benchmark (engine/redis_streams.py, engine/worker/remote.py) on the local Redis. (Not named
+queue.py: a script's folder comes first on sys.path, and a bench/queue.py hid the standard library's `queue` from
+every other benchmark.)
 
-    .venv/bin/python bench/queue.py                      # 20,000 jobs, 2,000 events, a reclaim with 2 s heartbeats
-    .venv/bin/python bench/queue.py --jobs 5000 --heartbeat 0.5    # quicker
+    .venv/bin/python bench/job_queue.py                      # 20,000 jobs, 2,000 events, a reclaim with 2 s heartbeats
+    .venv/bin/python bench/job_queue.py --jobs 5000 --heartbeat 0.5    # quicker
 
 - redis_jobs_per_s: jobs through the queue layer with a no-op pipeline: producers in this process (a frontend)
   enqueue (the ENQUEUE script), two consumers in a second process (a worker machine; their own connections) read
@@ -91,7 +93,7 @@ async def redis_throughput(jobs: int, users: int) -> float:
     """Producers here (a frontend), two consumers in another process (a worker machine): enqueue → read → start
     → acknowledge, timed from the first enqueue to the last acknowledgement."""
     prefix = f"bench-queue-{secrets.token_hex(3)}"
-    config = settings_for(prefix).engine
+    config = settings_for(prefix, queue_size=jobs).engine  # producers run ahead of the consumers
     producer = StreamQueue(connect(REDIS_URL), config)
     records = [record(i, users) for i in range(jobs)]
     await producer.ensure_group(producer.stream("64x64x2"))
@@ -117,7 +119,7 @@ async def redis_throughput(jobs: int, users: int) -> float:
 
 async def consume(prefix: str, jobs: int) -> None:
     """The consumer process of `redis_throughput`: two consumers, as two workers would read."""
-    config = settings_for(prefix).engine
+    config = settings_for(prefix, queue_size=jobs).engine
     queues = [StreamQueue(connect(REDIS_URL), config) for _ in range(2)]
     stream = queues[0].stream("64x64x2")
     done = 0
