@@ -185,6 +185,27 @@ redis.call('HDEL', KEYS[2], 'worker')
 return 1
 """
 
+# KEYS: job hash. ARGV: prefix, job id. Returns the job's place in line (1: next to start) or 0 when it runs or is
+# gone: in its stream, the entries the workers have not read yet up to its own; in its user's lane, all of those
+# plus its place in the lane (an estimate: other users' lanes may feed the stream in between).
+POSITION = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'stream', 'entry', 'user')
+if h[1] ~= 'queued' or not h[2] then return 0 end
+local last = '0-0'
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', h[2])) do
+  for i = 1, #group, 2 do
+    if group[i] == 'name' and group[i + 1] == 'workers' then
+      for j = 1, #group, 2 do if group[j] == 'last-delivered-id' then last = group[j + 1] end end
+    end
+  end
+end
+if h[3] then return #redis.call('XRANGE', h[2], '(' .. last, h[3], 'COUNT', 10000) end
+local unread = #redis.call('XRANGE', h[2], '(' .. last, '+', 'COUNT', 10000)
+local place = redis.call('LPOS', ARGV[1] .. ':lane:' .. h[4], ARGV[2])
+if not place then return 0 end
+return unread + place + 1
+"""
+
 # KEYS: job hash. ARGV: prefix, jobs per user, job id. Returns {outcome, owner}: "removed" (it was waiting: the
 # caller ends it), "running" (a worker holds it: flagged, that worker ends it) or "unknown" (not queued or running).
 CANCEL = (
@@ -275,6 +296,7 @@ class StreamQueue:
         self._complete = client.register_script(COMPLETE)
         self._requeue = client.register_script(REQUEUE)
         self._cancel = client.register_script(CANCEL)
+        self._position = client.register_script(POSITION)
         self._prune = client.register_script(PRUNE_CONSUMERS)
 
     # ---- keys ------------------------------------------------------------------------------------------------
@@ -332,6 +354,13 @@ class StreamQueue:
         keys, args = [self.job_key(job_id)], [self.prefix, str(self.jobs_per_user), job_id]
         outcome, owner = await self._cancel(keys=keys, args=args)
         return str(outcome), str(owner)
+
+    async def positions(self, job_ids: Sequence[str]) -> list[int]:
+        """Each job's place in line (0: running or gone), one round trip for all."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                await self._position(keys=[self.job_key(job_id)], args=[self.prefix, job_id], client=pipe)
+            return [int(position) for position in await pipe.execute()]
 
     async def owner(self, job_id: str) -> str | None:
         value = await self.redis.hget(self.job_key(job_id), "owner")  # type: ignore[misc]
@@ -576,6 +605,7 @@ class RedisJobQueue:
         self._accepting = False
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
+        self._positions: asyncio.Task[None] | None = None
         self._events_key = self.streams.events(self.frontend_id)
 
     @property
@@ -591,6 +621,7 @@ class RedisJobQueue:
         except RedisError as exc:
             raise QueueUnavailable(self._unavailable(exc)) from exc
         self._reader = asyncio.create_task(self._read_events(), name=f"imagine-events-{self.frontend_id}")
+        self._positions = asyncio.create_task(self._refresh_positions(), name=f"imagine-positions-{self.frontend_id}")
         self._accepting = True
         log.info("job queue on Redis %s (frontend %s)", redact(self._config.redis_url), self.frontend_id)
 
@@ -602,10 +633,11 @@ class RedisJobQueue:
             return
         self._closed = True
         self._accepting = False
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
+        for task in (self._reader, self._positions):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._reader = self._positions = None
         for handle in self._handles.values():
             handle.hand_back()
         self._handles.clear()
@@ -715,6 +747,23 @@ class RedisJobQueue:
             redis = False
         reader = self._reader is not None and not self._reader.done()
         return {"redis": redis, "queue_accepting": self._accepting, "events_reader": reader}
+
+    async def _refresh_positions(self) -> None:
+        """Queue positions move as other jobs start on workers anywhere, which no event of ours reports: every
+        heartbeat, look up the place in line of each job this frontend follows that is still queued."""
+        while True:
+            await asyncio.sleep(self._config.heartbeat_s)
+            queued = [handle for handle in self._handles.values() if handle.state is JobState.QUEUED]
+            if not queued:
+                continue
+            try:
+                positions = await self.streams.positions([handle.id for handle in queued])
+            except (RedisError, OSError):
+                continue  # the events reader reports outages; positions simply wait for the next round
+            for handle, position in zip(queued, positions, strict=True):
+                current = handle.snapshot()
+                if position and current.state is JobState.QUEUED and position != current.position:
+                    handle.apply(replace(current, position=position))
 
     async def _create_events_group(self) -> None:
         try:

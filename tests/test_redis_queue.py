@@ -35,6 +35,7 @@ from tests.support import UnetGate, gated_runner
 
 ALICE = Requester(platform="test", user_id="alice")
 BOB = Requester(platform="test", user_id="bob")
+CAROL = Requester(platform="test", user_id="carol")
 
 
 def small(prompt: str, requester: Requester = ALICE, **fields: Any) -> GenerationRequest:
@@ -247,6 +248,75 @@ async def test_fair_with_two_workers_one_job_of_b_starts_within_the_next_two_aft
     after_b = [job_id for started, job_id in starts if started >= submitted_at]
     assert b.id in after_b[:2], f"B started as job {after_b.index(b.id) + 1} after it was submitted"
     assert w1.started and w2.started  # both workers took part
+    assert await leftovers(redis_prefix) == []
+
+
+async def test_queue_positions_move_up_as_the_jobs_ahead_start(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    postgres_url: str,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    """No event reports other jobs starting on a worker, so the frontend looks up the places in line of its
+    queued jobs every heartbeat: a job in the stream and one in its user's lane both move up."""
+    settings = scale_out_settings(tmp_path, tiny_model_dir, postgres_url, redis_prefix, max_batch_images=4)
+    runner, gate = gated_runner(settings, 1, 3)  # each job: 2 steps, one UNet call each: a holds at 1, b at 3
+    async with started_frontend(settings, "f1") as f1, running_worker(settings, lambda: runner, gate):
+        a = await f1.submit(small("a", ALICE))
+        await gate.wait_reached(1)
+        b, c = await f1.submit(small("b", BOB)), await f1.submit(small("c", CAROL))
+        d = await f1.submit(small("d", ALICE))  # Alice already has a job running: d waits in her lane
+        assert [job.snapshot().position for job in (b, c, d)] == [1, 2, 3]
+        seen: dict[str, list[int]] = {job.id: [] for job in (c, d)}
+
+        async def watch(job: RedisJob) -> None:
+            async for event in job.events():
+                if event.position and event.position not in seen[job.id][-1:]:
+                    seen[job.id].append(event.position)
+
+        watchers = [asyncio.create_task(watch(job)) for job in (c, d)]
+        gate.release(1)
+        await gate.wait_reached(3)  # a is done, b runs; c is next, and d has joined the stream behind it
+        await eventually(lambda: c.snapshot().position == 1 and d.snapshot().position == 2, what="positions")
+        gate.release(3)
+        outcomes = [await finished(job) for job in (a, b, c, d)]
+        await asyncio.gather(*watchers)
+    assert [outcome.state for outcome in outcomes] == [JobState.DONE] * 4
+    assert seen == {c.id: [2, 1], d.id: [3, 2, 1]} or seen == {c.id: [2, 1], d.id: [3, 2]}
+
+
+async def test_a_worker_told_to_hurry_hands_its_running_job_back_for_another_worker(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    postgres_url: str,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    """`imagine worker`'s second signal: the job it runs stops at its next step and goes back to its stream; the
+    worker's run() returns without finishing it, and another worker runs it to the end."""
+    settings = scale_out_settings(tmp_path, tiny_model_dir, postgres_url, redis_prefix)
+    runner, gate = gated_runner(settings, 1)
+    async with started_frontend(settings, "f1") as f1:
+        hurried = RemoteWorker(settings, runner_factory=lambda: runner)
+        await hurried.start()
+        stop = asyncio.Event()
+        running = asyncio.create_task(hurried.run(stop))
+        try:
+            job = await f1.submit(small("a lighthouse", ALICE))
+            await gate.wait_reached()
+            stop.set()
+            hurried.hand_back()
+            gate.release()
+            await asyncio.wait_for(running, 120)
+        finally:
+            gate.release()
+            stop.set()
+            await asyncio.gather(running, return_exceptions=True)
+            await hurried.close()
+        assert not job.state.finished
+        async with running_worker(settings) as other:
+            outcome = await finished(job)
+    assert outcome.state is JobState.DONE
+    assert started_ids(hurried) == [job.id] and started_ids(other) == [job.id]
     assert await leftovers(redis_prefix) == []
 
 

@@ -2,9 +2,10 @@
 
 It loads the model and takes jobs from Redis (engine/worker/remote.py); frontends (`imagine serve` with the same
 `engine.redis_url` and `store.url`) queue them and deliver the results. Run one per GPU. On a signal it stops
-taking jobs, finishes the ones it holds and sends their events; a worker killed outright loses nothing: its jobs
-are taken over by another worker after `engine.reclaim_after_heartbeats` missed heartbeats. Like `imagine serve`
-it serves /healthz, /readyz and /metrics on `web.host:web.port` (give each process on one host its own port).
+taking jobs, finishes the ones it holds and sends their events; a second signal hands them back to Redis at once.
+A worker killed outright loses nothing: its jobs are taken over by another worker after
+`engine.reclaim_after_heartbeats` missed heartbeats. Like `imagine serve` it serves /healthz, /readyz and /metrics
+on `web.host:web.port` (give each process on one host its own port).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ async def work(settings: Settings, stop: asyncio.Event | None = None, consumer: 
     from engine.redis_streams import redact
     from engine.worker.remote import RemoteWorker
 
-    stop = stop or _stop_on_signals()
     worker = RemoteWorker(settings, consumer=consumer, **_screening(settings))
+    stop = stop or _stop_on_signals(worker.hand_back)
     web = WebServer(settings.web, ops_app(worker.readiness)) if settings.web.enabled else None
     try:
         if web is not None:  # /healthz, /readyz (model, Redis, heartbeat, progress) and /metrics
@@ -78,9 +79,19 @@ def _screening(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _stop_on_signals() -> asyncio.Event:
+def _stop_on_signals(hand_back: Callable[[], None]) -> asyncio.Event:
+    """The first SIGINT/SIGTERM sets the returned event (finish what is held, then stop); a second one hands the
+    held jobs back to Redis at once (`RemoteWorker.hand_back`), for another worker to run."""
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            log.info("stopping: finishing the jobs this worker holds (signal again to hand them back at once)")
+            stop.set()
+        else:
+            hand_back()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     return stop

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from engine import messages
-from engine.errors import EngineError, GenerationFailed, JobCancelled
+from engine.errors import EngineClosed, EngineError, GenerationFailed, JobCancelled
 from engine.jobs import Job
 from engine.postprocess import PostProcessor
 from engine.redis_streams import Entry, StreamQueue, connect, final_event, redact
@@ -162,6 +162,17 @@ class RemoteWorker:
             self._config.heartbeat_s,
             self.reclaim_idle_s,
         )
+
+    def hand_back(self) -> None:
+        """Stop at once instead of finishing (a second signal): waiting jobs go back to their stream now, running
+        ones at their next step; another worker takes them (`run()` then returns as soon as that is sent)."""
+        handed_back = EngineClosed(messages.RESTARTING)
+        for job in list(self._held.values()):
+            job.handed_back = True
+        for job in self._waiting:
+            job.finish(JobState.QUEUED, error=handed_back)  # its QUEUED event requeues it (see _deliver)
+        self._waiting.clear()
+        log.info("worker %s: handing back the %d job(s) it holds", self.consumer, len(self._held))
 
     async def readiness(self) -> dict[str, bool]:
         """/readyz of `imagine worker`: the model is loaded, Redis answers, the heartbeat renewed this worker's
@@ -318,8 +329,7 @@ class RemoteWorker:
         job.state = state
         if not (isinstance(job, RemoteJob) and job.lost):
             await self._store_required().set_state(job.id, state, kind, str(error))
-        log.info("job %s %s for %s: %s", job.id, state.value, job.user_key, error)
-        job.finish(state, error=error)
+        job.finish(state, error=error)  # (its one log line: engine/metrics.py)
 
     def _send(self, job: RemoteJob) -> None:
         self._outbox.put_nowait(_Outgoing(job, job.snapshot()))
