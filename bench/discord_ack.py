@@ -25,11 +25,15 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+# The repository, not this folder, on the path: run as a script, bench/ comes first and bench/queue.py would
+# shadow the standard library's queue.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import discord  # noqa: E402
@@ -74,9 +78,13 @@ async def stand_in_discord() -> None:
 async def fire(standin: Any, order: dict[str, Any]) -> dict[str, Any]:
     """Dispatch `count` /imagine commands at once to one bot's session; wait for every defer callback."""
     standin.gateway.select_session(order["session"])
-    users = [standin.make_user(f"{order['prefix']}{i:04d}") for i in range(order["count"])]
+    per_user = int(order.get("per_user", 1))  # commands each user sends, one after another (bench/load.py: 10)
+    users = [standin.make_user(f"{order['prefix']}{i:04d}") for i in range(-(-order["count"] // per_user))]
     records = await asyncio.gather(
-        *(standin.send_command(user, {"prompt": f"a lighthouse at dawn, take {i}"}) for i, user in enumerate(users))
+        *(
+            standin.send_command(users[i // per_user], {"prompt": f"a lighthouse at dawn, take {i}"})
+            for i in range(order["count"])
+        )
     )
     try:
         await standin.wait_until(lambda: all(r.acked_at is not None for r in records), ACK_WAIT_S)
@@ -164,7 +172,22 @@ def bench_settings(workdir: Path, discord_info: dict[str, str], args: argparse.N
     )
 
 
+Measured = tuple[dict[str, list[float]], dict[str, int], list[float]]
+"""Ack latencies (ms) by variant, unacknowledged commands by variant, imagine's status-shown times (ms)."""
+
+
 async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="discord-ack-") as tmp:
+        latencies, unacked, answers = await measure(args, lambda info: bench_settings(Path(tmp), info, args))
+    report(latencies, unacked, answers, args)
+
+
+async def measure(
+    args: argparse.Namespace, settings: Callable[[dict[str, str]], Settings], *, per_user: int = 1
+) -> Measured:
+    """Both variants against one stand-in Discord in a child process: `args.rounds` alternating rounds of
+    `args.commands` commands at once (`per_user` from each user). `settings(stand-in info)` builds the
+    service's settings."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -182,44 +205,42 @@ async def run(args: argparse.Namespace) -> None:
     latencies: dict[str, list[float]] = {name: [] for name in VARIANTS}
     answers: list[float] = []
     unacked = dict.fromkeys(VARIANTS, 0)
-    with tempfile.TemporaryDirectory(prefix="discord-ack-") as tmp:
-        bare = BareDiscordPy(info["token"])
-        service = Service(
-            bench_settings(Path(tmp), info, args), adapters=[partial(DiscordAdapter, guild_ready_timeout=0.05)]
-        )
-        try:
-            await bare.start()
-            await child.ask({"wait_sessions": 1})
-            await service.start()
-            await child.ask({"wait_sessions": 2})
-            for session in range(len(VARIANTS)):  # warm up: connection pools, first jobs, first models
-                await child.ask({"session": session, "count": 5, "prefix": f"w{session}-", "answers": session == 1})
-            for round_number in range(args.rounds):
-                # Alternate which variant goes first: the engine renders the previous imagine round's jobs in
-                # the background, and neither variant should always be the one that runs right after it.
-                order = list(enumerate(VARIANTS))
-                for session, name in order if round_number % 2 == 0 else reversed(order):
-                    result = await child.ask(
-                        {
-                            "session": session,
-                            "count": args.commands,
-                            "prefix": f"r{round_number}-{session}-",
-                            "answers": name == "imagine",
-                        }
-                    )
-                    latencies[name] += result["latencies_ms"]
-                    answers += result["answers_ms"]
-                    unacked[name] += result["unacked"]
-                    print(
-                        f"round {round_number + 1} {name}: {len(result['latencies_ms'])} defers, "
-                        f"{result['unacked']} unacknowledged",
-                        file=sys.stderr,
-                    )
-        finally:
-            await service.close()  # before the stand-in goes: deliveries in flight end cleanly
-            await bare.close()
-            await child.quit()
-    report(latencies, unacked, answers, args)
+    bare = BareDiscordPy(info["token"])
+    service = Service(settings(info), adapters=[partial(DiscordAdapter, guild_ready_timeout=0.05)])
+    try:
+        await bare.start()
+        await child.ask({"wait_sessions": 1})
+        await service.start()
+        await child.ask({"wait_sessions": 2})
+        for session in range(len(VARIANTS)):  # warm up: connection pools, first jobs, first models
+            await child.ask({"session": session, "count": 5, "prefix": f"w{session}-", "answers": session == 1})
+        for round_number in range(args.rounds):
+            # Alternate which variant goes first: the engine renders the previous imagine round's jobs in
+            # the background, and neither variant should always be the one that runs right after it.
+            order = list(enumerate(VARIANTS))
+            for session, name in order if round_number % 2 == 0 else reversed(order):
+                result = await child.ask(
+                    {
+                        "session": session,
+                        "count": args.commands,
+                        "per_user": per_user,
+                        "prefix": f"r{round_number}-{session}-",
+                        "answers": name == "imagine",
+                    }
+                )
+                latencies[name] += result["latencies_ms"]
+                answers += result["answers_ms"]
+                unacked[name] += result["unacked"]
+                print(
+                    f"round {round_number + 1} {name}: {len(result['latencies_ms'])} defers, "
+                    f"{result['unacked']} unacknowledged",
+                    file=sys.stderr,
+                )
+    finally:
+        await service.close()  # before the stand-in goes: deliveries in flight end cleanly
+        await bare.close()
+        await child.quit()
+    return latencies, unacked, answers
 
 
 def report(

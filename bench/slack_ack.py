@@ -25,10 +25,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+# The repository, not this folder, on the path: run as a script, bench/ comes first and bench/queue.py would
+# shadow the standard library's queue.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
@@ -66,9 +70,12 @@ async def load_generator() -> None:
 
 async def fire(standin: Any, sender: Any, order: dict[str, Any]) -> dict[str, Any]:
     """Post `count` signed slash commands at once; return each one's latency to its response."""
+    per_user = int(order.get("per_user", 1))  # commands each user sends, one after another (bench/load.py: 10)
     requests = [
         sender.slash_command(
-            f"a lighthouse at dawn, take {i}", user_id=f"U{order['prefix']}{i:04d}", channel_id=f"CBENCH{i % 20:02d}"
+            f"a lighthouse at dawn, take {i}",
+            user_id=f"U{order['prefix']}{i // per_user:04d}",
+            channel_id=f"CBENCH{i % 20:02d}",
         )
         for i in range(order["count"])
     ]
@@ -172,7 +179,22 @@ def bench_settings(workdir: Path, api_url: str, bot_token: str, args: argparse.N
     )
 
 
+Measured = tuple[dict[str, list[float]], dict[str, int], list[float]]
+"""Ack latencies (ms) by variant, non-200 answers by variant, seconds each imagine batch took to drain."""
+
+
 async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="slack-ack-") as tmp:
+        latencies, failures, drain_s = await measure(
+            args, lambda api_url, bot_token: bench_settings(Path(tmp), api_url, bot_token, args)
+        )
+    report(latencies, failures, drain_s, args)
+
+
+async def measure(args: argparse.Namespace, settings: Callable[[str, str], Settings], *, per_user: int = 1) -> Measured:
+    """Both variants against one stand-in Slack and load generator in a child process: `args.rounds` rounds of
+    `args.requests` slash commands at once (`per_user` from each user). `settings(api_url, bot_token)` builds
+    the service's settings."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -187,33 +209,33 @@ async def run(args: argparse.Namespace) -> None:
     latencies: dict[str, list[float]] = {"bare bolt": [], "imagine": []}
     failures = {"bare bolt": 0, "imagine": 0}
     drain_s: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="slack-ack-") as tmp:
-        bare = BareBolt(slack["api_url"], slack["bot_token"])
-        service = ImagineService(bench_settings(Path(tmp), slack["api_url"], slack["bot_token"], args))
-        await bare.start()
-        ports = {"bare bolt": bare.port, "imagine": await service.start_on_port()}
-        try:
-            for name, port in ports.items():  # warm up: bolt's lazy auth.test, connection pools, first jobs
-                await child.ask({"url": f"http://127.0.0.1:{port}{EVENTS_PATH}", "count": 5, "prefix": f"W{name[0]}"})
-            await service.quiet()
-            for round_number in range(args.rounds):
-                for name, port in ports.items():
-                    result = await child.ask(
-                        {
-                            "url": f"http://127.0.0.1:{port}{EVENTS_PATH}",
-                            "count": args.requests,
-                            "prefix": f"R{round_number}{name[0]}",
-                        }
-                    )
-                    latencies[name] += result["latencies_ms"]
-                    failures[name] += sum(status != 200 for status in result["statuses"])
-                # Every batch starts from a quiet service: the previous one fully admitted, drawn, delivered.
-                drain_s.append(await service.quiet())
-        finally:
-            await service.close()  # before the stand-in goes: deliveries in flight end cleanly
-            await bare.close()
-            await child.quit()
-    report(latencies, failures, drain_s, args)
+    bare = BareBolt(slack["api_url"], slack["bot_token"])
+    service = ImagineService(settings(slack["api_url"], slack["bot_token"]))
+    await bare.start()
+    ports = {"bare bolt": bare.port, "imagine": await service.start_on_port()}
+    try:
+        for name, port in ports.items():  # warm up: bolt's lazy auth.test, connection pools, first jobs
+            await child.ask({"url": f"http://127.0.0.1:{port}{EVENTS_PATH}", "count": 5, "prefix": f"W{name[0]}"})
+        await service.quiet()
+        for round_number in range(args.rounds):
+            for name, port in ports.items():
+                result = await child.ask(
+                    {
+                        "url": f"http://127.0.0.1:{port}{EVENTS_PATH}",
+                        "count": args.requests,
+                        "per_user": per_user,
+                        "prefix": f"R{round_number}{name[0]}",
+                    }
+                )
+                latencies[name] += result["latencies_ms"]
+                failures[name] += sum(status != 200 for status in result["statuses"])
+            # Every batch starts from a quiet service: the previous one fully admitted, drawn, delivered.
+            drain_s.append(await service.quiet())
+    finally:
+        await service.close()  # before the stand-in goes: deliveries in flight end cleanly
+        await bare.close()
+        await child.quit()
+    return latencies, failures, drain_s
 
 
 def report(

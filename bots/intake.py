@@ -22,14 +22,16 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import delete, select, update
 
 from bots import metrics
 from bots.errors import Deferred
+from storage.batch import GroupCommit
 from storage.database import Database
 from storage.tables import intake
 
@@ -48,6 +50,16 @@ class IntakeEntry:
 
 
 Handler = Callable[[IntakeEntry], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One request to store."""
+
+    key: str
+    kind: str
+    payload_json: str
+    received_at: float
 
 
 class Intake:
@@ -71,6 +83,10 @@ class Intake:
         self._closed = False
         self._waiting: list[IntakeEntry] | None = []
         """Stored but not handed over yet, oldest first: until `resume()`, after which this is None."""
+        # The write before an acknowledgement is the one that must be cheap: requests that arrive together are
+        # stored in one statement (storage/batch.py), and so are the marks their handling leaves.
+        self._inserts: GroupCommit[_Row, bool] = GroupCommit(self._insert_many)
+        self._marks = {column: GroupCommit(partial(self._mark_many, column)) for column in ("started_at", "done_at")}
 
     async def open(self) -> None:
         """Forget old keys; from now on `receive()` stores requests. What a previous run left unfinished is read
@@ -104,7 +120,7 @@ class Intake:
         if not self._opened:
             raise RuntimeError("the intake is not open")
         entry = IntakeEntry(f"{self._platform}:{key}", kind, payload)
-        if not await self._insert(entry.key, kind, json.dumps(payload)):
+        if not await self._inserts.submit(_Row(entry.key, kind, json.dumps(payload), self._clock())):
             return False
         self._backlog.inc()
         if self._waiting is not None:  # resume() drains this list without awaiting: each entry is handed once
@@ -120,6 +136,9 @@ class Intake:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._inserts.close()
+        for marks in self._marks.values():
+            await marks.close()
 
     async def settled(self) -> None:
         """Wait until every request handed over so far has been handled (for tests and orderly shutdowns)."""
@@ -155,18 +174,34 @@ class Intake:
         cutoff = self._clock() - self._retention_s
         await self._database.run(delete(intake).where(intake.c.done_at.is_not(None), intake.c.done_at < cutoff))
 
-    async def _insert(self, key: str, kind: str, payload_json: str) -> bool:
-        """Store unless the key is known: one statement, so two processes receiving one retry store it once."""
+    async def _insert_many(self, rows: Sequence[_Row]) -> list[bool]:
+        """Store each row unless its key is known, all in one statement (so two processes receiving one retry
+        store it once); True for each row stored now. A key twice in one batch: the first is the one stored."""
+        values = [
+            {"key": r.key, "platform": self._platform, "kind": r.kind, "payload_json": r.payload_json}
+            | {"received_at": r.received_at}
+            for r in rows
+        ]
         statement = (
             self._database.insert(intake)
+            .values(values)
             .on_conflict_do_nothing(index_elements=[intake.c.key])
-            .values(key=key, platform=self._platform, kind=kind, payload_json=payload_json, received_at=self._clock())
+            .returning(intake.c.key)
         )
-        return await self._database.run(statement) == 1
+        stored = {key for (key,) in await self._database.run_returning(statement)}
+        new: list[bool] = []
+        for row in rows:
+            new.append(row.key in stored)
+            stored.discard(row.key)  # the same key later in this batch was a duplicate
+        return new
 
     async def _mark(self, key: str, column: str) -> None:
+        await self._marks[column].submit(key)
+
+    async def _mark_many(self, column: str, keys: Sequence[str]) -> list[None]:
         assert column in ("started_at", "done_at")
-        await self._database.run(update(intake).where(intake.c.key == key).values({column: self._clock()}))
+        await self._database.run(update(intake).where(intake.c.key.in_(keys)).values({column: self._clock()}))
+        return [None] * len(keys)
 
     async def _pending(self) -> list[IntakeEntry]:
         query = (

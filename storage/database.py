@@ -4,6 +4,7 @@
     async with database.write() as connection:      # read-then-write steps: the write lock is taken at once
         await connection.execute(...)
     await database.run(update(...))                 # one INSERT/UPDATE/DELETE, atomic by itself: row count
+    await database.run_returning(insert(...).returning(...))   # the same, with the rows RETURNING gives back
     async with database.read() as connection: ...   # reads
     await database.close()
 
@@ -28,7 +29,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Executable, Table, event, text
+from sqlalchemy import Executable, Row, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -102,6 +103,12 @@ class Database:
         """One INSERT, UPDATE or DELETE on its own (atomic by itself); returns how many rows it changed."""
         async with self._writing(NO_BEGIN) as connection:
             return (await connection.execute(statement, parameters)).rowcount
+
+    async def run_returning(self, statement: Executable, parameters: Any = None) -> list[Row[Any]]:
+        """`run()` for a statement with RETURNING: the rows it returns (e.g. which of many inserted rows were
+        new), in one round trip and atomic by itself."""
+        async with self._writing(NO_BEGIN) as connection:
+            return list((await connection.execute(statement, parameters)).all())
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -171,3 +171,32 @@ async def test_requests_are_stored_at_once_and_handed_over_only_from_resume(proc
         ("discord:early", False),
         ("discord:late", False),
     ]
+
+
+async def test_requests_arriving_together_are_stored_together_and_a_repeat_among_them_once(
+    process: Opener,
+) -> None:
+    database = await process()
+    statements: list[str] = []
+    real_run_returning = database.run_returning
+
+    async def counting(statement: object, parameters: object = None) -> object:
+        statements.append(str(statement))
+        return await real_run_returning(statement, parameters)  # type: ignore[arg-type]
+
+    database.run_returning = counting  # type: ignore[method-assign]
+    handler = Recorder()
+    intake = Intake(database, "slack", handler)
+    await intake.open()
+    await intake.resume()
+    keys = [f"command:t{i}" for i in range(20)] + ["command:t3"]
+    stored = await asyncio.gather(*(intake.receive(key, "command", {"text": key}) for key in keys))
+    await intake.settled()
+    await intake.close()
+    assert stored == [True] * 20 + [False]
+    assert sorted(e.key for e in handler.entries) == sorted(f"slack:command:t{i}" for i in range(20))
+    assert len(statements) == 1  # all arrived before the writer first ran: one statement for all 21
+    restarted = Intake(await process(), "slack", handler)
+    await restarted.open()
+    assert restarted._waiting == []  # every one was marked done: nothing left for the next start
+    await restarted.close()
