@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/discord_ack.py
 	$(BIN)/python bench/slack_ack.py
 	$(BIN)/python bench/job_queue.py
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) out var .pytest_cache

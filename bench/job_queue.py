@@ -23,24 +23,19 @@ Prints a table, then one JSON line. The machine is shared: compare ratios, not a
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import io
+import json
+import os
+import secrets
+import signal
+import statistics
 import sys
-
-# Run as a script, this file's folder comes first on sys.path, and this file is named like the standard library's
-# `queue` (which asyncio and redis import): take the folder off before anything else is imported.
-sys.path[:] = [entry for entry in sys.path if entry != __file__.rsplit("/", 1)[0] and entry not in ("bench",)]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import secrets  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -30,9 +30,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-# The repository, not this folder, on the path: run as a script, bench/ comes first and bench/queue.py would
-# shadow the standard library's queue.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402

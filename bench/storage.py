@@ -27,9 +27,6 @@ from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-# The repository, not this folder, on the path: run as a script, bench/ comes first and bench/queue.py would
-# shadow the standard library's queue.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
 from bots.intake import Intake, IntakeEntry  # noqa: E402
