@@ -724,12 +724,8 @@ class RedisJobQueue:
         record = handle.record if handle is not None else await self.lookup(job_id)
         if record is None:
             return
-        delivery = {**record.request.delivery, **changes}
-        if delivery == record.request.delivery:
-            return
-        request = replace(record.request, delivery=delivery)
-        await self._store_required().set_request(job_id, request)
-        if handle is not None:
+        request = await self._store_required().merge_delivery(record, changes)
+        if request is not None and handle is not None:
             handle.record = replace(handle.record, request=request)
 
     async def mark_delivered(self, job_id: str) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import Row, select, update
 
@@ -112,6 +113,17 @@ class JobStore:
 
     async def set_request(self, job_id: str, request: GenerationRequest) -> None:
         await self._update(job_id, request_json=request_to_json(request))
+
+    async def merge_delivery(self, record: JobRecord, changes: dict[str, Any]) -> GenerationRequest | None:
+        """Journal `changes` merged into the job's delivery context (where its status message is, so that after a
+        restart the adapter edits that message instead of posting another). The new request, or None when
+        nothing changed."""
+        delivery = {**record.request.delivery, **changes}
+        if delivery == record.request.delivery:
+            return None
+        request = replace(record.request, delivery=delivery)
+        await self.set_request(record.id, request)
+        return request
 
     async def get(self, job_id: str) -> JobRecord | None:
         async with self.database.read() as db:
