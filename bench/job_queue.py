@@ -219,6 +219,7 @@ async def reclaim(heartbeat: float, workdir: Path) -> float:
         "IMAGINE_ENGINE__OUTPUT_DIR": str(workdir / "images"),
         "IMAGINE_STORE__URL": store_url,
         "IMAGINE_MODERATION__IMAGE_SCREENING": "false",
+        "IMAGINE_WEB__PORT": "0",  # two workers on one host: each its own port for /healthz, /readyz, /metrics
     }
     processes = {}
     try:
