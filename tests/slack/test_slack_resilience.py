@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,26 @@ async def test_a_request_acknowledged_while_the_service_stops_is_handled_after_t
         finally:
             await again.stop()
         assert (upload.channel_id, len(standin.completed)) == ("CLATE", 1)
+
+
+async def test_a_result_never_postable_is_given_up_and_its_requester_told_by_dm(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The bot is removed from the channel while the job runs: every post there fails, so after
+    service.delivery_give_up_s (here at once) the sweep gives up and tells the requester in a DM."""
+    async with SlackStandIn() as standin:
+        settings = slack_settings(tmp_path, tiny_model_dir, standin)
+        settings = replace(settings, service=replace(settings.service, delivery_give_up_s=1e-6))
+        rig = await start_rig(settings, standin, redelivery_interval_s=0.2)
+        try:
+            standin.fail("files.completeUploadExternal", 500, times=10_000)
+            await rig.sender.post(rig.sender.slash_command("a lost kite", channel_id="CGONE", user_id="UKIM"))
+            await rig.message_saying("will follow")
+            standin.channels_without_bot.add("CGONE")  # removed: now even the note cannot go there
+            told = await rig.message_saying("I couldn't post your images")
+            await rig.conversation.settled()
+        finally:
+            await rig.stop()
+        assert told.channel == "UKIM"  # a direct message to the requester
+        assert told.text.count("a lost kite") == 1
+        assert standin.completed == []
