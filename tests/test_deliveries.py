@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
@@ -223,3 +224,17 @@ async def _race(first: Database, second: Database) -> None:
         delivery = await books[1].get(job_id)
         assert delivery is not None and delivery.owner == won[0]
     assert await books[0].due("slack") == []
+
+
+def test_a_killed_child_not_yet_reaped_counts_as_gone() -> None:
+    """A zombie still answers signals (os.kill(pid, 0) succeeds) but runs no more: its claims are taken back."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    owner = f"{socket.gethostname()}:{child.pid}:z0mb"
+    try:
+        assert not owner_is_gone(owner, process_owner())
+        child.kill()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # it has exited; its zombie is left unreaped
+        assert owner_is_gone(owner, process_owner())
+    finally:
+        child.kill()
+        child.wait()
