@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bots.contract import Adapter
@@ -60,18 +59,6 @@ def configured_adapters(settings: Settings) -> list[AdapterFactory]:
     return factories
 
 
-def image_screening(settings: Settings) -> dict[str, Any]:
-    """The engine's output screening, as `moderation.image_screening` asks."""
-    if not settings.moderation.image_screening:
-        return {}
-    from moderation.images import NudityScreener, withheld_version
-
-    return {
-        "screener": NudityScreener.from_settings(settings.moderation),
-        "withhold": partial(withheld_version, mode=settings.moderation.withheld_image),
-    }
-
-
 def local_queue(
     settings: Settings,
     store: JobStore,
@@ -81,8 +68,9 @@ def local_queue(
 ) -> LocalJobQueue:
     """The embedded mode's job queue: the GPU worker in this process (this is where torch is loaded)."""
     from engine.local import LocalJobQueue
+    from moderation.images import output_screening
 
-    screening = image_screening(settings) if screener is None else {"screener": screener}
+    screening = output_screening(settings.moderation) if screener is None else {"screener": screener}
     return LocalJobQueue(settings, store=store, runner_factory=runner_factory, **screening)
 
 

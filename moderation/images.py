@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,14 @@ def _label(image: Image.Image, text: str) -> None:
     pad = max(4, (bottom - top) // 2)
     draw.rectangle((x - pad, y - pad, x + right - left + pad, y + bottom - top + pad), fill=(0, 0, 0))
     draw.text((x - left, y - top), text, fill=(255, 255, 255), font=font)
+
+
+def output_screening(config: ModerationSettings) -> dict[str, Any]:
+    """A job queue's or worker's output screening (`screener`, `withhold` keyword arguments), as
+    `moderation.image_screening` asks: nothing when it is off."""
+    if not config.image_screening:
+        return {}
+    return {
+        "screener": NudityScreener.from_settings(config),
+        "withhold": partial(withheld_version, mode=config.withheld_image),
+    }

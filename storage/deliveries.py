@@ -22,6 +22,7 @@ that was killed before it: `release_abandoned(owner_is_gone)` gives back the cla
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
 import secrets
@@ -174,7 +175,10 @@ class Deliveries:
         )
         async with self._database.read() as db:
             rows = (await db.execute(live)).all()
-        return [row.job_id for row in rows if abandoned(row.owner) and await self.release(row.job_id, row.owner)]
+        owners = {row.owner for row in rows}
+        # `owner_is_gone` reads /proc: off the event loop, once per owner.
+        gone = await asyncio.to_thread(lambda: {owner for owner in owners if abandoned(owner)})
+        return [row.job_id for row in rows if row.owner in gone and await self.release(row.job_id, row.owner)]
 
     async def get(self, job_id: str) -> Delivery | None:
         async with self._database.read() as db:

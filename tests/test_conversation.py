@@ -85,12 +85,14 @@ def settings(tmp_path: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-d
     return make_settings(tmp_path, tiny_model_dir, base_size=64, steps=2)
 
 
-async def running(settings, **engine_kwargs: Any) -> tuple[LocalJobQueue, Conversation]:  # type: ignore[no-untyped-def]
+async def running(  # type: ignore[no-untyped-def]
+    settings, conversation_options: dict[str, Any] | None = None, **engine_kwargs: Any
+) -> tuple[LocalJobQueue, Conversation]:
+    """A started queue and a conversation on its database: every status shown, retries at once (unless
+    `conversation_options` says otherwise)."""
     engine, database = await started_queue(settings, **engine_kwargs)
-    conversation = Conversation(
-        settings, engine, database=database, progress_interval_s=0.0, delivery_retry_delays=(0.0, 0.0)
-    )
-    return engine, conversation
+    options = {"progress_interval_s": 0.0, "delivery_retry_delays": (0.0, 0.0)} | (conversation_options or {})
+    return engine, Conversation(settings, engine, database=database, **options)
 
 
 async def stop(engine: LocalJobQueue, conversation: Conversation) -> None:
@@ -122,10 +124,7 @@ async def test_imagine_shows_progress_then_delivers_four_images_with_buttons(set
 
 
 async def test_a_throttled_status_only_changes_once_per_interval(settings) -> None:  # type: ignore[no-untyped-def]
-    engine, database = await started_queue(settings)
-    conversation = Conversation(
-        settings, engine, database=database, progress_interval_s=3600.0, delivery_retry_delays=()
-    )
+    engine, conversation = await running(settings, {"progress_interval_s": 3600.0, "delivery_retry_delays": ()})
     replier = RecordingReplier()
     try:
         await conversation.imagine(command("slow edits"), replier)
@@ -311,15 +310,7 @@ async def test_a_result_finished_but_never_delivered_is_delivered_after_restart(
 
 
 async def test_a_result_that_could_not_be_posted_follows_without_a_restart(settings) -> None:  # type: ignore[no-untyped-def]
-    engine, database = await started_queue(settings)
-    conversation = Conversation(
-        settings,
-        engine,
-        database=database,
-        progress_interval_s=0.0,
-        delivery_retry_delays=(0.0, 0.0),
-        redelivery_interval_s=0.05,
-    )
+    engine, conversation = await running(settings, {"redelivery_interval_s": 0.05})
     flaky = RecordingReplier(fail_deliveries=4)  # the follower's three tries fail, then the first sweep's first
     conversation.add_platform("test", lambda context: flaky)
     await conversation.start()
@@ -366,15 +357,7 @@ async def test_a_sweep_leaves_a_result_its_follower_is_posting(settings) -> None
 
 
 async def test_a_post_that_keeps_failing_is_tried_ever_less_often(settings) -> None:  # type: ignore[no-untyped-def]
-    engine, database = await started_queue(settings)
-    conversation = Conversation(
-        settings,
-        engine,
-        database=database,
-        progress_interval_s=0.0,
-        delivery_retry_delays=(0.0, 0.0),
-        redelivery_interval_s=3600.0,
-    )  # sweeps below are called by hand
+    engine, conversation = await running(settings, {"redelivery_interval_s": 3600.0})  # sweeps called by hand
     gone = RecordingReplier(fail_deliveries=99)  # e.g. the bot was removed from the channel
     attempts = lambda: 99 - gone.fail_deliveries  # noqa: E731
     conversation.add_platform("test", lambda context: gone)

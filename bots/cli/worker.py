@@ -15,8 +15,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from functools import partial
-from typing import Any
 
 from bots.errors import UsageError
 from config.settings import Settings
@@ -45,8 +43,9 @@ async def work(settings: Settings, stop: asyncio.Event | None = None, consumer: 
     from engine.errors import QueueUnavailable
     from engine.redis_streams import redact
     from engine.worker.remote import RemoteWorker
+    from moderation.images import output_screening
 
-    worker = RemoteWorker(settings, consumer=consumer, **_screening(settings))
+    worker = RemoteWorker(settings, consumer=consumer, **output_screening(settings.moderation))
     stop = stop or _stop_on_signals(worker.hand_back)
     web = WebServer(settings.web, ops_app(worker.readiness)) if settings.web.enabled else None
     try:
@@ -65,18 +64,6 @@ async def work(settings: Settings, stop: asyncio.Event | None = None, consumer: 
         if web is not None:
             await web.close()
     return 0
-
-
-def _screening(settings: Settings) -> dict[str, Any]:
-    """Output-image screening as `moderation.image_screening` asks (the worker's side of moderation)."""
-    if not settings.moderation.image_screening:
-        return {}
-    from moderation.images import NudityScreener, withheld_version
-
-    return {
-        "screener": NudityScreener.from_settings(settings.moderation),
-        "withhold": partial(withheld_version, mode=settings.moderation.withheld_image),
-    }
 
 
 def _stop_on_signals(hand_back: Callable[[], None]) -> asyncio.Event:
