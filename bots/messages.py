@@ -33,6 +33,18 @@ CANNOT_POST_HERE = (
     "or send me the prompt in a direct message. Nothing was generated."
 )
 
+IMAGE_HOST_NOT_ALLOWED = (
+    "I can only use images uploaded to this chat (attached to the message or the command), not links to other "
+    "sites. Nothing was generated."
+)
+IMAGE_DOWNLOAD_FAILED = "I couldn't fetch your image from the chat's file storage. Please attach it again."
+IMAGE_DOWNLOAD_SLOW = "Fetching your image took too long. Please try again, or attach a smaller image."
+IMAGE_HELD_FOR_REVIEW = (
+    "Your image needs a quick look from a moderator before I can use it. You'll get your pictures here once it "
+    "is approved."
+)
+IMAGE_REFUSED_BY_FILTER = "I can't use that image: the safety filter flagged it. Nothing was generated."
+
 
 def invalid_request(reason: str) -> str:
     return f"I can't use that request: {reason}."
@@ -98,6 +110,8 @@ DISCORD_PROMPT_HELP = "What to draw, e.g. a lighthouse at dawn, watercolour"
 DISCORD_NEGATIVE_HELP = "What to keep out of the picture, e.g. text, blur"
 DISCORD_SEED_HELP = "A number that makes the result repeatable (random when left out)"
 DISCORD_ASPECT_HELP = "Width:height, e.g. 16:9 or 2:3 (default 1:1)"
+DISCORD_IMAGE_HELP = "A JPEG, PNG or WebP picture to start from (an image prompt)"
+DISCORD_STRENGTH_HELP = "With an image: how much to change it, 0.1 (a little) to 1.0 (a lot)"
 DISCORD_SERVER_NOT_ENABLED = "Imagine is not enabled in this server. You can still use it in a DM with me."
 
 

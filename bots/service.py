@@ -90,6 +90,14 @@ def build_queue(
     return local_queue(settings, store, runner_factory=runner_factory, screener=screener)
 
 
+def input_screening(settings: Settings) -> ImageScreener | None:
+    """The screening of image prompts' pictures: the outputs' own (NudeNet), as `moderation.image_screening` asks."""
+    from moderation.images import output_screening
+
+    screener: ImageScreener | None = output_screening(settings.moderation).get("screener")
+    return screener
+
+
 OPEN_ADMISSION = "open"
 """Service(admission=OPEN_ADMISSION): open the configured admission (limits, moderation, review) at start."""
 
@@ -113,6 +121,7 @@ class Service:
         self.engine = build_queue(settings, JobStore(self.database), runner_factory=runner_factory, screener=screener)
         self.admission: Admission | None = None if isinstance(admission, str) else admission
         self._open_admission = admission == OPEN_ADMISSION
+        self._input_screener = screener if screener is not None else input_screening(settings)
         self._conversation_options = dict(conversation_options or {})
         self.conversation: Conversation | None = None
         self.adapters: list[Adapter] = []
@@ -133,7 +142,12 @@ class Service:
         await self.database.connect()
         await self._start_engine_and_admission()
         self.conversation = Conversation(
-            self.settings, self.engine, self.admission, database=self.database, **self._conversation_options
+            self.settings,
+            self.engine,
+            self.admission,
+            database=self.database,
+            input_screener=self._input_screener,
+            **self._conversation_options,
         )
         for factory in self._factories:
             adapter = factory(self.settings, self.conversation, database=self.database)

@@ -133,6 +133,24 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class ImagePromptSettings:
+    """Image prompts (img2img): the input's limits and where downloads may come from (README "Image prompts")."""
+
+    default_strength: float = 0.7
+    """How much of the input image is redrawn when the user does not say (0.1–1.0)."""
+    max_bytes: int = 10_000_000
+    max_pixels: int = 16_777_216
+    """Checked from the image's header before it is decoded (4096²)."""
+    download_timeout_s: float = 20.0
+    input_dir: str = ""
+    """Where checked input images are stored for the workers; empty: `<engine.output_dir>/inputs`."""
+    discord_file_origins: list[str] = field(
+        default_factory=lambda: ["https://cdn.discordapp.com", "https://media.discordapp.net"]
+    )
+    slack_file_origins: list[str] = field(default_factory=lambda: ["https://files.slack.com"])
+
+
+@dataclass(frozen=True)
 class LogSettings:
     format: str = "text"
     level: str = "info"
@@ -150,6 +168,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    image_prompts: ImagePromptSettings = field(default_factory=ImagePromptSettings)
 
 
 # Values that are known before any section is built: allowed choices for string keys.
@@ -186,7 +205,11 @@ POSITIVE: set[str] = {
     "moderation.strikes_to_ban",
     "service.shutdown_timeout_s",
     "service.delivery_give_up_s",
+    "image_prompts.max_bytes",
+    "image_prompts.max_pixels",
+    "image_prompts.download_timeout_s",
 }
+BETWEEN: dict[str, tuple[float, float]] = {"image_prompts.default_strength": (0.1, 1.0)}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -256,6 +279,9 @@ def _check(name: str, hint: Any, value: Any, where: str) -> Any:
         )
     if name in POSITIVE and converted <= 0:
         raise ConfigError(f"invalid value for {name} (from {where}): {value!r}; must be greater than 0")
+    if name in BETWEEN and not BETWEEN[name][0] <= converted <= BETWEEN[name][1]:
+        low, high = BETWEEN[name]
+        raise ConfigError(f"invalid value for {name} (from {where}): {value!r}; must be from {low:g} to {high:g}")
     return converted
 
 

@@ -32,7 +32,7 @@ from engine.requests import GenerationRequest, JobState, Requester
 from engine.scheduler import FairQueue
 from engine.screening import ImageScreener
 from engine.store import JobRecord, JobStore
-from engine.validation import prepare_record
+from engine.validation import batch_key, prepare_record
 from engine.worker.batches import BatchWorker, load_runner
 from engine.worker.finishing import ImageFinisher, Withhold, blur, build_postprocessor
 from engine.worker.runner import PipelineRunner
@@ -311,5 +311,5 @@ class LocalJobQueue:
 
 
 def _same_shape(first: Job, other: Job) -> bool:
-    a, b = first.record, other.record
-    return (a.width, a.height, a.steps) == (b.width, b.height, b.steps)
+    """Text prompts batch with text prompts of one shape, image prompts with image prompts (engine/validation.py)."""
+    return batch_key(first.record) == batch_key(other.record)

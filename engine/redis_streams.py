@@ -6,7 +6,8 @@ plus the Redis primitives both sides use (`StreamQueue`). The consumer side, `im
 engine/worker/remote.py.
 
 Keys (all under `engine.redis_prefix`, "imagine" by default; `P` below):
-  P:jobs:<W>x<H>x<steps>  one stream per compatibility key (a batch needs one shape), consumer group "workers";
+  P:jobs:<W>x<H>x<steps>[xi<strength>]  one stream per compatibility key (engine.validation.batch_key: a batch
+                          needs one shape, image prompts their own streams), consumer group "workers";
                           an entry is only a job id; acknowledged and deleted (XACK + XDEL) once the job's result
                           is in the database, so the stream never needs trimming under unacknowledged entries
   P:streams               the set of those streams (workers read them all)
@@ -49,7 +50,7 @@ from engine.errors import EngineClosed, JobCancelled, NotAllowed, QueueFull, Que
 from engine.requests import GenerationRequest, JobState, ProgressEvent, Requester, Timings
 from engine.serialize import image_from_dict, image_to_dict, request_from_dict, request_to_dict
 from engine.store import JobRecord, JobStore
-from engine.validation import prepare_record
+from engine.validation import batch_key, prepare_record
 
 log = logging.getLogger(__name__)
 
@@ -264,11 +265,6 @@ class Started:
     cancelled: bool
 
 
-def shape_key(width: int, height: int, steps: int) -> str:
-    """The compatibility key: jobs of one shape can share a pipeline call."""
-    return f"{width}x{height}x{steps}"
-
-
 def redact(url: str) -> str:
     """A Redis URL fit for logs and errors: no password."""
     scheme, sep, rest = url.partition("://")
@@ -335,7 +331,7 @@ class StreamQueue:
         """("stream" | "lane", position) or ("exists", 0). `accepted`: the caller is the frontend that journaled
         the job just now (not a reconciliation), and so its owner."""
         user = record.request.requester.key
-        stream = self.stream(shape_key(record.width, record.height, record.steps))
+        stream = self.stream(batch_key(record))
         keys = [self.job_key(record.id), self.lane(user), self.inflight_key, self.streams_key, stream, self.queued_key]
         args: list[str | int] = [
             record.id,

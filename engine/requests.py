@@ -50,6 +50,19 @@ class Variation:
 
 
 @dataclass(frozen=True)
+class ImagePrompt:
+    """Start from a picture instead of pure noise (img2img): the checked input image, stored as a PNG at the job's
+    size by the chat side (engine/input_images.py) in a folder the workers share, and how much of it to redraw
+    (0.1: a light touch, 1.0: little of the input is left)."""
+
+    path: str
+    strength: float
+
+
+MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH = 0.1, 1.0
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
     requester: Requester = LOCAL_USER
@@ -62,6 +75,7 @@ class GenerationRequest:
     size: tuple[int, int] | None = None
     """Explicit (width, height), overriding `aspect`; for tests and benchmarks."""
     variation: Variation | None = None
+    image_prompt: ImagePrompt | None = None
     delivery: dict[str, Any] = field(default_factory=dict)
     """Opaque, JSON-serialisable platform context for replying (channel, thread, interaction token...). It is
     journaled with the job so that a restarted adapter can still deliver."""

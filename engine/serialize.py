@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from engine.requests import GeneratedImage, GenerationRequest, Requester, Variation
+from engine.requests import GeneratedImage, GenerationRequest, ImagePrompt, Requester, Variation
 
 
 def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
@@ -20,6 +20,8 @@ def request_from_dict(data: dict[str, Any]) -> GenerationRequest:
     data["requester"] = Requester(**data["requester"])
     if data.get("variation"):
         data["variation"] = Variation(**data["variation"])
+    if data.get("image_prompt"):
+        data["image_prompt"] = ImagePrompt(**data["image_prompt"])
     if data.get("size"):
         data["size"] = tuple(data["size"])
     return GenerationRequest(**data)

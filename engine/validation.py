@@ -16,7 +16,7 @@ import uuid
 from config.settings import EngineSettings
 from engine import messages
 from engine.errors import InvalidRequest
-from engine.requests import MAX_SEED, GenerationRequest, JobState
+from engine.requests import MAX_IMAGE_STRENGTH, MAX_SEED, MIN_IMAGE_STRENGTH, GenerationRequest, JobState
 from engine.store import JobRecord
 
 MAX_IMAGES_PER_JOB = 8
@@ -31,7 +31,8 @@ value was."""
 def prepare_record(request: GenerationRequest, config: EngineSettings) -> JobRecord:
     """Validate a request against the settings and fix everything that decides its pixels (size, steps,
     seeds): the journaled record reproduces the same images after a restart. Raises InvalidRequest."""
-    prompt = clean_prompt(request.prompt, config.max_prompt_chars)
+    # An image prompt may come without words (a DM with only a picture): the picture says what to draw.
+    prompt = clean_prompt(request.prompt, config.max_prompt_chars, required=request.image_prompt is None)
     negative = clean_prompt(request.negative_prompt, config.max_prompt_chars, "negative prompt", False)
     steps = config.steps if request.steps is None else request.steps
     if not 1 <= steps <= config.max_steps:
@@ -44,6 +45,8 @@ def prepare_record(request: GenerationRequest, config: EngineSettings) -> JobRec
     check_side("height", height)
     if request.variation is not None and not 0.0 <= request.variation.strength <= 1.0:
         raise InvalidRequest(messages.VARIATION_STRENGTH.format(strength=request.variation.strength))
+    if request.image_prompt is not None:
+        check_strength(request.image_prompt.strength)
     seed = check_seed(request.seed)
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
@@ -58,6 +61,7 @@ def prepare_record(request: GenerationRequest, config: EngineSettings) -> JobRec
         num_images=count,
         size=(width, height),
         variation=request.variation,
+        image_prompt=request.image_prompt,
         delivery=dict(request.delivery),
     )
     return JobRecord(
@@ -105,6 +109,25 @@ def size_for_aspect(aspect: str, base_size: int) -> tuple[int, int]:
     width = max(64, round(math.sqrt(area * ratio) / 64) * 64)
     height = max(64, round(math.sqrt(area / ratio) / 64) * 64)
     return width, height
+
+
+def check_strength(strength: float) -> float:
+    """An image prompt's strength: a number from MIN_IMAGE_STRENGTH to MAX_IMAGE_STRENGTH."""
+    number = isinstance(strength, int | float) and not isinstance(strength, bool)
+    if not number or not MIN_IMAGE_STRENGTH <= strength <= MAX_IMAGE_STRENGTH:
+        got = f"{strength:g}" if number else shown(str(strength))
+        low, high = MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH
+        raise InvalidRequest(messages.IMAGE_STRENGTH.format(low=low, high=high, strength=got))
+    return float(strength)
+
+
+def batch_key(record: JobRecord) -> str:
+    """Jobs with equal keys can share one pipeline call: same size and steps, and the same kind of call (an image
+    prompt runs the image-to-image pipeline, with one strength per call: image prompts batch only with each
+    other). The Redis queue names its streams after this key."""
+    key = f"{record.width}x{record.height}x{record.steps}"
+    image_prompt = record.request.image_prompt
+    return key if image_prompt is None else f"{key}xi{image_prompt.strength:g}"
 
 
 def check_seed(seed: int | None) -> int | None:

@@ -17,6 +17,7 @@ from typing import Any
 from bots.contract import ModeratorChannel, Replier, RepliersFor
 from bots.conversation.delivery import Deliveries
 from bots.conversation.follow import Follower
+from bots.conversation.image_prompts import ImageSource, InputImages
 from bots.conversation.platforms import Platforms, reply_context
 from bots.conversation.presses import ButtonPresses
 from bots.conversation.render import image_buttons, images_message, single_image_message
@@ -28,10 +29,18 @@ from bots.intake import IntakeEntry
 from config.settings import Settings
 from engine.api import JobQueue
 from engine.requests import Requester
+from engine.screening import ImageScreener
 from moderation.admission import Admission
 from storage.database import Database
 
-__all__ = ["Conversation", "ImagineCommand", "image_buttons", "images_message", "single_image_message"]
+__all__ = [
+    "Conversation",
+    "ImageSource",
+    "ImagineCommand",
+    "image_buttons",
+    "images_message",
+    "single_image_message",
+]
 
 
 class Conversation:
@@ -46,7 +55,9 @@ class Conversation:
         delivery_retry_delays: Sequence[float] = (1.0, 3.0),
         review_poll_s: float = 2.0,
         redelivery_interval_s: float = 60.0,
+        input_screener: ImageScreener | None = None,
     ) -> None:
+        """`input_screener`: the image screening that image prompts' pictures go through (the outputs' own)."""
         self.settings = settings
         self.jobs = jobs
         self.admission = admission
@@ -64,7 +75,15 @@ class Conversation:
             give_up_after_s=settings.service.delivery_give_up_s,
         )
         self._follower = Follower(jobs, admission, self._deliveries, progress_interval_s)
-        self._submitter = Submitter(settings, jobs, admission, self._follower, self._tasks, self._desk.post_for_review)
+        self._submitter = Submitter(
+            settings,
+            jobs,
+            admission,
+            self._follower,
+            self._tasks,
+            self._desk.post_for_review,
+            InputImages(settings, input_screener),
+        )
         self._desk.attach(self._submitter)
         self._presses = ButtonPresses(jobs, self._submitter, self._desk)
 
@@ -103,8 +122,10 @@ class Conversation:
     # ---- what adapters call ----------------------------------------------------------------------------------
 
     async def imagine(self, command: ImagineCommand, replier: Replier) -> str | None:
-        """Admit and queue a prompt; returns the job id, or None when it was refused or held for review."""
-        return await self._submitter.admit_and_submit(command.to_request(), replier)
+        """Admit and queue a prompt (an image prompt's picture checked first); returns the job id, or None when it
+        was refused or held for review."""
+        request = command.to_request(self.settings.image_prompts.default_strength)
+        return await self._submitter.admit_and_submit(request, replier, image=command.image)
 
     async def press(
         self,

@@ -85,6 +85,7 @@ class ButtonPresses:
             size=original.size,
             steps=original.steps,
             variation=variation,
+            image_prompt=original.image_prompt,  # an image prompt's picture was checked and stored: start from it again
             delivery=ReplyContext(dict(answer_at), intake_key).to_dict(),
         )
         await self._submitter.admit_and_submit(request, replier)

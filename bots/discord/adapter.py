@@ -31,13 +31,13 @@ from discord import app_commands
 from bots import messages
 from bots.buttons import Action, parse_button
 from bots.contract import AdapterLifecycle
-from bots.conversation import Conversation, ImagineCommand
+from bots.conversation import Conversation, ImageSource, ImagineCommand
 from bots.conversation.tasks import logged
 from bots.discord.replies import DeliveryContext, DiscordModeratorChannel, DiscordReplier, ImagineButton, Route
 from bots.errors import AdapterStartError, BadButton, Deferred
 from bots.intake import Intake, IntakeEntry
 from config.settings import DiscordSettings, Settings
-from engine.requests import MAX_SEED, Requester
+from engine.requests import MAX_IMAGE_STRENGTH, MAX_SEED, MIN_IMAGE_STRENGTH, Requester
 from storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ def _imagine_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, 
         negative=messages.DISCORD_NEGATIVE_HELP,
         seed=messages.DISCORD_SEED_HELP,
         aspect=messages.DISCORD_ASPECT_HELP,
+        image=messages.DISCORD_IMAGE_HELP,
+        strength=messages.DISCORD_STRENGTH_HELP,
     )
     @app_commands.allowed_installs(guilds=True, users=True)
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
@@ -127,10 +129,35 @@ def _imagine_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, 
         negative: str | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         aspect: str | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH] | None = None,
     ) -> None:
-        await adapter.on_imagine(interaction, prompt, negative, seed, aspect)
+        await adapter.on_imagine(interaction, prompt, negative, seed, aspect, ImageOptions(image, strength))
 
     return imagine
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """/imagine's image prompt options: an attachment (option type 11, from `data.resolved.attachments`) and its
+    strength. The range Discord's client enforces is not trusted: the conversation checks it again."""
+
+    image: Any = None
+    strength: Any = None
+
+    @property
+    def as_registered(self) -> bool:
+        strength = self.strength
+        number = strength is None or (isinstance(strength, int | float) and not isinstance(strength, bool))
+        return number and (self.image is None or isinstance(self.image, discord.Attachment))
+
+    def payload(self) -> dict[str, Any]:
+        """JSON for the intake: what is needed to fetch the picture later (after a restart too)."""
+        return {"image": _attachment_payload(self.image) if self.image else None, "strength": self.strength}
+
+
+def _attachment_payload(attachment: discord.Attachment) -> dict[str, Any]:
+    return {"url": attachment.url, "size": attachment.size, "filename": attachment.filename}
 
 
 def _options_as_registered(prompt: Any, negative: Any, seed: Any, aspect: Any) -> bool:
@@ -158,6 +185,7 @@ class DiscordAdapter(AdapterLifecycle):
         self._guild_ready_timeout = guild_ready_timeout
         self._moderator_roles = frozenset(self._config.moderator_role_ids)
         self._allowed_guilds = frozenset(self._config.guild_ids)
+        self._image_origins = tuple(settings.image_prompts.discord_file_origins)
         self._endpoints: _Endpoints | None = None
         self._client: _Client | None = None
         self._gateway: asyncio.Task[None] | None = None
@@ -267,9 +295,10 @@ class DiscordAdapter(AdapterLifecycle):
         negative: str | None,
         seed: int | None,
         aspect: str | None,
+        image_options: ImageOptions | None = None,
     ) -> None:
         with self._tracked():
-            await self._on_imagine(interaction, prompt, negative, seed, aspect)
+            await self._on_imagine(interaction, prompt, negative, seed, aspect, image_options or ImageOptions())
 
     async def _on_imagine(
         self,
@@ -278,11 +307,13 @@ class DiscordAdapter(AdapterLifecycle):
         negative: str | None,
         seed: int | None,
         aspect: str | None,
+        image_options: ImageOptions,
     ) -> None:
         if not self._server_enabled(interaction.guild_id):
             await self._answer_at_once(interaction, messages.DISCORD_SERVER_NOT_ENABLED)
             return
-        if not _options_as_registered(prompt, negative, seed, aspect):  # a left-over command, other option types
+        registered = _options_as_registered(prompt, negative, seed, aspect) and image_options.as_registered
+        if not registered:  # a left-over command, other option types
             log.warning("discord: /imagine with options of unexpected types from %s", interaction.user.id)
             await self._answer_at_once(interaction, messages.UNKNOWN_OPTIONS)
             return
@@ -296,6 +327,7 @@ class DiscordAdapter(AdapterLifecycle):
             "aspect": aspect or "1:1",
             "requester": asdict(self._requester(interaction.user, interaction.guild_id, interaction.channel_id)),
             "context": context.to_dict(),
+            **image_options.payload(),
         }
         with self._tracked():
             try:
@@ -309,8 +341,10 @@ class DiscordAdapter(AdapterLifecycle):
                 await self._answer_at_once(interaction, messages.SOMETHING_WENT_WRONG)
 
     async def on_direct_message(self, message: discord.Message) -> None:
-        """A plain DM to the bot is a prompt."""
-        if message.guild is not None or message.author.bot or not message.content.strip():
+        """A plain DM to the bot is a prompt; with an image attached, an image prompt (its first attachment)."""
+        if message.guild is not None or message.author.bot:
+            return
+        if not message.content.strip() and not message.attachments:
             return
         context = DeliveryContext(
             route=Route.CHANNEL, channel_id=str(message.channel.id), user_id=str(message.author.id)
@@ -323,6 +357,7 @@ class DiscordAdapter(AdapterLifecycle):
             "aspect": "1:1",
             "requester": asdict(self._requester(message.author, None, message.channel.id)),
             "context": context.to_dict(),
+            **ImageOptions(message.attachments[0] if message.attachments else None).payload(),
         }
 
         async def nothing_to_send() -> DiscordReplier:  # a DM is not acknowledged: its first reply is a status
@@ -414,8 +449,21 @@ class DiscordAdapter(AdapterLifecycle):
             # This process's replier knows the thinking message's id from the defer: journal that with the job.
             place=replier.context.to_dict(),
             intake_key=entry.key,
+            image=self._image_source(body.get("image")),
+            strength=body.get("strength"),
         )
         await self._guarded(self._conversation.imagine(command, replier), replier, f"stored prompt {entry.key}")
+
+    def _image_source(self, attachment: Any) -> ImageSource | None:
+        """A stored attachment as the conversation fetches it: only from Discord's own CDN hosts."""
+        if not isinstance(attachment, dict):
+            return None
+        size = attachment.get("size")
+        return ImageSource(
+            url=str(attachment.get("url") or ""),
+            allowed_origins=tuple(self._image_origins),
+            declared_bytes=size if isinstance(size, int) else None,
+        )
 
     async def on_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError

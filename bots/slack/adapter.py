@@ -150,7 +150,13 @@ class SlackAdapter(AdapterLifecycle):
         moderator_check = ModeratorCheck(
             self.client, self.config.moderator_user_ids, self.config.moderator_usergroup_id
         )
-        handler = SlackRequestHandler(self.client, conversation, self.moderators, moderator_check)
+        handler = SlackRequestHandler(
+            self.client,
+            conversation,
+            self.moderators,
+            moderator_check,
+            file_origins=tuple(settings.image_prompts.slack_file_origins),
+        )
         self._database = database or Database(settings.store.url)
         self._owns_database = database is None
         self.intake = Intake(self._database, PLATFORM, handler)
@@ -288,8 +294,10 @@ class SlackAdapter(AdapterLifecycle):
         await self._store_then_ack(ack, MENTION, body)
 
     async def _on_message(self, ack: Ack, event: dict[str, Any], body: dict[str, Any]) -> None:
-        # Only what a person types to the app in its DM; edits, joins and bot posts carry a subtype or bot_id.
-        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id") or not event.get("user"):
+        # Only what a person types to the app in its DM (with a file shared: an image prompt); edits, joins and bot
+        # posts carry another subtype or a bot_id.
+        typed = event.get("subtype") in (None, "file_share")
+        if event.get("channel_type") != "im" or not typed or event.get("bot_id") or not event.get("user"):
             await ack()
             return
         await self._store_then_ack(ack, DIRECT_MESSAGE, body)

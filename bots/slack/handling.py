@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import messages
 from bots.buttons import Action, parse_button
-from bots.conversation import Conversation, ImagineCommand
+from bots.conversation import Conversation, ImageSource, ImagineCommand
 from bots.errors import BadButton, BadOptions, Deferred, PlaceUnreachable
 from bots.intake import IntakeEntry
 from bots.slack.moderators import ModeratorCheck
@@ -36,8 +36,12 @@ class SlackRequestHandler:
         conversation: Conversation,
         moderators: SlackModerators | None,
         is_moderator: ModeratorCheck,
+        *,
+        file_origins: tuple[str, ...] = (),
     ) -> None:
+        """`file_origins`: where shared files may be downloaded from (`image_prompts.slack_file_origins`)."""
         self.client = client
+        self.file_origins = file_origins
         self.conversation = conversation
         self.moderators = moderators
         self.is_moderator = is_moderator
@@ -68,7 +72,10 @@ class SlackRequestHandler:
                 )
             else:
                 event = _mapping(body.get("event"))
-                await self._imagine(entry.key, _string(event.get("text")), place, _string(body.get("team_id")))
+                image = self._shared_image(event.get("files"))
+                await self._imagine(
+                    entry.key, _string(event.get("text")), place, _string(body.get("team_id")), image=image
+                )
         elif entry.kind == BUTTON:
             await self._press(entry.key, body)
         else:
@@ -89,6 +96,7 @@ class SlackRequestHandler:
         team_id: str,
         display_name: str = "",
         response_url: str | None = None,
+        image: ImageSource | None = None,
     ) -> None:
         replier = SlackReplier(self.client, place, response_url)
         try:
@@ -104,6 +112,8 @@ class SlackRequestHandler:
             aspect=options.aspect,
             place=place.to_context(),
             intake_key=key,
+            image=image,
+            strength=options.strength,
         )
         try:
             await self.conversation.imagine(command, replier)
@@ -113,6 +123,20 @@ class SlackRequestHandler:
         except Exception:
             log.exception("could not take a Slack /imagine from %s", place.user)
             await _refuse(replier, messages.SOMETHING_WENT_WRONG)
+
+    def _shared_image(self, files: Any) -> ImageSource | None:
+        """The first file shared with a mention or a DM (`files:read`), fetched from Slack's file host with the
+        bot token as a Bearer; its type is told from its content later, not from its name or mimetype."""
+        if not isinstance(files, list) or not files:
+            return None
+        shared = _mapping(files[0])
+        size = shared.get("size")
+        return ImageSource(
+            url=_string(shared.get("url_private_download")) or _string(shared.get("url_private")),
+            allowed_origins=self.file_origins,
+            headers={"Authorization": f"Bearer {self.client.token}"},
+            declared_bytes=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        )
 
     async def _press(self, key: str, body: dict[str, Any]) -> None:
         actions = body.get("actions")

@@ -1,7 +1,8 @@
 """What a Slack user typed, as prompt and options: `/imagine a red fox --no blur --seed 42 --ar 16:9`.
 
 Slack has no typed command options, so they follow the prompt as flags: `--no TEXT` (negative prompt), `--seed N`,
-`--ar W:H` (or `--aspect`). Slack's markup is undone first: mentions (`<@U123>`) are dropped, links keep their
+`--ar W:H` (or `--aspect`), `--strength X` (with a shared image: how much of it to redraw). Slack's markup is
+undone first: mentions (`<@U123>`) are dropped, links keep their
 label, and `&amp;`, `&lt;`, `&gt;` become the characters the user typed. Ranges are checked by the conversation
 layer (engine rules); only what cannot even be read here (a seed that is not a number) is refused here.
 """
@@ -15,7 +16,7 @@ from bots.errors import BadOptions
 
 MENTION = re.compile(r"<[@!][A-Za-z0-9^|]*(?:\|[^>]*)?>")
 LINK = re.compile(r"<(?:#[A-Z0-9]+\|)?([^>|]*)(?:\|([^>]*))?>")
-OPTION = re.compile(r"(?:^|\s)--(no|seed|ar|aspect)(?=\s|$)", re.IGNORECASE)
+OPTION = re.compile(r"(?:^|\s)--(no|seed|ar|aspect|strength)(?=\s|$)", re.IGNORECASE)
 ALIASES = {"aspect": "ar"}
 
 
@@ -25,6 +26,8 @@ class PromptText:
     negative_prompt: str = ""
     seed: int | None = None
     aspect: str = "1:1"
+    strength: float | None = None
+    """With a shared image: how much of it to redraw (`--strength 0.5`); checked by the conversation layer."""
 
 
 def plain_text(text: str) -> str:
@@ -47,6 +50,7 @@ def parse_prompt_text(text: str) -> PromptText:
         negative_prompt=options.get("no", ""),
         seed=_seed(options.get("seed")),
         aspect=options.get("ar") or "1:1",
+        strength=_strength(options.get("strength")),
     )
 
 
@@ -57,3 +61,12 @@ def _seed(value: str | None) -> int | None:
         return int(value)
     except ValueError:
         raise BadOptions(f"--seed must be a whole number, got {value[:40]!r}") from None
+
+
+def _strength(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise BadOptions(f"--strength must be a number from 0.1 to 1.0, got {value[:40]!r}") from None

@@ -118,7 +118,13 @@ class BatchWorker:
         loop = asyncio.get_running_loop()
         involved = [job for job in jobs if any(task.job_id == job.id for task in tasks)]
         first = involved[0].record
-        shape = BatchShape(width=first.width, height=first.height, steps=first.steps)
+        image_prompt = first.request.image_prompt  # one kind per batch (engine/validation.py batch_key)
+        shape = BatchShape(
+            width=first.width,
+            height=first.height,
+            steps=first.steps,
+            strength=None if image_prompt is None else image_prompt.strength,
+        )
         on_step = self._step_callback(loop, involved)
         try:
             self.pipeline_calls += 1
@@ -245,6 +251,7 @@ def _image_task(job: Job, index: int) -> ImageTask:
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
         variation=request.variation,
+        input_image=None if request.image_prompt is None else request.image_prompt.path,
     )
 
 

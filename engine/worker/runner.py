@@ -9,6 +9,7 @@ pipeline's `_interrupt` flag would still run.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine.errors import EngineError
+from engine import messages
+from engine.errors import EngineError, GenerationFailed
+from engine.input_images import open_input_image
 from engine.requests import Variation
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ class ImageTask:
     prompt: str
     negative_prompt: str
     variation: Variation | None = None
+    input_image: str | None = None
+    """An image prompt's stored input image (engine/input_images.py): the call is image-to-image."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class BatchShape:
     width: int
     height: int
     steps: int
+    strength: float | None = None
+    """Image prompts: how much of the input to redraw (one per call). None: text-to-image."""
 
 
 StepCallback = Callable[[int, int], None]
@@ -63,9 +70,23 @@ class PipelineRunner:
         self.pipe = pipe
         self.model_name = model_name
         self.guidance_scale = guidance_scale
+        self._image_pipe: Any = None
+
+    @property
+    def image_pipe(self) -> Any:
+        """The image-to-image pipeline, made on first use from the loaded pipeline's own components (the same
+        UNet, VAE and text encoder objects): no second copy of the model in memory."""
+        if self._image_pipe is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._image_pipe = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._image_pipe.set_progress_bar_config(disable=True)
+        return self._image_pipe
 
     def generate(self, tasks: Sequence[ImageTask], shape: BatchShape, on_step: StepCallback) -> list[Image.Image]:
         """Render `tasks` in one pipeline call; returns one PIL image per task, in order."""
+        if shape.strength is not None:
+            return self._generate_from_images(tasks, shape, on_step)
 
         def step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             on_step(step + 1, shape.steps)
@@ -85,12 +106,62 @@ class PipelineRunner:
             )
         return list(output.images)
 
+    def _generate_from_images(
+        self, tasks: Sequence[ImageTask], shape: BatchShape, on_step: StepCallback
+    ) -> list[Image.Image]:
+        """Image prompts: each input image, noised by `strength` with its own seed's generator, then denoised for
+        the last `strength` part of the schedule (diffusers runs int(steps × strength) steps)."""
+        strength = shape.strength or 1.0
+        steps = steps_for_strength(shape.steps, strength)
+        pictures = [_input_picture(task, shape) for task in tasks]
+        pipe = self.image_pipe
+
+        def step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            on_step(step + 1, int(getattr(pipe, "num_timesteps", 0) or steps))
+            return kwargs
+
+        with torch.inference_mode():
+            output = pipe(
+                prompt=[task.prompt for task in tasks],
+                negative_prompt=[task.negative_prompt for task in tasks],
+                image=pictures,
+                strength=strength,
+                num_inference_steps=steps,
+                guidance_scale=self.guidance_scale,
+                # One generator per image: an image is the same alone or in a batch.
+                generator=[torch.Generator("cpu").manual_seed(task.seed) for task in tasks],
+                callback_on_step_end=step_end,
+                output_type="pil",
+            )
+        return list(output.images)
+
     def _initial_latents(self, tasks: Sequence[ImageTask], shape: BatchShape) -> torch.Tensor:
         channels = self.pipe.unet.config.in_channels
         scale = self.pipe.vae_scale_factor
         latent_shape = (channels, shape.height // scale, shape.width // scale)
         noise = [_task_noise(task, latent_shape) for task in tasks]
         return torch.stack(noise).to(device=self.pipe.device, dtype=self.pipe.unet.dtype)
+
+
+def steps_for_strength(steps: int, strength: float) -> int:
+    """Schedule length for an image prompt: `steps`, raised just enough that int(steps × strength) is at least one
+    denoising step (diffusers refuses zero)."""
+    scheduled = max(steps, math.ceil(1 / strength))
+    while int(scheduled * strength) < 1:  # floating point: 1 / strength may round down
+        scheduled += 1
+    return scheduled
+
+
+def _input_picture(task: ImageTask, shape: BatchShape) -> Image.Image:
+    """The task's stored input image at the batch's size. Its file went missing (or was tampered with): the job
+    fails with a message that names no path."""
+    if task.input_image is None:
+        raise GenerationFailed(messages.INPUT_IMAGE_GONE)
+    try:
+        return open_input_image(task.input_image, (shape.width, shape.height))
+    except OSError:
+        log.error("input image of job %s is unreadable: %s", task.job_id, task.input_image)
+        raise GenerationFailed(messages.INPUT_IMAGE_GONE) from None
 
 
 def seeded_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:

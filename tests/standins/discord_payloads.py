@@ -251,11 +251,34 @@ def interaction_payload(
     return payload
 
 
+STRING_OPTION, INTEGER_OPTION, NUMBER_OPTION, ATTACHMENT_OPTION = 3, 4, 10, 11
+
+
 def command_options(values: dict[str, Any]) -> list[dict[str, Any]]:
-    """Slash command option values as the API sends them (3 = string, 4 = integer)."""
-    return [
-        {"name": name, "type": 4 if isinstance(value, int) else 3, "value": value} for name, value in values.items()
-    ]
+    """Slash command option values as the API sends them (3 = string, 4 = integer, 10 = number)."""
+    return [{"name": name, "type": _option_type(value), "value": value} for name, value in values.items()]
+
+
+def _option_type(value: Any) -> int:
+    if isinstance(value, float):
+        return NUMBER_OPTION
+    return INTEGER_OPTION if isinstance(value, int) else STRING_OPTION
+
+
+def attachment_payload(
+    attachment_id: str, url: str, filename: str, size: int, content_type: str | None = "image/png"
+) -> dict[str, Any]:
+    """An attachment object, as in a message's `attachments` or an interaction's `data.resolved.attachments`."""
+    data: dict[str, Any] = {
+        "id": attachment_id,
+        "filename": filename,
+        "size": size,
+        "url": url,
+        "proxy_url": url.replace("cdn.", "media."),
+    }
+    if content_type is not None:
+        data["content_type"] = content_type
+    return data
 
 
 def find_component(message: dict[str, Any], custom_id: str) -> dict[str, Any] | None:

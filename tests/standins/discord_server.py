@@ -43,6 +43,7 @@ from tests.standins.discord_payloads import (
     Role,
     SnowflakeFactory,
     User,
+    attachment_payload,
     command_options,
     dm_channel_payload,
     find_component,
@@ -57,6 +58,17 @@ T = TypeVar("T")
 
 API_PREFIX = "/api/v10"
 INTERACTION_TOKEN_LIFETIME_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class StandInAttachment:
+    """A file a user attached, as Discord describes it: where its CDN serves it (tests/standins/file_cdn.py) and
+    the size and type Discord announces (which a test may make lie)."""
+
+    url: str
+    filename: str
+    size: int
+    content_type: str | None = "image/png"
 
 
 @dataclass(frozen=True)
@@ -362,11 +374,17 @@ class DiscordStandIn:
         role_ids: list[str] | None = None,
         name: str = "imagine",
         channel_id: str | None = None,
+        attachments: dict[str, StandInAttachment] | None = None,
     ) -> InteractionRecord:
         """Dispatch INTERACTION_CREATE for a slash command, in the guild channel (with `member`) or in the
-        user's DM with the bot (with `user`)."""
+        user's DM with the bot (with `user`). `attachments`: attachment options by name (type 11: the value is
+        the attachment's id, the attachment itself is in `data.resolved.attachments`)."""
         command_id = next((c["id"] for c in self.synced_commands if c["name"] == name), self.snowflake())
         data: dict[str, Any] = {"id": command_id, "name": name, "type": 1, "options": command_options(options)}
+        for option, attachment in (attachments or {}).items():
+            payload = self._attachment_object(attachment)
+            data["options"].append({"name": option, "type": 11, "value": payload["id"]})
+            data.setdefault("resolved", {}).setdefault("attachments", {})[payload["id"]] = payload
         if in_guild:
             data["guild_id"] = self.guild.id
         return await self._send_interaction(
@@ -414,13 +432,19 @@ class DiscordStandIn:
         message = self._new_message(channel_id, {"content": "", "components": components}, [], webhook=False)
         return message.id
 
-    async def send_dm(self, user: User, content: str) -> str:
-        """Dispatch MESSAGE_CREATE: `user` writes `content` to the bot in their DM."""
+    async def send_dm(self, user: User, content: str, attachments: list[StandInAttachment] | None = None) -> str:
+        """Dispatch MESSAGE_CREATE: `user` writes `content` to the bot in their DM (with files attached)."""
         channel_id = self.dm_channel_id(user)
         message = message_payload(message_id=self.snowflake(), channel_id=channel_id, author=user, content=content)
+        message["attachments"] = [self._attachment_object(attachment) for attachment in attachments or []]
         self.messages[message["id"]] = StoredMessage(message)
         await self.gateway.dispatch("MESSAGE_CREATE", message)
         return str(message["id"])
+
+    def _attachment_object(self, attachment: StandInAttachment) -> dict[str, Any]:
+        return attachment_payload(
+            self.snowflake(), attachment.url, attachment.filename, attachment.size, attachment.content_type
+        )
 
     async def _send_interaction(
         self,
