@@ -5,15 +5,18 @@ generated from with the image-to-image pipeline."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from bots import messages
 from engine.requests import JobState
+from engine.screening import ScreeningResult
 from engine.store import JobStore
 from engine.worker.batches import load_runner
 from engine.worker.runner import PipelineRunner
@@ -159,3 +162,39 @@ async def test_a_strength_out_of_range_is_refused_before_the_image_is_fetched(
     )
     assert "got 1.5" in text
     assert cdn.requests == [] and rig.engine.pipeline_calls == 0 and await journaled_jobs(rig) == []
+
+
+def flags_red_pictures(image: Image.Image) -> ScreeningResult:
+    """The image filter's answer is the boundary: here it objects to mostly red pictures (the tiny model's outputs
+    are colourful noise, never mostly red)."""
+    red, green, blue = (float(np.asarray(image.convert("RGB"))[..., channel].mean()) for channel in range(3))
+    flagged = red > 150 and green < 80 and blue < 80
+    return ScreeningResult(flagged, ("FEMALE_BREAST_EXPOSED (0.91)",) if flagged else ())
+
+
+async def test_a_flagged_input_image_is_held_for_review_and_generated_from_only_once_approved(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, cdn: FileCDN
+) -> None:
+    base = image_prompt_settings(tmp_path, tiny_model_dir, standin, cdn)
+    settings = replace(base, moderation=replace(base.moderation, embedding=False))
+    rig = await start_rig(settings, standin, moderated=True, screener=flags_red_pictures)
+    try:
+        erin, mod = standin.make_user("erin"), standin.make_user("mod")
+        await standin.send_command(
+            erin, {"prompt": "a beach"}, attachments={"image": attach(cdn, photo((230, 20, 20)))}
+        )
+        await rig.message_saying(messages.IMAGE_HELD_FOR_REVIEW)
+        channel = standin.moderator_channel_id
+        post = await standin.wait_until(lambda: next(iter(standin.channel_messages(channel)), None), what="a post")
+        assert "input image flagged" in post.content and "FEMALE_BREAST_EXPOSED" in post.content
+        ((shown_format, _),) = jpeg_sizes(post)
+        with Image.open(io.BytesIO(post.files[0].data)) as shown:  # the withheld copy, with its black label box
+            assert shown_format == "PNG" and np.asarray(shown.convert("RGB"))[..., 0].min() < 50
+        await rig.adapter.settled()
+        assert rig.engine.pipeline_calls == 0 and await journaled_jobs(rig) == []
+
+        await standin.click(post.id, post.custom_ids[0], mod, role_ids=[standin.moderator_role.id])
+        (images,) = await rig.images_messages(channel_id=standin.channel_id)
+    finally:
+        await rig.stop()
+    assert jpeg_sizes(images) == [("JPEG", (128, 128))] * 4

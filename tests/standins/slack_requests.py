@@ -139,9 +139,12 @@ class SlackSender:
         channel_id: str = "CGENERAL",
         thread_ts: str | None = None,
         event_id: str | None = None,
+        files: list[JsonDict] | None = None,
         **signing: Any,
     ) -> SignedRequest:
         event = app_mention_event(text, user_id=user_id, channel_id=channel_id, thread_ts=thread_ts)
+        if files:
+            event["files"] = files
         self._remember(event)
         return self.event(event, event_id=event_id, **signing)
 
@@ -152,9 +155,12 @@ class SlackSender:
         user_id: str = "UALICE",
         channel_id: str = "DALICE",
         event_id: str | None = None,
+        files: list[JsonDict] | None = None,
         **signing: Any,
     ) -> SignedRequest:
         event = direct_message_event(text, user_id=user_id, channel_id=channel_id)
+        if files:  # as Slack sends a DM with a file shared in it
+            event |= {"subtype": "file_share", "files": files}
         self._remember(event)
         return self.event(event, event_id=event_id, **signing)
 
@@ -250,6 +256,22 @@ def app_mention_event(
     if thread_ts:
         event["thread_ts"] = thread_ts
     return event
+
+
+def shared_file(url: str, name: str, size: int, mimetype: str = "image/png") -> JsonDict:
+    """A file object as a `files` entry of a message or app_mention event (the fields the bot reads, and a few)."""
+    file_id = url.rsplit("/download/", 1)[0].rsplit("-", 1)[-1]
+    return {
+        "id": file_id,
+        "name": name,
+        "title": name,
+        "mimetype": mimetype,
+        "filetype": name.rsplit(".", 1)[-1],
+        "size": size,
+        "mode": "hosted",
+        "url_private": url.replace("/download/", "/"),
+        "url_private_download": url,
+    }
 
 
 def direct_message_event(text: str, *, user_id: str, channel_id: str, ts: str | None = None) -> JsonDict:
