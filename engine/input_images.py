@@ -112,4 +112,4 @@ def _megabytes(count: int) -> str:
 
 
 def _megapixels(count: int) -> str:
-    return f"{count / 1_000_000:g} megapixels"
+    return f"{count / 1_000_000:.3g} megapixels"  # 4096² → "16.8 megapixels"
