@@ -23,6 +23,8 @@ class ImageContext:
     seed: int
     prompt: str
     model: str
+    from_image: bool = False
+    """Made from an image prompt (a picture given as the starting point): the metadata says so."""
 
 
 @dataclass(frozen=True)

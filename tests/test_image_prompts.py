@@ -223,3 +223,13 @@ async def test_a_journaled_image_prompt_resumes_with_its_image_after_a_restart(
         assert record.request.image_prompt == ImagePrompt(path, 0.8)
     finally:
         await store.close()
+
+
+def test_the_metadata_of_an_image_made_from_an_image_prompt_says_so() -> None:
+    from engine.provenance.metadata import read_metadata, save_options
+
+    for from_image in (False, True):
+        data = encoded(Image.new("RGB", SMALL), "JPEG", **save_options("tiny-sd", from_image))
+        with Image.open(io.BytesIO(data)) as image:
+            info = read_metadata(image)
+        assert info.says_ai_generated and ("from an image prompt" in (info.description or "")) is from_image

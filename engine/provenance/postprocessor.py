@@ -36,7 +36,7 @@ class ProvenancePostProcessor:
         if self.settings.watermark:
             payload = watermark_payload(context.job_id, context.index)
             image = watermark.embed(image, payload)
-        save_options = metadata.save_options(context.model) if self.settings.metadata else {}
+        save_options = metadata.save_options(context.model, context.from_image) if self.settings.metadata else {}
         jpeg = encode_jpeg(image, self.jpeg_quality, **save_options)
         if self.signer is not None:
             jpeg = self.signer.sign(jpeg, context.model, payload)

@@ -212,7 +212,12 @@ class BatchWorker:
 
     def _context(self, job: Job, index: int) -> ImageContext:
         return ImageContext(
-            job_id=job.id, index=index, seed=job.seeds[index], prompt=job.request.prompt, model=self.model_name
+            job_id=job.id,
+            index=index,
+            seed=job.seeds[index],
+            prompt=job.request.prompt,
+            model=self.model_name,
+            from_image=job.request.image_prompt is not None,
         )
 
     def _journal_required(self) -> BatchJournal:

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from bots import messages
+from engine.provenance.metadata import read_metadata
 from engine.requests import JobState
 from engine.screening import ScreeningResult
 from engine.store import JobStore
@@ -85,6 +86,8 @@ async def test_imagine_with_an_attachment_delivers_four_images_from_the_image_pi
 
     assert jpeg_sizes(images) == [("JPEG", (128, 128))] * 4
     assert "as a watercolour" in images.content and "seeds 3–6" in images.content
+    with Image.open(io.BytesIO(images.files[0].data)) as delivered:  # provenance says how it was made
+        assert "from an image prompt" in (read_metadata(delivered).description or "")
     path = next(iter(cdn.files))
     assert cdn.asked_for(path) == 1
     (job_id,) = await journaled_jobs(rig)
