@@ -107,7 +107,9 @@ class Submitter:
             if decision.review_item_id:
                 await replier.show_status(decision.message or messages.WAITING_FOR_REVIEW)
                 reasons = decision.verdict.reasons if decision.verdict else ()
-                await self._post_for_review(decision.review_item_id, request, reasons, ())
+                if checked is not None and checked.flagged:
+                    reasons = (*reasons, "input image flagged by the image filter", *checked.screening.reasons)
+                await self._post_for_review(decision.review_item_id, request, reasons, _shown(checked))
                 return None
             if not decision.admitted:
                 await replier.refuse(decision.message)
@@ -138,7 +140,7 @@ class Submitter:
         verdict = Verdict(Action.REVIEW, ("image_screening",), reasons, "unsure")
         item = await self._admission.review.submit(request, verdict)
         await replier.show_status(messages.IMAGE_HELD_FOR_REVIEW)
-        await self._post_for_review(item.id, request, reasons, [checked.withheld_path or checked.path])
+        await self._post_for_review(item.id, request, reasons, _shown(checked))
 
     async def submit(self, request: GenerationRequest, replier: Replier, *, checked: bool = True) -> str | None:
         """Queue an admitted request and follow it. If the queue refuses it, or there is nowhere to answer,
@@ -172,6 +174,13 @@ class Submitter:
             await self._admission.submission_failed(request.requester)
         else:
             await self._admission.job_finished(request.requester)
+
+
+def _shown(checked: CheckedInput | None) -> tuple[str, ...]:
+    """What moderators see of an image prompt's picture: the withheld copy when the image filter flagged it."""
+    if checked is None:
+        return ()
+    return (checked.withheld_path or checked.path,)
 
 
 def _queue_refusal(exc: Exception) -> str:
