@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bots.contract import Adapter
 from bots.conversation import Conversation
-from bots.web.ops import ops_app
+from bots.web.app import web_app
 from bots.web.server import WebServer
 from config.settings import Settings
 from engine.screening import ImageScreener
@@ -117,7 +117,7 @@ class Service:
         self.conversation: Conversation | None = None
         self.adapters: list[Adapter] = []
         self._factories = list(configured_adapters(settings) if adapters is None else adapters)
-        self.web = WebServer(settings.web, ops_app(self.readiness)) if settings.web.enabled else None
+        self.web = WebServer(settings.web, web_app(settings.web, self.readiness)) if settings.web.enabled else None
         self._serving = False
 
     async def start(self) -> None:

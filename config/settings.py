@@ -122,6 +122,16 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     """0: any free port (tests); the log says which."""
+    public_url: str = ""
+    """Where browsers reach the pages (e.g. https://imagine.example.org behind a TLS proxy): the one origin a
+    state-changing request may come from, and https here marks the session cookie Secure. Empty: the request's
+    own scheme and host."""
+    session_secret: str = ""
+    """A Fernet key (secret: from the environment) encrypting the session cookie; empty: one made per process,
+    so sessions end with it."""
+    session_max_age_s: float = 2592000.0
+    playground: bool = True
+    """The playground at `/` (bots/web/playground.py): a front door like Discord and Slack."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,7 @@ POSITIVE: set[str] = {
     "moderation.strikes_to_ban",
     "service.shutdown_timeout_s",
     "service.delivery_give_up_s",
+    "web.session_max_age_s",
 }
 
 
