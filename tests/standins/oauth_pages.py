@@ -115,7 +115,8 @@ def consent_page(provider: str, user_name: str, action: str, query: dict[str, st
         f'<input type="hidden" name="{html.escape(key)}" value="{html.escape(value)}">' for key, value in query.items()
     )
     body = (
-        f"<!doctype html><title>{provider}: authorize</title><h1>{html.escape(provider)}</h1>"
+        f'<!doctype html><link rel="icon" href="data:,"><title>{provider}: authorize</title>'
+        f"<h1>{html.escape(provider)}</h1>"
         f"<p>Signed in as <b>{html.escape(user_name)}</b>. Allow the application to know who you are?</p>"
         f'<form method="post" action="{html.escape(action)}">{hidden}'
         '<button name="decision" value="allow">Authorize</button>'

@@ -8,14 +8,17 @@ review queue also as docs/screenshots/dashboard.png for the README."""
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.async_api import Browser, Page, expect
 
 from bots import messages
+from engine.screening import ScreeningResult
 from tests.discord_harness import DiscordRig, discord_settings, start_rig
 from tests.standins.discord_payloads import User
 from tests.standins.discord_server import DiscordStandIn
@@ -32,11 +35,28 @@ async def standin() -> AsyncIterator[DiscordStandIn]:
         yield server
 
 
+class Screener:
+    """The output image detector (the boundary): flags every image while `flagging` is set."""
+
+    def __init__(self) -> None:
+        self.flagging = threading.Event()
+
+    def __call__(self, image: Image.Image) -> ScreeningResult:
+        return ScreeningResult(True, ("FEMALE_BREAST_EXPOSED",)) if self.flagging.is_set() else ScreeningResult(False)
+
+
 @pytest.fixture
-async def rig(tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn) -> AsyncIterator[DiscordRig]:
+def screener() -> Screener:
+    return Screener()
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, screener: Screener
+) -> AsyncIterator[DiscordRig]:
     base = with_sign_in(discord_settings(tmp_path, tiny_model_dir, standin, base_size=64), standin, None)
-    settings = replace(base, moderation=replace(base.moderation, embedding=False, image_screening=False))
-    running = await start_rig(settings, standin, moderated=True)
+    settings = replace(base, moderation=replace(base.moderation, embedding=False))
+    running = await start_rig(settings, standin, moderated=True, screener=screener)
     assert running.service is not None and running.service.web is not None
     standin.oauth.register_redirect(f"{origin(running)}/mod/auth/discord/callback")
     yield running
@@ -58,9 +78,9 @@ async def sign_in_with_discord(page: Page, rig: DiscordRig, user: User) -> None:
 
 
 async def test_a_moderator_works_the_queue_in_the_browser_and_requesters_hear_on_discord(
-    rig: DiscordRig, standin: DiscordStandIn, browser: Browser, page: Page
+    rig: DiscordRig, standin: DiscordStandIn, screener: Screener, browser: Browser, page: Page
 ) -> None:
-    alice, bob, carol, mod = (standin.make_user(name) for name in ("alice", "bob", "carol", "modmin"))
+    alice, bob, carol, dave, mod = (standin.make_user(name) for name in ("alice", "bob", "carol", "dave", "modmin"))
     standin.add_member(mod, [standin.moderator_role.id])
     assert rig.admission is not None
     for user, prompt in ((alice, "Elmo holding a bloody knife"), (bob, "Pikachu holding a gun")):
@@ -97,15 +117,18 @@ async def test_a_moderator_works_the_queue_in_the_browser_and_requesters_hear_on
     await expect(page.get_by_text("Nothing is waiting for a moderator.")).to_be_visible()
     await screenshot(page, "mod-queue-empty")
 
-    # Ban carol: her next command is refused.
+    # Ban carol, who already has a strike for a blocked prompt: her next command is refused.
+    await standin.send_command(carol, {"prompt": "explicit porn of two adults"})
+    await rig.message_saying("aren't allowed here")
     await page.get_by_role("link", name="Users").click()
     await page.get_by_label("User").fill(f"discord:{carol.id}")
     await page.get_by_role("button", name="Look up").click()
     await page.get_by_label(f"Ban length for discord:{carol.id}").select_option(label="until lifted")
     await page.get_by_label(f"Ban reason for discord:{carol.id}").fill("spam")
-    await page.get_by_role("button", name="Ban").click()
+    await page.get_by_role("button", name="Ban", exact=True).click()
     await expect(page.locator(".flash")).to_have_text(f"Banned discord:{carol.id}.")
     await expect(page.locator(".chip.banned")).to_contain_text("until lifted")
+    await expect(page.locator("table.strikes")).to_contain_text("sexual")
     await screenshot(page, "mod-users")
     await standin.send_command(carol, {"prompt": "a lighthouse at dawn"})
     await rig.message_saying("Your access to image generation is suspended until a moderator lifts it.")
@@ -123,9 +146,27 @@ async def test_a_moderator_works_the_queue_in_the_browser_and_requesters_hear_on
     await expect(page.locator("table.audit")).to_contain_text("ban")
     await screenshot(page, "mod-audit")
     await page.get_by_role("link", name="Holds & blocks").click()
-    await expect(page.locator("svg.chart rect title")).to_have_count(1)  # one day, one category: 2 held
-    await expect(page.locator("svg.chart")).to_contain_text("trademark")
+    segments = page.locator("svg.chart rect title")
+    await expect(segments).to_have_count(2)  # today: 2 held (trademark), 1 blocked (sexual)
+    await expect(segments.nth(0)).to_contain_text("2 held, trademark")
+    await expect(segments.nth(1)).to_contain_text("1 blocked, sexual")
     await screenshot(page, "mod-stats")
+
+    # An image the output filter withheld: blurred on the page until clicked, served to moderators only.
+    screener.flagging.set()
+    await standin.send_command(dave, {"prompt": "a beach at noon"})
+    await rig.images_messages(2, channel_id=standin.channel_id)  # dave's, blurred
+    screener.flagging.clear()
+    await page.get_by_role("link", name="Review queue").click()
+    withheld = page.locator(".withheld img")
+    await expect(withheld).to_have_count(4)
+    await expect(withheld.nth(0)).to_have_css("filter", "blur(24px)")
+    await withheld.nth(0).click()
+    await expect(withheld.nth(0)).to_have_css("filter", "none")
+    await expect(withheld.nth(1)).to_have_css("filter", "blur(24px)")
+    assert await withheld.nth(0).evaluate("image => image.naturalWidth") == 64
+    await screenshot(page, "mod-queue-withheld")
+    image_url = origin(rig) + str(await withheld.nth(0).get_attribute("src"))
 
     # A member without the moderator role, in another browser session, is refused.
     other = await browser.new_context()
@@ -135,6 +176,12 @@ async def test_a_moderator_works_the_queue_in_the_browser_and_requesters_hear_on
     await sign_in_with_discord(stranger_page, rig, member)
     await expect(stranger_page.get_by_text("You are not a moderator here.")).to_be_visible()
     await screenshot(stranger_page, "mod-refused")
-    await stranger_page.goto(f"{origin(rig)}/mod/users")
-    await expect(stranger_page).to_have_url(f"{origin(rig)}/mod/login")
+    for path in ("/mod/users", image_url.removeprefix(origin(rig))):
+        await stranger_page.goto(origin(rig) + path)
+        await expect(stranger_page).to_have_url(f"{origin(rig)}/mod/login")
     await other.close()
+
+    # Approving the withheld job releases the originals to dave, as the chat button does.
+    await page.locator("li.review-item").get_by_role("button", name="Approve").click()
+    released = (await rig.images_messages(3, channel_id=standin.channel_id))[-1]
+    assert len(released.files) == 4 and "withheld" not in released.content
