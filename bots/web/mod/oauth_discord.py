@@ -43,11 +43,6 @@ class DiscordSignIn:
         self._http = http
         self._api = config.api_base.rstrip("/")
 
-    @property
-    def configured(self) -> bool:
-        """Needs the OAuth2 client and the bot token (to look up roles)."""
-        return bool(self._config.client_id and self._config.client_secret and self._config.token)
-
     def authorize_url(self, redirect_uri: str, state: str) -> str:
         query = {
             "response_type": "code",

@@ -44,10 +44,6 @@ class SlackSignIn:
         self._is_moderator = ModeratorCheck(self._bot, config.moderator_user_ids, config.moderator_usergroup_id)
         self._team_id: str | None = None
 
-    @property
-    def configured(self) -> bool:
-        return bool(self._config.client_id and self._config.client_secret and self._config.bot_token)
-
     def authorize_url(self, redirect_uri: str, state: str, nonce: str) -> str:
         query = {
             "response_type": "code",
