@@ -146,10 +146,10 @@ async def test_a_moderator_works_the_queue_in_the_browser_and_requesters_hear_on
     await expect(page.locator("table.audit")).to_contain_text("ban")
     await screenshot(page, "mod-audit")
     await page.get_by_role("link", name="Holds & blocks").click()
-    segments = page.locator("svg.chart rect title")
-    await expect(segments).to_have_count(2)  # today: 2 held (trademark), 1 blocked (sexual)
-    await expect(segments.nth(0)).to_contain_text("2 held, trademark")
-    await expect(segments.nth(1)).to_contain_text("1 blocked, sexual")
+    chart = page.locator("svg.chart")  # two held (trademark) and one blocked (sexual), by day
+    await expect(chart.locator("rect title").filter(has_text="held, trademark")).not_to_have_count(0)
+    await expect(chart.locator("rect title").filter(has_text="blocked, sexual")).not_to_have_count(0)
+    await expect(chart.locator("rect title").filter(has_text="blocked, trademark")).to_have_count(0)
     await screenshot(page, "mod-stats")
 
     # An image the output filter withheld: blurred on the page until clicked, served to moderators only.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,6 +190,6 @@ async def _flash(request: web.Request, text: str) -> None:
     (await get_session(request))[FLASH] = text
 
 
-def _reason(form: object) -> str:
-    value = form.get("reason", "") if hasattr(form, "get") else ""
-    return " ".join(str(value).split())[:MAX_REASON_CHARS]
+def _reason(form: Mapping[str, object]) -> str:
+    """The moderator's reason or note, on one line and at most MAX_REASON_CHARS."""
+    return " ".join(str(form.get("reason", "")).split())[:MAX_REASON_CHARS]
