@@ -296,3 +296,14 @@ async def test_sign_out_ends_the_session(site: Dashboard, parts: ServiceParts) -
     assert await signed_in_as(site) == "alice"
     out = await site.post_form("/mod/logout", {})
     assert out.status == 303 and await signed_in_as(site) is None
+
+
+async def test_while_the_service_starts_sign_in_answers_503_in_plain_words(parts: ServiceParts) -> None:
+    starting = ServiceParts(parts.settings, parts.database, admission=None)
+    await LocalAccounts(parts.database).add("alice", PASSWORD)
+    async with dashboard(starting) as site:
+        assert (await site.client.get("/mod/login")).status == 200
+        answer = await site.post_form("/mod/login", {"name": "alice", "password": PASSWORD}, token_from="/mod/login")
+        text = await answer.text()
+        assert answer.status == 503 and "The service is starting" in text and "Traceback" not in text
+        assert await signed_in_as(site) is None

@@ -126,6 +126,7 @@ async def show_login(request: web.Request) -> web.Response:
 
 async def local_sign_in(request: web.Request) -> web.StreamResponse:
     dashboard = request.app[DASHBOARD]
+    dashboard.admission()  # while the service starts: 503, before an attempt is counted or checked
     form = await request.post()
     name, password = str(form.get("name", "")).strip().lower(), str(form.get("password", ""))
     wait_s = await dashboard.throttle.attempt(_address(request), f"local:{name}")
@@ -162,6 +163,7 @@ async def finish_sign_in(request: web.Request) -> web.StreamResponse:
     """The provider's redirect back: the state must be the one this browser was sent with, once; then the code
     is exchanged, the user identified, and the service decides whether they may moderate."""
     dashboard = request.app[DASHBOARD]
+    dashboard.admission()  # while the service starts: 503, and the flow stays usable for a retry
     provider = request.match_info["provider"]
     session = await get_session(request)
     flow = session.pop(SESSION_FLOW, None)  # one use, whatever happens next
