@@ -68,10 +68,12 @@ def origin(rig: DiscordRig) -> str:
     return f"http://127.0.0.1:{rig.service.web.port}"
 
 
-async def sign_in_with_discord(page: Page, rig: DiscordRig, user: User) -> None:
+async def sign_in_with_discord(page: Page, rig: DiscordRig, user: User, *, shot: str = "") -> None:
     rig.standin.oauth.sign_in_as(user)
     await page.goto(f"{origin(rig)}/mod")
     await expect(page).to_have_url(f"{origin(rig)}/mod/login")
+    if shot:
+        await screenshot(page, shot)
     await page.get_by_role("link", name="Sign in with Discord").click()
     await expect(page.get_by_text(f"Signed in as {user.username}")).to_be_visible()  # Discord's consent page
     await page.get_by_role("button", name="Authorize").click()
@@ -89,7 +91,7 @@ async def test_a_moderator_works_the_queue_in_the_browser_and_requesters_hear_on
     held = await rig.admission.review.list()
     assert [item.requester.user_id for item in held] == [alice.id, bob.id]
 
-    await sign_in_with_discord(page, rig, mod)
+    await sign_in_with_discord(page, rig, mod, shot="mod-login")
     items = page.locator("li.review-item")
     await expect(items).to_have_count(2)
     await expect(items.nth(0).locator(".prompt")).to_have_text("Elmo holding a bloody knife")  # oldest first
