@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo serve test lint bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/imagine model build-tiny
 	$(BIN)/imagine generate "a lighthouse at dawn, oil painting" --out out
+
+# The service in this terminal: the playground on http://127.0.0.1:8080/ (web.host, web.port), every chat adapter
+# that has credentials, /healthz, /readyz and /metrics. Ctrl-C stops it.
+serve: install
+	$(BIN)/imagine serve
 
 test: install
 	$(BIN)/python -m pytest

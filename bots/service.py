@@ -18,9 +18,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aiohttp import web
+
 from bots.contract import Adapter
 from bots.conversation import Conversation
-from bots.web.ops import ops_app
+from bots.web.app import web_app
 from bots.web.server import WebServer
 from config.settings import Settings
 from engine.screening import ImageScreener
@@ -126,8 +128,17 @@ class Service:
         self.conversation: Conversation | None = None
         self.adapters: list[Adapter] = []
         self._factories = list(configured_adapters(settings) if adapters is None else adapters)
-        self.web = WebServer(settings.web, ops_app(self.readiness)) if settings.web.enabled else None
+        self.web = WebServer(settings.web, self._web_app()) if settings.web.enabled else None
         self._serving = False
+
+    def _web_app(self) -> web.Application:
+        """The probes and pages; the moderators' dashboard (/mod) reaches this service's parts when asked."""
+        app = web_app(self.settings.web, self.readiness)
+        if self.settings.dashboard.enabled:
+            from bots.web.mod import register_dashboard
+
+            register_dashboard(app, self)
+        return app
 
     async def start(self) -> None:
         """Start everything; after a failure, call close() (it closes what did start)."""

@@ -100,6 +100,10 @@ class DiscordSettings:
     moderator_channel_id: int = 0
     moderator_role_ids: list[int] = field(default_factory=list)
     guild_ids: list[int] = field(default_factory=list)
+    client_id: str = ""
+    """OAuth2 application id, for moderators signing in to the dashboard with Discord (with client_secret)."""
+    client_secret: str = ""
+    oauth_authorize_url: str = "https://discord.com/oauth2/authorize"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,10 @@ class SlackSettings:
     moderator_channel_id: str = ""
     moderator_user_ids: list[str] = field(default_factory=list)
     moderator_usergroup_id: str = ""
+    client_id: str = ""
+    """The Slack app's client id, for moderators signing in to the dashboard with Slack (with client_secret)."""
+    client_secret: str = ""
+    oidc_authorize_url: str = "https://slack.com/openid/connect/authorize"
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,28 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     """0: any free port (tests); the log says which."""
+    public_url: str = ""
+    """Where browsers reach the pages (e.g. https://imagine.example.org behind a TLS proxy): the one origin a
+    state-changing request may come from, and https here marks the session cookie Secure. Empty: the request's
+    own scheme and host."""
+    session_secret: str = ""
+    """A Fernet key (secret: from the environment) encrypting the session cookie; empty: one made per process,
+    so sessions end with it."""
+    session_max_age_s: float = 2592000.0
+    playground: bool = True
+    """The playground at `/` (bots/web/playground.py): a front door like Discord and Slack."""
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """The moderators' dashboard at /mod (bots/web/mod/)."""
+
+    enabled: bool = True
+    session_max_age_s: float = 28800.0
+    """A moderator signs in again after this long, however active the browser session is."""
+    sign_in_attempts: int = 10
+    """Sign-in attempts per client address (and per local account name) within sign_in_window_s."""
+    sign_in_window_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +196,7 @@ class Settings:
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     slack: SlackSettings = field(default_factory=SlackSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     log: LogSettings = field(default_factory=LogSettings)
     image_prompts: ImagePromptSettings = field(default_factory=ImagePromptSettings)
@@ -204,10 +235,14 @@ POSITIVE: set[str] = {
     "limits.daily_quota",
     "moderation.strikes_to_ban",
     "service.shutdown_timeout_s",
+    "dashboard.session_max_age_s",
+    "dashboard.sign_in_attempts",
+    "dashboard.sign_in_window_s",
     "service.delivery_give_up_s",
     "image_prompts.max_bytes",
     "image_prompts.max_pixels",
     "image_prompts.download_timeout_s",
+    "web.session_max_age_s",
 }
 BETWEEN: dict[str, tuple[float, float]] = {"image_prompts.default_strength": (0.1, 1.0)}
 

@@ -54,14 +54,19 @@ class AuditLog:
         return await self.record(actor, action, target, detail, REFUSED)
 
     async def entries(
-        self, limit: int = 100, *, target: str | None = None, actor: str | None = None
+        self,
+        limit: int = 100,
+        *,
+        target: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
     ) -> list[AuditEntry]:
-        """The most recent entries first."""
+        """The most recent entries first; each filter given must match exactly."""
         query = select(*audit_log.c).order_by(audit_log.c.created_at.desc(), audit_log.c.id.desc()).limit(limit)
-        if target is not None:
-            query = query.where(audit_log.c.target == target)
-        if actor is not None:
-            query = query.where(audit_log.c.actor == actor)
+        for column, wanted in (("target", target), ("actor", actor), ("action", action), ("outcome", outcome)):
+            if wanted is not None:
+                query = query.where(audit_log.c[column] == wanted)
         async with self._database.read() as db:
             rows = (await db.execute(query)).all()
         return [AuditEntry(*row) for row in rows]

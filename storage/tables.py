@@ -134,3 +134,15 @@ deliveries = Table(
     Column("first_failed_at", DOUBLE_PRECISION),  # from revision 0003
     Index("deliveries_due", "platform", "state", "next_retry_at"),
 )
+
+# ---- local moderator accounts for the dashboard (bots/web/mod/local_accounts.py), from revision 0004 ---------
+
+moderator_accounts = Table(
+    "moderator_accounts",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("password_hash", Text, nullable=False),  # argon2id, with its parameters and salt (argon2-cffi's format)
+    Column("created_at", DOUBLE_PRECISION, nullable=False),
+    Column("updated_at", DOUBLE_PRECISION, nullable=False),
+    Column("disabled_at", DOUBLE_PRECISION),
+)

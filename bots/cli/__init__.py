@@ -26,6 +26,7 @@ COMMANDS = {  # in help order; each lives in bots/cli/<name>.py
     "provenance": "manage Content Credentials (C2PA) signing",
     "moderate": "show the moderation verdict for a prompt (or - for stdin)",
     "review": "moderators: review queue, bans, strikes and audit log",
+    "mod": "moderators: local accounts for the dashboard at /mod",
     "serve": "run the engine and every chat adapter that has credentials",
     "worker": "scale-out: the GPU process taking jobs from Redis (engine.queue = redis)",
     "model": "manage the diffusion model",

@@ -1,6 +1,6 @@
 """Operations endpoints: `/healthz` (the process answers), `/readyz` (it can take and run work), `/metrics`.
 
-    app = ops_app(service.readiness)     # readiness(): named checks, e.g. {"store": True, "model_loaded": False}
+    add_ops_routes(app, service.readiness)   # readiness(): named checks, e.g. {"store": True, "model_loaded": False}
 
 `/readyz` answers 200 when every check passes and 503 otherwise, with the checks as JSON either way, so a load
 balancer or Kubernetes probe and a person with curl read the same thing.
@@ -17,12 +17,17 @@ Readiness = Callable[[], Awaitable[dict[str, bool]]]
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 
 
-def ops_app(readiness: Readiness) -> web.Application:
-    app = web.Application()
+def add_ops_routes(app: web.Application, readiness: Readiness) -> None:
     app[READINESS] = readiness
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+
+
+def ops_app(readiness: Readiness) -> web.Application:
+    """The probes alone (`imagine worker`, which serves no pages)."""
+    app = web.Application()
+    add_ops_routes(app, readiness)
     return app
 
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from tests.standins.discord_gateway import Gateway
+from tests.standins.discord_oauth import DiscordOAuth
 from tests.standins.discord_payloads import (
     APPLICATION_COMMAND,
     CALLBACK_DEFERRED_MESSAGE,
@@ -49,6 +50,7 @@ from tests.standins.discord_payloads import (
     find_component,
     guild_channel_payload,
     interaction_payload,
+    member_payload,
     message_payload,
     now_iso,
 )
@@ -197,6 +199,10 @@ class DiscordStandIn:
         )
         self.requests: list[RecordedRequest] = []
         self.messages: dict[str, StoredMessage] = {}
+        self.oauth = DiscordOAuth()
+        """The OAuth2 provider (sign-in with Discord), on this same origin."""
+        self.members: dict[str, tuple[User, list[str]]] = {}
+        """Guild members the REST API knows (GET /guilds/{guild}/members/{user}): user id -> (user, role ids)."""
         self.interactions: dict[str, InteractionRecord] = {}
         self.synced_commands: list[dict[str, Any]] = []
         self.forbidden_channel_ids: set[str] = set()
@@ -243,9 +249,12 @@ class DiscordStandIn:
             ("PATCH", "/channels/{channel}/messages/{message}", self._channel_edit_message),
             ("DELETE", "/channels/{channel}/messages/{message}", self._channel_delete_message),
             ("POST", "/users/@me/channels", self._create_dm),
+            ("GET", "/users/@me/guilds", self._get_my_guilds),
+            ("GET", "/guilds/{guild}/members/{user}", self._get_member),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, api + path, handler)
+        self.oauth.add_routes(app, api)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -312,6 +321,14 @@ class DiscordStandIn:
 
     def make_user(self, name: str) -> User:
         return User(id=self.snowflake(), username=name)
+
+    def add_member(self, user: User, role_ids: list[str] | None = None) -> None:
+        """Make `user` a member of the guild with these roles, as the REST API reports it."""
+        self.members[user.id] = (user, list(role_ids or []))
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def gateway_log(self) -> list[tuple[str, Any]]:
@@ -570,9 +587,29 @@ class DiscordStandIn:
     # ------------------------------------------------------------------ REST: identity and commands
 
     async def _get_me(self, request: web.Request) -> web.Response:
+        oauth_user = self.oauth.user_for(request.headers.get("Authorization", ""))
+        if oauth_user is not None:  # an OAuth2 access token: the user who signed in
+            return _json_response(oauth_user.payload())
         if not self._authorized(request):
             return _error(401, 0, "401: Unauthorized")
         return _json_response(self.bot.payload())
+
+    async def _get_my_guilds(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, 0, "401: Unauthorized")
+        guild = {"id": self.guild.id, "name": self.guild.name, "icon": None, "owner": False, "permissions": "0"}
+        return _json_response([guild])
+
+    async def _get_member(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, 0, "401: Unauthorized")
+        if request.match_info["guild"] != self.guild.id:
+            return _error(404, 10004, "Unknown Guild")
+        found = self.members.get(request.match_info["user"])
+        if found is None:
+            return _error(404, 10007, "Unknown Member")
+        user, role_ids = found
+        return _json_response(member_payload(user, role_ids))
 
     async def _get_application(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -883,6 +920,8 @@ async def _read_body(request: web.Request) -> tuple[Any, list[UploadedFile]]:
                 content_type = part.headers.get("Content-Type", "application/octet-stream")  # type: ignore[union-attr]
                 files.append(UploadedFile(name, part.filename or name, content_type, bytes(data)))  # type: ignore[union-attr]
         return payload, files
+    if request.content_type == "application/x-www-form-urlencoded":  # OAuth2's token endpoint
+        return dict(await request.post()), []
     if request.body_exists:
         raw = await request.read()
         if raw:

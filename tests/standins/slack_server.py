@@ -23,6 +23,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
+from tests.standins import slack_oidc
+
 JsonDict = dict[str, Any]
 DEFAULT_BOT_TOKEN = "xoxb-standin-bot-token"
 DEFAULT_APP_TOKEN = "xapp-standin-app-token"
@@ -136,6 +138,8 @@ class SlackStandIn:
         self._sockets: list[SocketConnection] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.oidc = slack_oidc.SlackOIDC(TEAM_ID)
+        """Sign in with Slack (OpenID Connect), on this same origin."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -150,6 +154,7 @@ class SlackStandIn:
                 web.get("/socket", self._handle_socket),
             ]
         )
+        self.oidc.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -354,6 +359,9 @@ class SlackStandIn:
         failure = self._injected(api)
         if failure is not None:
             return await self._injected_response(call, failure)
+        if api in slack_oidc.METHODS:  # a user's sign-in: client credentials or the user's own token, not the bot's
+            payload = self.oidc.api(api, call.args, call.headers.get("Authorization", ""))
+            return await self._finish(call, 200, payload, {})
         token = _bearer(call)
         expected = self.app_token if api == "apps.connections.open" else self.bot_token
         if not token:
