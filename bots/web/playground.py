@@ -41,7 +41,7 @@ from bots.errors import BadButton
 from bots.web.app import error_page, render_page
 from bots.web.csrf import SESSION_KEY as CSRF_SESSION_KEY
 from bots.web.csrf import csrf_field
-from bots.web.playground_replier import Board, Place, PlaygroundReplier
+from bots.web.playground_replier import Board, Place, PlaygroundReplier, released_originals
 from bots.web.playground_views import HistoryRow, JobView, history_row, job_view
 from bots.web.visitors import (
     PLATFORM,
@@ -93,8 +93,8 @@ class Playground:
 
     async def start(self, conversation: Conversation) -> None:
         """Register the platform: from now on the conversation answers visitors, resumed jobs included."""
-        conversation.add_platform(PLATFORM, self.replier_for)
         self._conversation = conversation
+        conversation.add_platform(PLATFORM, self.replier_for)
         log.info("web: the playground is open at /")
 
     async def close(self) -> None:
@@ -105,7 +105,10 @@ class Playground:
             await asyncio.gather(*self._streams, return_exceptions=True)
 
     def replier_for(self, place: dict[str, Any]) -> PlaygroundReplier:
-        return PlaygroundReplier(self.board, Place.from_dict(place))
+        conversation = self._conversation
+        if conversation is None:
+            raise RuntimeError("Playground.start() first")
+        return PlaygroundReplier(self.board, Place.from_dict(place), conversation.jobs)
 
     # ---- pages -------------------------------------------------------------------------------------------
 
@@ -128,7 +131,7 @@ class Playground:
         if seed_problem:
             return await self._front_page(request, session, who, entered=entered, refusal=seed_problem, status=400)
         place = Place(who.user_id, uuid.uuid4().hex)
-        replier = PlaygroundReplier(self.board, place, answering=True)
+        replier = PlaygroundReplier(self.board, place, conversation.jobs, answering=True)
         command = ImagineCommand(
             prompt=entered["prompt"],
             requester=who,
@@ -189,13 +192,16 @@ class Playground:
         index = int(request.match_info["index"])
         if record is None or not 0 <= index < len(record.images):
             raise web.HTTPNotFound(text=messages.WEB_NOT_FOUND)
-        image = record.images[index]  # a withheld image's path is its blurred copy: never the original
-        if not await asyncio.to_thread(Path(image.path).is_file):
+        image = record.images[index]
+        path = image.path  # a withheld image's is its blurred copy: the original only once a moderator released it
+        if image.withheld and image.original_path and released_originals(record):
+            path = image.original_path
+        if not await asyncio.to_thread(Path(path).is_file):
             raise web.HTTPNotFound(text=messages.UNKNOWN_JOB)
         headers = {"Cache-Control": IMAGE_CACHE, "Content-Type": "image/jpeg"}
         if request.query.get("download"):
             headers["Content-Disposition"] = f'attachment; filename="imagine-{record.id[:8]}-{index + 1}.jpg"'
-        return web.FileResponse(image.path, headers=headers)
+        return web.FileResponse(path, headers=headers)
 
     async def press(self, request: web.Request) -> web.Response:
         """A button, as chat buttons are pressed: U (that image alone), V (variations), 🔄, Cancel."""
@@ -213,7 +219,7 @@ class Playground:
         if button.action in JOB_ACTIONS and (record is None or not owns(record.request.requester, who)):
             return await error_page(request, 404, messages.WEB_NOT_FOUND)
         place = Place(who.user_id, uuid.uuid4().hex)
-        replier = PlaygroundReplier(self.board, place, answering=True)
+        replier = PlaygroundReplier(self.board, place, conversation.jobs, answering=True)
         try:
             job_id = await conversation.press(custom_id, who, replier, place=place.to_dict())
         except Exception:

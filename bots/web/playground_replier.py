@@ -10,7 +10,9 @@ What a visitor's page shows of a job (progress, images, seeds) is read from the 
 from here: it is the same after a restart, in every process.
 
 The place journaled with a job is `{"visitor": <id>, "ticket": <id of the request>}`: after a restart
-`replier_for(place)` answers the same visitor about the same request.
+`replier_for(place)` answers the same visitor about the same request. One more fact is journaled with a job, as
+chat platforms keep it in their posted messages: that a moderator released the originals of images the image
+filter withheld (`released_originals`), so that its page shows them from then on.
 """
 
 from __future__ import annotations
@@ -23,11 +25,18 @@ from typing import Any
 
 from bots.buttons import Action, Button
 from bots.contract import Delivery
+from engine.api import JobQueue, JobRecord
 
 MAX_VISITORS = 10_000
 """Visitors whose notices are kept (the least recently active are forgotten first)."""
 NOTICES_PER_VISITOR = 5
 MAX_TICKETS = 50_000
+RELEASED_KEY = "web_released"
+"""In a job's journaled delivery context: a moderator released its withheld images' originals."""
+
+
+def released_originals(record: JobRecord) -> bool:
+    return bool(record.request.delivery.get(RELEASED_KEY))
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,10 @@ class Board:
 
 
 class PlaygroundReplier:
-    def __init__(self, board: Board, place: Place, *, answering: bool = False) -> None:
+    def __init__(self, board: Board, place: Place, jobs: JobQueue, *, answering: bool = False) -> None:
         self.board = board
         self.place = place
+        self._jobs = jobs
         self.answering = answering
         """A page request waits for this replier's answer: refusals go to it rather than to the board."""
         self.refusals: list[str] = []
@@ -111,8 +121,15 @@ class PlaygroundReplier:
 
     async def deliver(self, delivery: Delivery) -> None:
         """The images are on the job's page already (from the job store); a request for one image alone (U) is
-        answered with that image's page."""
+        answered with that image's page; the originals of withheld images, released by a moderator, are
+        journaled as released (the page shows them instead of the blurred copies)."""
         self.deliveries.append(delivery)
+        record = await self._jobs.lookup(delivery.job_id)
+        if record is None:
+            return
+        originals = {image.original_path for image in record.images if image.withheld and image.original_path}
+        if any(attachment.path in originals for attachment in delivery.attachments):
+            await self._jobs.update_delivery(record.id, {RELEASED_KEY: True})
 
     async def notify(self, text: str) -> None:
         self.board.notice(self.place.visitor, text, self.place.ticket)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from bots import messages
 from bots.buttons import Button
 from bots.conversation.render import cancel_buttons, image_buttons
+from bots.web.playground_replier import released_originals
 from engine.api import JobRecord
 from engine.requests import JobState, ProgressEvent
 
@@ -101,11 +102,12 @@ def job_view(record: JobRecord, now: ProgressEvent | None = None) -> JobView:
     reroll: tuple[Button, ...] = ()
     if record.images:
         upscales, variations, reroll = image_buttons(record.id, len(record.images))
+        released = released_originals(record)
         images = tuple(
-            ImageView(image.index, image.seed, image.width, image.height, image.withheld, upscale, variation)
-            for image, upscale, variation in zip(record.images, upscales, variations, strict=True)
+            ImageView(image.index, image.seed, image.width, image.height, image.withheld and not released, up, vary)
+            for image, up, vary in zip(record.images, upscales, variations, strict=True)
         )
-        withheld = sum(1 for image in record.images if image.withheld)
+        withheld = sum(1 for image in images if image.withheld)
         caption = messages.delivery_text(request.prompt, [image.seed for image in record.images], withheld)
     elif record.state is not JobState.DONE:
         _, _, reroll = image_buttons(record.id, 0)  # a failed or cancelled job can be asked again

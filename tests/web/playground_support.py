@@ -47,9 +47,10 @@ async def running_service(
 class Visitor:
     """One browser session: its own cookies; posts carry its CSRF token and the site's origin, as a page's do."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, cookies: aiohttp.CookieJar | None = None) -> None:
+        """`cookies`: another visitor's, to be the same browser again (after a restart)."""
         self.base_url = base_url
-        self.http = aiohttp.ClientSession(base_url, cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.http = aiohttp.ClientSession(base_url, cookie_jar=cookies or aiohttp.CookieJar(unsafe=True))
         self.token = ""
 
     async def __aenter__(self) -> Visitor:
@@ -58,6 +59,12 @@ class Visitor:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.http.close()
+
+    @property
+    def cookies(self) -> aiohttp.CookieJar:
+        jar = self.http.cookie_jar
+        assert isinstance(jar, aiohttp.CookieJar)
+        return jar
 
     async def page(self, path: str) -> tuple[int, str]:
         async with self.http.get(path, allow_redirects=False) as response:

@@ -3,17 +3,23 @@ holds are said plainly, the live stream, buttons, and nobody else's session sees
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.fernet import Fernet
 
 from bots.service import Service
+from bots.web.playground_replier import Place
 from engine.requests import JobState
+from engine.screening import ScreeningResult
 from tests.support import conversation_settled, gated_runner
+from tests.support import rig_conversation_options as rig_options
 from tests.web.playground_support import (
     BLOCKED_PROMPT,
     HELD_PROMPT,
@@ -209,8 +215,74 @@ async def collect(stream: AsyncIterator[tuple[str, str]], release: Any) -> list[
     return seen
 
 
-def test_place_round_trips_through_json() -> None:
-    from bots.web.playground_replier import Place
+async def test_a_job_running_at_a_restart_finishes_and_shows_on_its_page_after_it(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    base = playground_settings(tmp_path, tiny_model_dir)
+    settings = replace(base, web=replace(base.web, session_secret=Fernet.generate_key().decode()))
+    runner, gate = gated_runner(settings, 1)
+    before = Service(settings, adapters=[], runner_factory=lambda: runner, conversation_options=rig_options())
+    try:
+        await before.start()
+        async with Visitor(base_url(before)) as ann:
+            job_id = (await ann.imagine("running at the restart"))[2].removeprefix("/jobs/")
+            await gate.wait_reached()
+            cookies = ann.cookies
+            stopping = asyncio.create_task(before.close())
+            gate.release()
+            await stopping
+    finally:
+        await before.close()
+    async with running_service(settings) as after:
+        assert after.conversation is not None
+        await conversation_settled(after.conversation)  # resumed, finished, delivered to the playground
+        record = await after.engine.lookup(job_id)
+        assert record is not None and record.state is JobState.DELIVERED
+        async with Visitor(base_url(after), cookies) as ann_again:  # the same browser, the same session
+            status, page = await ann_again.page(f"/jobs/{job_id}")
+            assert status == 200 and page.count("<figure data-image=") == 4
+            assert f"/jobs/{job_id}" in (await ann_again.page("/"))[1]
 
+
+async def test_withheld_images_stay_blurred_until_a_moderator_releases_them(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    def flag_everything(image: Any) -> ScreeningResult:  # the screening boundary: the detector's answer
+        return ScreeningResult(True, ("FEMALE_BREAST_EXPOSED",))
+
+    settings = playground_settings(tmp_path, tiny_model_dir)
+    service = Service(settings, adapters=[], screener=flag_everything, conversation_options=rig_options())
+    try:
+        await service.start()
+        assert service.conversation is not None and service.admission is not None
+        async with Visitor(base_url(service)) as ann:
+            job_id = await finished_job(service, ann, "a beach at noon")
+            record = await service.engine.lookup(job_id)
+            assert record is not None and all(image.withheld for image in record.images)
+            page = (await ann.page(f"/jobs/{job_id}"))[1]
+            assert page.count("withheld by the safety filter") == 5  # the caption and each image
+            _, blurred, _ = await ann.get_bytes(f"/jobs/{job_id}/images/0.jpg")
+            assert blurred == await asyncio.to_thread(Path(record.images[0].path).read_bytes)
+
+            (item,) = await service.admission.review.list()
+            await service.admission.review.approve(item.id, "cli:operator")
+            await service.conversation.process_review_decisions()
+            page = (await ann.page(f"/jobs/{job_id}"))[1]
+            assert "withheld" not in page
+            _, released, _ = await ann.get_bytes(f"/jobs/{job_id}/images/0.jpg")
+            original = record.images[0].original_path
+            assert original and released == await asyncio.to_thread(Path(original).read_bytes) != blurred
+    finally:
+        await service.close()
+
+
+async def test_what_a_visitor_typed_is_shown_escaped(service: Service, ann: Visitor) -> None:
+    job_id = await finished_job(service, ann, '<script>alert("hi")</script> a harbour')
+    async with ann.http.get(f"/jobs/{job_id}") as response:
+        raw = await response.text()
+    assert "<script>alert" not in raw and "&lt;script&gt;alert" in raw
+
+
+def test_place_round_trips_through_json() -> None:
     place = Place("v0123", "t1")
     assert Place.from_dict(json.loads(json.dumps(place.to_dict()))) == place
