@@ -207,6 +207,26 @@ async def test_the_live_stream_shows_queue_position_and_steps_then_the_images(
             assert rest[-1][0] == "result" and rest[-1][1].count("<figure data-image=") == 4
 
 
+async def test_the_owner_cancels_a_running_job_from_its_page(tmp_path: Path, tiny_model_dir: Path) -> None:
+    settings = playground_settings(tmp_path, tiny_model_dir)
+    runner, gate = gated_runner(settings, 1)
+    async with running_service(settings, runner_factory=lambda: runner) as service:
+        async with Visitor(base_url(service)) as ann:
+            job_id = (await ann.imagine("a lighthouse at dawn"))[2].removeprefix("/jobs/")
+            await gate.wait_reached()
+            page = (await ann.page(f"/jobs/{job_id}"))[1]
+            assert f'value="imagine:c:{job_id}"' in page  # the Cancel button, while it runs
+            status, _, location = await ann.post("/press", {"button": f"imagine:c:{job_id}"})
+            assert (status, location) == (303, f"/jobs/{job_id}")
+            gate.release()
+            assert service.conversation is not None
+            await conversation_settled(service.conversation)
+            status, page = await ann.page(location)
+        record = await service.engine.lookup(job_id)
+    assert record is not None and record.state is JobState.CANCELLED
+    assert status == 200 and "🚫 Cancelled." in page and "<figure" not in page
+
+
 async def collect(stream: AsyncIterator[tuple[str, str]], release: Any) -> list[tuple[str, str]]:
     seen = [await anext(stream)]
     release()
