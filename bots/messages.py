@@ -115,6 +115,14 @@ DISCORD_STRENGTH_HELP = "With an image: how much to change it, 0.1 (a little) to
 DISCORD_SERVER_NOT_ENABLED = "Imagine is not enabled in this server. You can still use it in a DM with me."
 
 
+# ---- the web playground (bots/web/playground.py) ------------------------------------------------------------------
+WEB_STARTING = "The playground is starting. Please try again in a moment."
+WEB_NOT_FOUND = "I can't find that. Only the browser that asked for these images can see them."
+WEB_WAITING_FOR_REVIEW = "Waiting for a moderator."
+WEB_SEED_NOT_A_NUMBER = "seed must be a whole number between 0 and {max_seed}, got {seed}"
+WEB_VISITOR_NAME = "playground visitor"
+
+
 # ---- button labels -------------------------------------------------------------------------------------------
 
 APPROVE_LABEL = "Approve"

@@ -5,7 +5,7 @@ connected first in start(), closed last in close(). The web server (bots/web/: /
 before everything and closes after.
 Start: web server → database (connect, migrate) → job queue (model load, journal replay) beside admission →
 adapters (each opens its durable intake before it connects to its platform, and registers the platform with the
-conversation) →
+conversation), then the playground (bots/web/playground.py; its pages answer "starting" until then) →
 conversation.start() (follow resumed jobs, deliver undelivered results, poll review decisions).
 Stop: `drain()` finishes queued work and lets followers deliver (or hands back when hurried or out of time);
 `close()` closes the rest in reverse order. Journaled work survives either way.
@@ -23,6 +23,7 @@ from aiohttp import web
 from bots.contract import Adapter
 from bots.conversation import Conversation
 from bots.web.app import web_app
+from bots.web.playground import Playground
 from bots.web.server import WebServer
 from config.settings import Settings
 from engine.screening import ImageScreener
@@ -128,12 +129,16 @@ class Service:
         self.conversation: Conversation | None = None
         self.adapters: list[Adapter] = []
         self._factories = list(configured_adapters(settings) if adapters is None else adapters)
+        self.playground = Playground(settings) if settings.web.enabled and settings.web.playground else None
         self.web = WebServer(settings.web, self._web_app()) if settings.web.enabled else None
         self._serving = False
 
     def _web_app(self) -> web.Application:
-        """The probes and pages; the moderators' dashboard (/mod) reaches this service's parts when asked."""
+        """Probes and pages on one application: every page mounts its routes before the server starts; the
+        moderators' dashboard (/mod) reaches this service's parts when asked."""
         app = web_app(self.settings.web, self.readiness)
+        if self.playground is not None:
+            self.playground.mount(app)
         if self.settings.dashboard.enabled:
             from bots.web.mod import register_dashboard
 
@@ -164,6 +169,8 @@ class Service:
             adapter = factory(self.settings, self.conversation, database=self.database)
             await adapter.start()
             self.adapters.append(adapter)
+        if self.playground is not None:
+            await self.playground.start(self.conversation)
 
     async def _start_engine_and_admission(self) -> None:
         """The model load and the moderation models' warm-up both take seconds off the event loop: side by side.
@@ -216,6 +223,8 @@ class Service:
     async def close(self) -> None:
         """Adapters first (no new commands), then the conversation, then the job queue, which hands unfinished
         jobs back to its journal, then admission and the database."""
+        if self.playground is not None:  # its open event streams would hold the web server's shutdown
+            await self.playground.close()
         for adapter in reversed(self.adapters):
             await adapter.close()
         if self.conversation is not None:

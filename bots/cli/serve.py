@@ -38,8 +38,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         await service.start()
         if not service.adapters:
             log.warning("no chat platform has credentials (set IMAGINE_DISCORD__TOKEN or IMAGINE_SLACK__BOT_TOKEN)")
-        names = ", ".join(type(adapter).__name__ for adapter in service.adapters) or "no adapters"
-        log.info("imagine is serving (%s)", names)
+        names = [type(adapter).__name__ for adapter in service.adapters]
+        names += ["the playground"] if service.playground is not None else []
+        log.info("imagine is serving (%s)", ", ".join(names) or "no adapters")
         await stop.wait()
         stop.clear()
         log.info("shutting down: finishing queued work (signal again to stop at once)")

@@ -136,9 +136,10 @@ class Conversation:
         is_moderator: bool = False,
         place: dict[str, Any] | None = None,
         intake_key: str = "",
-    ) -> None:
-        """Act on a button: U/V/reroll/cancel on a job, approve/reject on a review item."""
-        await self._presses.press(
+    ) -> str | None:
+        """Act on a button: U/V/reroll/cancel on a job, approve/reject on a review item. Returns the id of the
+        job it started (variations, reroll), if any."""
+        return await self._presses.press(
             custom_id, user, replier, is_moderator=is_moderator, place=place, intake_key=intake_key
         )
 

@@ -34,20 +34,22 @@ class ButtonPresses:
         is_moderator: bool = False,
         place: dict[str, Any] | None = None,
         intake_key: str = "",
-    ) -> None:
+    ) -> str | None:
         """Act on a button. New work it starts (variations, reroll) is answered at `place` (where the click
-        happened), or where the original job was asked."""
+        happened), or where the original job was asked; its job id is returned (None when the button started
+        none, or its new work was refused or held for review)."""
         try:
             button = parse_button(custom_id)
         except BadButton:
             await replier.refuse(messages.UNKNOWN_BUTTON)
-            return
+            return None
         if button.action in (Action.APPROVE, Action.REJECT):
             await self._desk.decide(button, user, replier, is_moderator)
         elif button.action is Action.CANCEL:
             await self._cancel(button.target, user, replier)
         else:
-            await self._job_button(button, user, replier, place, intake_key)
+            return await self._job_button(button, user, replier, place, intake_key)
+        return None
 
     async def _cancel(self, job_id: str, user: Requester, replier: Replier) -> None:
         try:
@@ -60,18 +62,18 @@ class ButtonPresses:
 
     async def _job_button(
         self, button: Button, user: Requester, replier: Replier, place: dict[str, Any] | None, intake_key: str
-    ) -> None:
+    ) -> str | None:
         record = await self._jobs.lookup(button.target)
         if record is None or not record.images and button.action is not Action.REROLL:
             await replier.refuse(messages.UNKNOWN_JOB)
-            return
+            return None
         index = button.index or 0
         if button.action in (Action.UPSCALE, Action.VARIATION) and not 0 <= index < len(record.images):
             await replier.refuse(messages.UNKNOWN_BUTTON)
-            return
+            return None
         if button.action is Action.UPSCALE:
             await replier.deliver(single_image_message(record, index))
-            return
+            return None
         original = record.request
         variation = None
         if button.action is Action.VARIATION:
@@ -88,4 +90,4 @@ class ButtonPresses:
             image_prompt=original.image_prompt,  # an image prompt's picture was checked and stored: start from it again
             delivery=ReplyContext(dict(answer_at), intake_key).to_dict(),
         )
-        await self._submitter.admit_and_submit(request, replier)
+        return await self._submitter.admit_and_submit(request, replier)

@@ -14,6 +14,7 @@ warning logged: every session then ends when the process does.
 from __future__ import annotations
 
 import logging
+import warnings
 
 from aiohttp import web
 from aiohttp_session import Session, get_session, new_session, session_middleware
@@ -26,6 +27,10 @@ from config.settings import WebSettings
 __all__ = ["COOKIE_NAME", "fresh_session", "get_session", "install_sessions", "session_key"]
 
 log = logging.getLogger(__name__)
+# aiohttp-session 2.12 keeps its state under string request keys, which aiohttp 3.14 warns about: not ours to fix.
+warnings.filterwarnings(
+    "ignore", "It is recommended to use web.RequestKey instances", web.NotAppKeyWarning, "aiohttp_session"
+)
 COOKIE_NAME = "imagine_session"
 MAKE_A_KEY = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 
