@@ -14,6 +14,7 @@ SEED_RANGE = "seed must be between 0 and {max_seed}, got {seed}"
 STEPS_RANGE = "steps must be between 1 and {max_steps}, got {steps}"
 IMAGE_COUNT_RANGE = "number of images must be between 1 and {max_images}, got {count}"
 SIDE = "{name} must be a multiple of 8 between 64 and {max_side}, got {value}"
+GUIDANCE_RANGE = "guidance must be between 0 and {max_guidance:g}, got {guidance:g}"
 VARIATION_STRENGTH = "variation strength must be between 0 and 1, got {strength}"
 
 NOT_RUNNING = "the engine is not taking new work right now"

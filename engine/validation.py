@@ -23,6 +23,7 @@ MAX_IMAGES_PER_JOB = 8
 MAX_SIDE = 2048
 MAX_ASPECT_SIDE_RATIO = 4.0
 ASPECT_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[:x]\s*(\d+(?:\.\d+)?)\s*$")
+MAX_GUIDANCE = 30.0
 SHOWN_VALUE_CHARS = 40
 """A refusal names the bad value, cut to this many characters: it has to fit in a chat message however long the
 value was."""
@@ -44,6 +45,8 @@ def prepare_record(request: GenerationRequest, config: EngineSettings) -> JobRec
     check_side("height", height)
     if request.variation is not None and not 0.0 <= request.variation.strength <= 1.0:
         raise InvalidRequest(messages.VARIATION_STRENGTH.format(strength=request.variation.strength))
+    if request.guidance_scale is not None and not 0.0 <= request.guidance_scale <= MAX_GUIDANCE:
+        raise InvalidRequest(messages.GUIDANCE_RANGE.format(max_guidance=MAX_GUIDANCE, guidance=request.guidance_scale))
     seed = check_seed(request.seed)
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
@@ -58,6 +61,8 @@ def prepare_record(request: GenerationRequest, config: EngineSettings) -> JobRec
         num_images=count,
         size=(width, height),
         variation=request.variation,
+        guidance_scale=request.guidance_scale,
+        style=request.style,
         delivery=dict(request.delivery),
     )
     return JobRecord(

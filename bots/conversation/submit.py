@@ -12,6 +12,7 @@ from bots.contract import Replier, ReplyContext
 from bots.conversation.follow import Follower
 from bots.conversation.platforms import journal_place
 from bots.conversation.render import cancel_buttons
+from bots.conversation.servers import ServerSettingsStore
 from bots.conversation.tasks import OwnedTasks
 from bots.errors import PlaceUnreachable
 from config.settings import Settings
@@ -29,6 +30,8 @@ class ImagineCommand:
     negative_prompt: str = ""
     seed: int | None = None
     aspect: str = "1:1"
+    style: str = ""
+    """A style preset's name as the user gave it ("" for the server's default style, if any)."""
     place: dict[str, Any] = field(default_factory=dict)
     """The adapter's JSON-able description of where to answer, even after a restart."""
     intake_key: str = ""
@@ -59,8 +62,10 @@ class Submitter:
         follower: Follower,
         tasks: OwnedTasks,
         post_for_review: ReviewHook,
+        servers: ServerSettingsStore,
     ) -> None:
         self._settings = settings
+        self._servers = servers
         self._jobs = jobs
         self._admission = admission
         self._follower = follower
@@ -79,7 +84,10 @@ class Submitter:
             await replier.refuse(messages.invalid_request(str(exc)))
             return None
         if self._admission is not None:
-            decision = await self._admission.check(request, is_moderator=is_moderator)
+            requester = request.requester
+            server = await self._servers.get(requester.platform, requester.server_id)
+            rules = server.rules(self._settings.limits)
+            decision = await self._admission.check(request, is_moderator=is_moderator, rules=rules)
             if decision.review_item_id:
                 await replier.show_status(decision.message or messages.WAITING_FOR_REVIEW)
                 reasons = decision.verdict.reasons if decision.verdict else ()

@@ -1,9 +1,10 @@
 """What a Slack user typed, as prompt and options: `/imagine a red fox --no blur --seed 42 --ar 16:9`.
 
 Slack has no typed command options, so they follow the prompt as flags: `--no TEXT` (negative prompt), `--seed N`,
-`--ar W:H` (or `--aspect`). Slack's markup is undone first: mentions (`<@U123>`) are dropped, links keep their
-label, and `&amp;`, `&lt;`, `&gt;` become the characters the user typed. Ranges are checked by the conversation
-layer (engine rules); only what cannot even be read here (a seed that is not a number) is refused here.
+`--ar W:H` (or `--aspect`); a style preset is `style:NAME` anywhere in the text (`/imagine a fox style:anime`).
+Slack's markup is undone first: mentions (`<@U123>`) are dropped, links keep their label, and `&amp;`, `&lt;`,
+`&gt;` become the characters the user typed. Ranges are checked by the conversation layer (engine rules); only
+what cannot even be read here (a seed that is not a number) is refused here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ MENTION = re.compile(r"<[@!][A-Za-z0-9^|]*(?:\|[^>]*)?>")
 LINK = re.compile(r"<(?:#[A-Z0-9]+\|)?([^>|]*)(?:\|([^>]*))?>")
 OPTION = re.compile(r"(?:^|\s)--(no|seed|ar|aspect)(?=\s|$)", re.IGNORECASE)
 ALIASES = {"aspect": "ar"}
+STYLE = re.compile(r"(?:^|(?<=\s))style:(\S*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class PromptText:
     negative_prompt: str = ""
     seed: int | None = None
     aspect: str = "1:1"
+    style: str = ""
 
 
 def plain_text(text: str) -> str:
@@ -35,7 +38,8 @@ def plain_text(text: str) -> str:
 
 
 def parse_prompt_text(text: str) -> PromptText:
-    parts = OPTION.split(plain_text(text))
+    style, text = _style(plain_text(text))
+    parts = OPTION.split(text)
     prompt, options = parts[0].strip(), {}
     for name, value in zip(parts[1::2], parts[2::2], strict=True):
         name = ALIASES.get(name.lower(), name.lower())
@@ -47,7 +51,18 @@ def parse_prompt_text(text: str) -> PromptText:
         negative_prompt=options.get("no", ""),
         seed=_seed(options.get("seed")),
         aspect=options.get("ar") or "1:1",
+        style=style,
     )
+
+
+def _style(text: str) -> tuple[str, str]:
+    """`style:NAME` taken out of the text: (NAME, the rest)."""
+    found = STYLE.findall(text)
+    if len(found) > 1:
+        raise BadOptions("style: is given twice")
+    if found and not found[0]:
+        raise BadOptions("style: needs a name, e.g. style:watercolour")
+    return (found[0] if found else ""), " ".join(STYLE.sub(" ", text).split())
 
 
 def _seed(value: str | None) -> int | None:

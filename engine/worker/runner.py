@@ -36,6 +36,8 @@ class ImageTask:
     prompt: str
     negative_prompt: str
     variation: Variation | None = None
+    guidance_scale: float | None = None
+    """None: the runner's default."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class BatchShape:
     width: int
     height: int
     steps: int
+    guidance_scale: float | None = None
+    """One value per pipeline call (diffusers takes a scalar); None: the runner's default."""
 
 
 StepCallback = Callable[[int, int], None]
@@ -79,7 +83,7 @@ class PipelineRunner:
                 width=shape.width,
                 height=shape.height,
                 num_inference_steps=shape.steps,
-                guidance_scale=self.guidance_scale,
+                guidance_scale=self.guidance_scale if shape.guidance_scale is None else shape.guidance_scale,
                 callback_on_step_end=step_end,
                 output_type="pil",
             )

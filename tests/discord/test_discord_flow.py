@@ -74,7 +74,7 @@ async def test_imagine_in_a_guild_delivers_one_message_with_four_1280_jpegs(
     assert len(followups) == 1 and followups[0].query["wait"] == "1"
     assert jpeg_sizes(images) == [("JPEG", (1280, 1280))] * 4
     assert "a lighthouse at dawn" in images.content and "seeds 7–10" in images.content
-    assert button_labels(images) == [["U1", "U2", "U3", "U4"], ["V1", "V2", "V3", "V4"], ["🔄"]]
+    assert button_labels(images) == [["U1", "U2", "U3", "U4"], ["V1", "V2", "V3", "V4"], ["🔄", messages.DELETE_LABEL]]
     assert not images.ephemeral and images.payload["channel_id"] == standin.channel_id
     # the deferred original became the status message: queued, progress, then done without buttons
     assert status.id == interaction.original_message_id and status.custom_ids == []
