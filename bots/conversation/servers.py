@@ -49,6 +49,9 @@ CLEAR_WORDS = frozenset({"none", "default", "all", "any", "off", "-"})
 MENTION = re.compile(r"<(?:#|@&|!subteam\^)([A-Za-z0-9]+)(?:\|[^>]*)?>")
 """A channel (Discord `<#1>`, Slack `<#C1|name>`), a Discord role `<@&1>` or a Slack user group `<!subteam^S1>`."""
 PLAIN_ID = re.compile(r"^#?([A-Za-z0-9]{1,32})$")
+ID_SHAPES = {"discord": re.compile(r"^\d{5,22}$"), "slack": re.compile(r"^[CGDS][A-Z0-9]{4,}$")}
+"""What an id looks like on each platform (a Slack channel name like `general` is not an id: with "escape
+channels" off, Slack sends names, which could never match a channel)."""
 MAX_CHANNELS = 50
 
 
@@ -89,7 +92,7 @@ class ServerSettings:
 
 
 def parse_change(
-    current: ServerSettings, key: str, value: str, styles: StyleBook, limits: LimitSettings
+    current: ServerSettings, key: str, value: str, styles: StyleBook, limits: LimitSettings, platform: str = ""
 ) -> ServerSettings:
     """The settings after `key value`; BadOptions with a message for the admin when it cannot be done."""
     key = key.strip().lower()
@@ -100,24 +103,25 @@ def parse_change(
     if not value:
         raise BadOptions(messages.settings_value_needed(key))
     if key == "channels":
-        return replace(current, allowed_channels=() if clear else _ids(value, MAX_CHANNELS))
+        return replace(current, allowed_channels=() if clear else _ids(value, MAX_CHANNELS, platform))
     if key == "style":
         return replace(current, default_style="" if clear else _style(value, styles))
     if key == "moderation":
         return replace(current, strict_moderation=_strictness(value))
     if key in LIMIT_KEYS:
         return replace(current, limits=_limit(current.limits, LIMIT_KEYS[key], key, value, clear, limits))
-    one = "" if clear else _ids(value, 1)[0]
+    one = "" if clear else _ids(value, 1, platform)[0]
     if key == "moderator-role":
         return replace(current, moderator_role=one)
     return replace(current, moderator_channel=one)
 
 
-def _ids(value: str, most: int) -> tuple[str, ...]:
+def _ids(value: str, most: int, platform: str) -> tuple[str, ...]:
     found: list[str] = []
+    shape = ID_SHAPES.get(platform)
     for word in MENTION.sub(lambda m: f" {m.group(1)} ", value).replace(",", " ").split():
         match = PLAIN_ID.match(word)
-        if match is None:
+        if match is None or (shape is not None and not shape.match(match.group(1))):
             raise BadOptions(messages.settings_bad_id(word))
         found.append(match.group(1))
     if not found or len(found) > most:

@@ -39,7 +39,9 @@ class SettingsDesk:
         if not key.strip():
             return messages.settings_summary(requester.server_id, self.summary(current))
         try:
-            changed = parse_change(current, key, value[:MAX_VALUE_CHARS], self._styles, self._limits)
+            changed = parse_change(
+                current, key, value[:MAX_VALUE_CHARS], self._styles, self._limits, requester.platform
+            )
         except BadOptions as error:
             return messages.invalid_request(str(error))
         detail = f"{key.strip().lower()} = {value.strip()[:200]}"

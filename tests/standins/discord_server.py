@@ -31,6 +31,8 @@ from aiohttp import web
 from tests.standins.discord_gateway import Gateway
 from tests.standins.discord_payloads import (
     APPLICATION_COMMAND,
+    APPLICATION_COMMAND_AUTOCOMPLETE,
+    CALLBACK_AUTOCOMPLETE_RESULT,
     CALLBACK_DEFERRED_MESSAGE,
     CALLBACK_DEFERRED_UPDATE,
     CALLBACK_MESSAGE,
@@ -38,6 +40,8 @@ from tests.standins.discord_payloads import (
     CALLBACK_UPDATE,
     FLAG_EPHEMERAL,
     FLAG_LOADING,
+    MANAGE_GUILD,
+    MEMBER_PERMISSIONS,
     MESSAGE_COMPONENT,
     Guild,
     Role,
@@ -130,6 +134,8 @@ class InteractionRecord:
     callback_type: int | None = None
     original_message_id: str | None = None
     expired: bool = False
+    choices: list[dict[str, Any]] | None = None
+    """An autocomplete's answer (callback type 8): the choices offered."""
 
     @property
     def ack_latency_s(self) -> float | None:
@@ -362,15 +368,38 @@ class DiscordStandIn:
         role_ids: list[str] | None = None,
         name: str = "imagine",
         channel_id: str | None = None,
+        manage_server: bool = False,
     ) -> InteractionRecord:
-        """Dispatch INTERACTION_CREATE for a slash command, in the guild channel (with `member`) or in the
-        user's DM with the bot (with `user`)."""
+        """Dispatch INTERACTION_CREATE for a slash command, in the guild channel (with `member`, holding Manage
+        Server with `manage_server`) or in the user's DM with the bot (with `user`)."""
         command_id = next((c["id"] for c in self.synced_commands if c["name"] == name), self.snowflake())
         data: dict[str, Any] = {"id": command_id, "name": name, "type": 1, "options": command_options(options)}
         if in_guild:
             data["guild_id"] = self.guild.id
+        permissions = MEMBER_PERMISSIONS | (MANAGE_GUILD if manage_server else 0)
         return await self._send_interaction(
-            APPLICATION_COMMAND, data, user, in_guild=in_guild, role_ids=role_ids, channel_id=channel_id
+            APPLICATION_COMMAND,
+            data,
+            user,
+            in_guild=in_guild,
+            role_ids=role_ids,
+            channel_id=channel_id,
+            permissions=permissions,
+        )
+
+    async def send_autocomplete(
+        self, user: User, options: dict[str, Any], focused: str, *, name: str = "imagine"
+    ) -> InteractionRecord:
+        """Dispatch an autocomplete (interaction type 4): `options` typed so far, `focused` the one being typed.
+        The bot's answer (callback type 8) lands in the record's `choices`."""
+        command_id = next((c["id"] for c in self.synced_commands if c["name"] == name), self.snowflake())
+        typed = command_options(options)
+        for option in typed:
+            if option["name"] == focused:
+                option["focused"] = True
+        data = {"id": command_id, "name": name, "type": 1, "options": typed, "guild_id": self.guild.id}
+        return await self._send_interaction(
+            APPLICATION_COMMAND_AUTOCOMPLETE, data, user, in_guild=True, role_ids=None, channel_id=None
         )
 
     async def click(
@@ -432,6 +461,7 @@ class DiscordStandIn:
         role_ids: list[str] | None,
         channel_id: str | None,
         message: StoredMessage | None = None,
+        permissions: int = MEMBER_PERMISSIONS,
     ) -> InteractionRecord:
         if in_guild:
             channel_id = channel_id or self.channel_id
@@ -459,6 +489,7 @@ class DiscordStandIn:
             guild_id=record.guild_id,
             role_ids=list(role_ids or []),
             message=message.payload if message is not None else None,
+            permissions=permissions,
         )
         self.interactions[record.token] = record
         record.sent_at = time.perf_counter()  # re-stamped when the frame actually goes out
@@ -630,6 +661,13 @@ class DiscordStandIn:
             self._apply_edit(message, data, request[RECORD].files)
         elif callback_type == CALLBACK_DEFERRED_UPDATE:
             message = self.messages.get(str(record.original_message_id))
+        elif callback_type == CALLBACK_AUTOCOMPLETE_RESULT:
+            if record.payload["type"] != APPLICATION_COMMAND_AUTOCOMPLETE:
+                return _error(400, 50035, "Invalid Form Body: autocomplete result for another interaction type")
+            choices = list(data.get("choices") or [])
+            if len(choices) > 25:
+                return _error(400, 50035, "Invalid Form Body: choices: Must be 25 or fewer in length.")
+            record.choices = choices
         elif callback_type != CALLBACK_PONG:
             return _error(400, 50035, f"Invalid Form Body: unknown callback type {callback_type}")
         if request.query.get("with_response") not in ("1", "true", "True"):
