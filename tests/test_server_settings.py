@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from bots.conversation.servers import ServerSettings, parse_change
+from bots.conversation.servers import ServerSettings, ServerSettingsStore, parse_change
 from bots.conversation.styles import StyleBook
 from bots.errors import BadOptions
 from config.settings import ConfigError, LimitSettings, StylePreset, load_settings
 from engine.requests import GenerationRequest, Requester
 from moderation.admission import Admission, Outcome, ServerRules
+from moderation.audit import AuditLog
 from moderation.verdict import Action
+from storage.database import Database
 from tests.moderation_support import ManualClock, make_settings, moderator
+from tests.storage_support import postgres_url  # noqa: F401 (a fixture)
 
 STYLES = StyleBook(load_settings(env={}).styles)
 LIMITS = LimitSettings()
@@ -107,3 +110,30 @@ async def test_admission_holds_what_is_not_clearly_benign_and_counts_server_limi
         assert (await admission.check(GenerationRequest("a fox", requester=bob))).admitted
     finally:
         await admission.close()
+
+
+async def test_settings_and_their_audit_commit_together_on_sqlite(tmp_path: Path) -> None:
+    await settings_round_trip(f"sqlite:///{tmp_path}/imagine.db")
+
+
+async def test_settings_and_their_audit_commit_together_on_postgresql(postgres_url: str) -> None:  # noqa: F811
+    await settings_round_trip(postgres_url)
+
+
+async def settings_round_trip(url: str) -> None:
+    database = await Database.open(url)
+    try:
+        store = ServerSettingsStore(database)
+        assert await store.get("discord", "42") == ServerSettings()
+        await store.put("discord", "42", ServerSettings(default_style="photo"), "discord:1", "style = photo")
+        await store.put("discord", "42", ServerSettings(strict_moderation=True), "discord:1", "moderation = strict")
+        await store.put("slack", "42", ServerSettings(allowed_channels=("C1",)), "slack:U1", "channels = C1")
+        assert await store.get("discord", "42") == ServerSettings(strict_moderation=True)
+        assert await store.get("slack", "42") == ServerSettings(allowed_channels=("C1",))
+        entries = await AuditLog(database).entries(target="server:discord:42")
+        assert [(e.actor, e.detail) for e in entries] == [
+            ("discord:1", "moderation = strict"),
+            ("discord:1", "style = photo"),
+        ]
+    finally:
+        await database.close()
