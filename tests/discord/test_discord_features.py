@@ -273,3 +273,23 @@ async def test_tighter_limits_hold_and_looser_ones_are_refused(rig: DiscordRig, 
     assert refusal.ephemeral
     await rig.images_messages()
     assert len(standin.messages_with_files()) == 1
+
+
+async def test_a_servers_own_moderator_role_and_review_channel(rig: DiscordRig, standin: DiscordStandIn) -> None:
+    role, channel = standin.member_role.id, standin.other_channel_id
+    assert f"moderator-role: {role}" in (await set_setting(standin, "moderator-role", f"<@&{role}>")).content
+    assert f"moderator-channel: {channel}" in (await set_setting(standin, "moderator-channel", f"<#{channel}>")).content
+
+    await standin.send_command(standin.make_user("kim"), {"prompt": "Elmo holding a bloody knife"})
+    post = await standin.wait_until(lambda: next(iter(standin.channel_messages(channel)), None), what="a review post")
+    assert standin.channel_messages(standin.moderator_channel_id) == []
+    approve = next(custom_id for custom_id in post.custom_ids if custom_id.startswith("imagine:approve:"))
+    member_moderator = standin.make_user("lee")
+    await standin.click(post.id, approve, member_moderator, role_ids=[role])
+    (images,) = await rig.images_messages()
+    assert standin.messages[post.id].content.startswith("✅ Approved")
+
+    # Members of the server's moderator role may delete anyone's images there.
+    await standin.click(images.id, delete_id(images), member_moderator, role_ids=[role])
+    await rig.message_saying(messages.DELETED)
+    assert standin.messages[images.id].deleted

@@ -59,9 +59,14 @@ def delete_button(message: PostedMessage) -> dict[str, str]:
     return button
 
 
-async def delivered(rig: SlackRig, user_id: str, count: int = 1) -> tuple[CompletedUpload, PostedMessage, JobRecord]:
+async def delivered(rig: SlackRig, user_id: str) -> tuple[CompletedUpload, PostedMessage, JobRecord]:
     await rig.sender.post(rig.sender.slash_command(f"a kite for {user_id}", user_id=user_id))
-    upload = (await rig.uploads(count))[-1]
+    return await delivered_after(rig)
+
+
+async def delivered_after(rig: SlackRig) -> tuple[CompletedUpload, PostedMessage, JobRecord]:
+    """The first upload, its buttons message and its job."""
+    upload = (await rig.uploads(1))[-1]
 
     def buttons() -> PostedMessage | None:
         return next(
@@ -208,3 +213,31 @@ async def test_admin_settings_take_effect_on_the_next_command(rig: SlackRig) -> 
         "channels = all",
         "channels = <#C0ART1234|art>",
     ]
+
+
+async def test_a_workspaces_own_moderator_group_and_review_channel(rig: SlackRig) -> None:
+    rig.standin.usergroups["S0WSMODS1"] = ["UWSMOD"]
+    assert "moderator-role: S0WSMODS1" in await command(
+        rig, "/imagine-settings", "moderator-role <!subteam^S0WSMODS1|mods>"
+    )
+    assert "moderator-channel: C0REVIEW1" in await command(rig, "/imagine-settings", "moderator-channel <#C0REVIEW1>")
+
+    await rig.sender.post(rig.sender.slash_command("Elmo holding a bloody knife", user_id="UFAY"))
+    post = await rig.standin.wait_for(
+        lambda: next((m for m in rig.standin.messages.values() if m.channel == "C0REVIEW1"), None)
+    )
+    assert not [m for m in rig.standin.messages.values() if m.channel == MODERATOR_CHANNEL]
+    approve = next(
+        e["action_id"]
+        for b in post.blocks
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if "approve" in e["action_id"]
+    )
+    click = rig.sender.button_click(approve, user_id="UWSMOD", channel_id=post.channel, message_ts=post.ts)
+    assert (await rig.sender.post(click)).status == 200
+    upload, message, record = await delivered_after(rig)
+    assert record.request.requester.user_id == "UFAY"
+    await press_delete(rig, message, "UWSMOD")  # a member of the workspace's moderator group
+    await rig.ephemeral_saying(messages.DELETED)
+    assert rig.standin.deleted_files == {file.file_id for file in upload.files}

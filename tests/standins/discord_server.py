@@ -183,10 +183,12 @@ class DiscordStandIn:
         self.member_role = Role(id=self.snowflake(), name="members")
         self.channel_id = self.snowflake()
         self.moderator_channel_id = self.snowflake()
+        self.other_channel_id = self.snowflake()
+        """A third channel (a server's own review channel, a channel where the bot is not allowed...)."""
         self.guild = Guild(
             id=self.snowflake(),
             name="Test Guild",
-            channel_ids=[self.channel_id, self.moderator_channel_id],
+            channel_ids=[self.channel_id, self.moderator_channel_id, self.other_channel_id],
             roles=[self.moderator_role, self.member_role],
         )
         self.requests: list[RecordedRequest] = []
