@@ -43,11 +43,14 @@ async def test_login_syncs_imagine_for_servers_and_dms_and_restores_endpoints(
 
     assert [r.path for r in standin.requests[:2]] == ["/users/@me", "/oauth2/applications/@me"]
     (sync,) = standin.requests_to("PUT", rf"/applications/{standin.application_id}/commands")
-    (command,) = sync.json
+    command, styles, settings = sync.json
+    assert (styles["name"], settings["name"]) == ("imagine-styles", "imagine-settings")
+    assert settings["contexts"] == [0] and settings["integration_types"] == [0]  # servers only
     assert command["name"] == "imagine" and command["description"] == messages.DISCORD_IMAGINE_HELP
     assert command["integration_types"] == [0, 1] and command["contexts"] == [0, 1, 2]
     options = {option["name"]: option for option in command["options"]}
-    assert list(options) == ["prompt", "negative", "seed", "aspect"]
+    assert list(options) == ["prompt", "negative", "seed", "aspect", "style"]
+    assert options["style"]["autocomplete"] and not options["style"].get("required")
     assert options["prompt"]["required"] and options["prompt"]["description"] == messages.DISCORD_PROMPT_HELP
     assert not options["seed"].get("required") and options["seed"]["type"] == 4
     assert options["seed"]["min_value"] == 0 and options["seed"]["max_value"] == 2**32 - 1
