@@ -16,6 +16,7 @@ class Action(enum.StrEnum):
     VARIATION = "v"
     REROLL = "r"
     CANCEL = "c"
+    DELETE = "d"
     APPROVE = "approve"
     REJECT = "reject"
 
@@ -31,7 +32,7 @@ class Style(enum.StrEnum):
 class Button:
     action: Action
     target: str
-    """A job id (U/V/R/C) or a review item id (approve/reject)."""
+    """A job id (U/V/R/C/D) or a review item id (approve/reject)."""
     index: int | None = None
     label: str = ""
     style: Style = Style.SECONDARY

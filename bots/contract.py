@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 from bots.buttons import Button
 
@@ -59,6 +59,16 @@ class Replier(Protocol):
         restart `replier_for(place)` edits that message rather than posting another."""
 
 
+@runtime_checkable
+class RemovesPressedMessage(Protocol):
+    """A Replier made for a button press that can also take down the message the button was on (the Delete
+    button): the platform's message and whatever it keeps of the attached files. Repliers without it cannot
+    delete, and the conversation says so."""
+
+    async def remove_pressed_message(self) -> None:
+        """Remove the pressed message; a message already gone is no error (a Delete pressed twice)."""
+
+
 @dataclass(frozen=True)
 class ReviewPost:
     item_id: str
@@ -67,6 +77,8 @@ class ReviewPost:
     image_paths: tuple[str, ...] = ()
     """For image-screening hits: the withheld (blurred) images to show moderators."""
     meta: dict[str, Any] = field(default_factory=dict)
+    channel: str = ""
+    """Where to post it when not the platform's moderators' channel: a server's own (its admins' setting)."""
 
 
 class ModeratorChannel(Protocol):

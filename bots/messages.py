@@ -46,8 +46,66 @@ IMAGE_HELD_FOR_REVIEW = (
 IMAGE_REFUSED_BY_FILTER = "I can't use that image: the safety filter flagged it. Nothing was generated."
 
 
+NOT_YOURS_TO_DELETE = "Only the person who asked for these images, or a moderator, can delete them."
+DELETED = "🗑️ Deleted: the images are removed."
+ALREADY_DELETED = "Those images were already deleted."
+NOT_AN_ADMIN = (
+    "Only this server's admins (Discord: Manage Server; Slack: workspace admins and owners) can change its "
+    "imagine settings."
+)
+SETTINGS_NEED_A_SERVER = "Settings belong to a server or workspace: use /imagine-settings in one of its channels."
+SETTINGS_STRICTNESS = "moderation must be `strict` (hold everything not clearly benign) or `normal`"
+NO_STYLES = "There are no style presets on this server."
+
+
 def invalid_request(reason: str) -> str:
     return f"I can't use that request: {reason}."
+
+
+def unknown_style(name: str, names: list[str]) -> str:
+    shown = name if len(name) <= 40 else name[:39] + "…"
+    if not names:
+        return f"There is no style called “{shown}”, and no styles are set up."
+    return f"There is no style called “{shown}”. The styles are: {', '.join(names)}."
+
+
+def styles_list(labels: list[str]) -> str:
+    if not labels:
+        return NO_STYLES
+    lines = "\n".join(f"• {label}" for label in labels)
+    return f"Styles (Discord: the `style` option; Slack: `style:NAME` in the prompt):\n{lines}"
+
+
+def channel_not_allowed(channels: tuple[str, ...]) -> str:
+    where = ", ".join(channels)
+    return f"This server's admins allow imagine only in some channels ({where}). Nothing was generated."
+
+
+def settings_summary(server: str, lines: list[str], changed: str = "") -> str:
+    head = f"✅ {changed}\n" if changed else ""
+    return head + f"imagine settings for {server}:\n" + "\n".join(f"• {line}" for line in lines)
+
+
+def settings_unknown_key(key: str, keys: tuple[str, ...]) -> str:
+    shown = key if len(key) <= 40 else key[:39] + "…"
+    return f"There is no setting “{shown}”. Settings: {', '.join(keys)}"
+
+
+def settings_value_needed(key: str) -> str:
+    return f"Give a value: /imagine-settings {key} VALUE (`none` or `default` clears it)"
+
+
+def settings_bad_id(word: str) -> str:
+    shown = word if len(word) <= 40 else word[:39] + "…"
+    return f"“{shown}” is not a channel, role or user group (mention it, or give its id)"
+
+
+def settings_id_count(most: int) -> str:
+    return "give one channel, role or user group" if most == 1 else f"give 1 to {most} channels"
+
+
+def settings_limit_range(key: str, ceiling: int) -> str:
+    return f"{key} must be a whole number from 1 to {ceiling} (the global limit; a server may only tighten it)"
 
 
 def status(event: ProgressEvent, prompt: str) -> str:
@@ -77,9 +135,9 @@ def delivery_given_up(prompt: str) -> str:
     )
 
 
-def delivery_text(prompt: str, seeds: tuple[int, ...] | list[int], withheld: int = 0) -> str:
+def delivery_text(prompt: str, seeds: tuple[int, ...] | list[int], withheld: int = 0, style: str = "") -> str:
     seed_text = f"seeds {seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
-    text = f"{_quote(prompt)} — {seed_text}"
+    text = f"{_quote(prompt)} — {seed_text}" + (f" — style {style}" if style else "")
     if withheld:
         text += f"\n{withheld} image(s) were withheld by the safety filter and sent to a moderator."
     return text
@@ -112,6 +170,11 @@ DISCORD_SEED_HELP = "A number that makes the result repeatable (random when left
 DISCORD_ASPECT_HELP = "Width:height, e.g. 16:9 or 2:3 (default 1:1)"
 DISCORD_IMAGE_HELP = "A JPEG, PNG or WebP picture to start from (an image prompt)"
 DISCORD_STRENGTH_HELP = "With an image: how much to change it, 0.1 (a little) to 1.0 (a lot)"
+DISCORD_STYLE_HELP = "A style preset (see /imagine-styles)"
+DISCORD_STYLES_HELP = "List the style presets"
+DISCORD_SETTINGS_HELP = "This server's imagine settings (admins: Manage Server)"
+DISCORD_SETTING_HELP = "Which setting to change (leave out to see them all)"
+DISCORD_SETTING_VALUE_HELP = "Its new value; `none` or `default` clears it"
 DISCORD_SERVER_NOT_ENABLED = "Imagine is not enabled in this server. You can still use it in a DM with me."
 
 
@@ -129,6 +192,7 @@ APPROVE_LABEL = "Approve"
 REJECT_LABEL = "Reject"
 CANCEL_LABEL = "Cancel"
 REROLL_LABEL = "🔄"
+DELETE_LABEL = "🗑️ Delete"
 
 
 def upscale_label(index: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -181,6 +182,22 @@ class ImagePromptSettings:
 
 
 @dataclass(frozen=True)
+class StylePreset:
+    """A style preset (`[styles.NAME]`): the user's prompt goes into `prompt` at `{prompt}`; `negative` is added
+    to the user's negative prompt; `steps` and `guidance` (0: the engine's default) replace the defaults."""
+
+    prompt: str = "{prompt}"
+    negative: str = ""
+    steps: int = 0
+    guidance: float = 0.0
+    description: str = ""
+
+
+STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+"""A preset's name: what users type (`style:oil-painting`), so short, lower case, no spaces."""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     format: str = "text"
     level: str = "info"
@@ -200,6 +217,8 @@ class Settings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     log: LogSettings = field(default_factory=LogSettings)
     image_prompts: ImagePromptSettings = field(default_factory=ImagePromptSettings)
+    styles: dict[str, StylePreset] = field(default_factory=dict)
+    """Style presets by name (`[styles.NAME]` tables; from the environment IMAGINE_STYLES__NAME='{JSON}')."""
 
 
 # Values that are known before any section is built: allowed choices for string keys.
@@ -289,8 +308,30 @@ def _build(raw: dict[str, dict[str, tuple[Any, str]]]) -> Settings:
         if section not in sections:
             where = next(iter(values.values()))[1]
             raise ConfigError(f"unknown config section {section!r} (from {where}); known: {', '.join(sections)}")
-        built[section] = _build_section(section, hints[section], values)
+        if section == "styles":
+            built[section] = {name: _build_style(name, value, where) for name, (value, where) in values.items()}
+        else:
+            built[section] = _build_section(section, hints[section], values)
     return Settings(**built)
+
+
+def _build_style(name: str, value: Any, where: str) -> StylePreset:
+    """One `[styles.NAME]` table: a known name shape, known keys, and a template that uses the prompt once."""
+    if not STYLE_NAME.match(name):
+        raise ConfigError(f"invalid style name {name!r} (from {where}): use 1-32 of a-z, 0-9, - and _")
+    if isinstance(value, str):  # from the environment: JSON
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError(f"invalid value for styles.{name} (from {where}): not a JSON object") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"invalid value for styles.{name} (from {where}): expected a table")
+    preset = _build_section(f"styles.{name}", StylePreset, {key: (item, where) for key, item in value.items()})
+    if preset.prompt.count("{prompt}") != 1:
+        raise ConfigError(f"invalid value for styles.{name}.prompt (from {where}): must contain {{prompt}} once")
+    if preset.steps < 0 or preset.guidance < 0:
+        raise ConfigError(f"invalid value for styles.{name} (from {where}): steps and guidance must be >= 0")
+    return preset
 
 
 def _build_section(section: str, cls: type, values: dict[str, tuple[Any, str]]) -> Any:

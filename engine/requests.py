@@ -76,6 +76,10 @@ class GenerationRequest:
     """Explicit (width, height), overriding `aspect`; for tests and benchmarks."""
     variation: Variation | None = None
     image_prompt: ImagePrompt | None = None
+    guidance_scale: float | None = None
+    """Classifier-free guidance for this job; None: `engine.guidance_scale` (style presets set it)."""
+    style: str = ""
+    """The style preset the prompt was made with (already applied to prompt, negative prompt and steps)."""
     delivery: dict[str, Any] = field(default_factory=dict)
     """Opaque, JSON-serialisable platform context for replying (channel, thread, interaction token...). It is
     journaled with the job so that a restarted adapter can still deliver."""

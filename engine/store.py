@@ -37,6 +37,12 @@ class JobRecord:
     images: tuple[GeneratedImage, ...] = ()
     error_kind: str | None = None
     error: str | None = None
+    deleted_at: float | None = None
+    """When its requester or a moderator deleted it (its images are gone from disk and from chat)."""
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
 
 
 COLUMNS = (
@@ -51,6 +57,7 @@ COLUMNS = (
     jobs.c.images_json,
     jobs.c.error_kind,
     jobs.c.error,
+    jobs.c.deleted_at,
 )
 
 
@@ -125,6 +132,15 @@ class JobStore:
         await self.set_request(record.id, request)
         return request
 
+    async def mark_deleted(self, job_id: str, by: str) -> bool:
+        """Record that the job was deleted (the caller removes its files); False if it already was, or is unknown."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.deleted_at.is_(None))
+            .values(deleted_at=time.time(), deleted_by=by, updated_at=time.time())
+        )
+        return await self.database.run(statement) > 0
+
     async def get(self, job_id: str) -> JobRecord | None:
         async with self.database.read() as db:
             row = (await db.execute(select(*COLUMNS).where(jobs.c.id == job_id))).first()
@@ -164,4 +180,5 @@ def _record(row: Row) -> JobRecord:
         images=images,
         error_kind=row.error_kind,
         error=row.error,
+        deleted_at=row.deleted_at,
     )

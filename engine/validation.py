@@ -23,6 +23,7 @@ MAX_IMAGES_PER_JOB = 8
 MAX_SIDE = 2048
 MAX_ASPECT_SIDE_RATIO = 4.0
 ASPECT_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[:x]\s*(\d+(?:\.\d+)?)\s*$")
+MAX_GUIDANCE = 30.0
 SHOWN_VALUE_CHARS = 40
 """A refusal names the bad value, cut to this many characters: it has to fit in a chat message however long the
 value was."""
@@ -47,6 +48,8 @@ def prepare_record(request: GenerationRequest, config: EngineSettings) -> JobRec
         raise InvalidRequest(messages.VARIATION_STRENGTH.format(strength=request.variation.strength))
     if request.image_prompt is not None:
         check_strength(request.image_prompt.strength)
+    if request.guidance_scale is not None and not 0.0 <= request.guidance_scale <= MAX_GUIDANCE:
+        raise InvalidRequest(messages.GUIDANCE_RANGE.format(max_guidance=MAX_GUIDANCE, guidance=request.guidance_scale))
     seed = check_seed(request.seed)
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
@@ -62,6 +65,8 @@ def prepare_record(request: GenerationRequest, config: EngineSettings) -> JobRec
         size=(width, height),
         variation=request.variation,
         image_prompt=request.image_prompt,
+        guidance_scale=request.guidance_scale,
+        style=request.style,
         delivery=dict(request.delivery),
     )
     return JobRecord(

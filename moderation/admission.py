@@ -22,6 +22,9 @@
     await admission.close()
 
 Order: ban check -> rate limits -> prompt moderation -> (block: strike, maybe ban; review: enqueue item).
+A server's admins may make their server stricter (`ServerRules`, from bots/conversation/servers.py): tighter
+limits, counted by a limiter of the server's own on top of the global one (a prompt passes only if both allow
+it), and strict moderation, which holds for review every prompt that is not clearly benign (`strictly`).
 Refused requests never reach the engine. Budget: the rate limits count every prompt that gets past them,
 including prompts that moderation then blocks or holds (probing the filter costs budget, and moderation
 itself costs CPU); only an admitted prompt keeps its queue slot. Moderators (as the adapter judges them,
@@ -36,15 +39,16 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from config.settings import Settings
+from config.settings import LimitSettings, Settings
 from engine.requests import GenerationRequest, Requester
 from moderation import metrics
 from moderation.audit import AuditLog
-from moderation.limits import InMemoryRateLimiter, RateLimiter
+from moderation.limits import InMemoryRateLimiter, LimitDecision, RateLimiter
 from moderation.messages import admission_message
+from moderation.policy import SEMANTIC_PREFIX
 from moderation.prompts import PromptModerator
 from moderation.review import ReviewQueue
 from moderation.strikes import Ban, StrikeBook
@@ -55,6 +59,16 @@ if TYPE_CHECKING:
     from moderation.limits_redis import RedisRateLimiter
 
 logger = logging.getLogger(__name__)
+
+
+def _server_key(requester: Requester) -> str | None:
+    return f"{requester.platform}:{requester.server_id}" if requester.server_id else None
+
+
+async def _close_limiter(limiter: RateLimiter) -> None:
+    close = getattr(limiter, "close", None)
+    if close is not None:
+        await close()
 
 
 class Outcome(enum.StrEnum):
@@ -86,6 +100,21 @@ class AdmissionDecision:
         return self.outcome is Outcome.ADMITTED
 
 
+@dataclass(frozen=True)
+class ServerRules:
+    """What a server's admins made stricter for their server (never looser than the global settings)."""
+
+    strict: bool = False
+    """Hold for review every prompt that is not clearly benign (see `strictly`)."""
+    limits: LimitSettings | None = None
+    """The server's own limits (each at most the global one); None: the global limits alone."""
+
+
+NOT_A_CONCERN = frozenset({"person"})
+"""Cue categories that say nothing about safety on their own ("a woman", "a man"): strict mode ignores them."""
+STRICT_REASON = "strict moderation: not clearly benign"
+
+
 class Admission:
     def __init__(
         self,
@@ -108,6 +137,8 @@ class Admission:
         self.review = ReviewQueue(database, expiry_s=settings.moderation.review_expiry_s, clock=clock)
         self._admins = frozenset(settings.moderation.admin_user_ids)
         self._owned_limiter: RedisRateLimiter | None = None
+        self._server_limiters: dict[str, tuple[LimitSettings, RateLimiter]] = {}
+        """Per server with limits of its own: those limits and the limiter that counts them."""
 
     @classmethod
     async def open(
@@ -149,43 +180,122 @@ class Admission:
         self.moderator.close()
         if self._owned_limiter is not None:
             await self._owned_limiter.close()
+        for _, limiter in self._server_limiters.values():
+            await _close_limiter(limiter)
+        self._server_limiters.clear()
         if self._owns_database:
             await self.database.close()
 
     def is_exempt(self, requester: Requester, is_moderator: bool = False) -> bool:
         return is_moderator or requester.key in self._admins
 
-    async def check(self, request: GenerationRequest, *, is_moderator: bool = False) -> AdmissionDecision:
+    async def check(
+        self, request: GenerationRequest, *, is_moderator: bool = False, rules: ServerRules | None = None
+    ) -> AdmissionDecision:
         requester = request.requester
+        rules = rules or ServerRules()
         ban = await self.strikes.active_ban(requester.key)
         if ban is not None:
             return self._log(requester, self._banned(ban, self.moderator.language(request.prompt)))
-        server_key = f"{requester.platform}:{requester.server_id}" if requester.server_id else None
-        limit = await self.limiter.acquire(requester.key, server_key, exempt=self.is_exempt(requester, is_moderator))
-        if not limit.allowed:
-            reason = limit.limit or "burst"
-            message = admission_message(Outcome.RATE_LIMITED, reason, limit.retry_after_s, limits=self.settings.limits)
-            return self._log(requester, AdmissionDecision(Outcome.RATE_LIMITED, message, reason, limit.retry_after_s))
+        refused = await self._acquire(requester, is_moderator, rules)
+        if refused is not None:
+            return self._log(requester, refused)
         verdict = await self._moderate(request.prompt)
+        if rules.strict:
+            verdict = self.strictly(verdict)
         if verdict.action is Action.ALLOW:
             return self._log(requester, AdmissionDecision(Outcome.ADMITTED, verdict=verdict))
-        await self.limiter.job_finished(requester.key)  # no job: give the queue slot back
+        await self.job_finished(requester)  # no job: give the queue slot back
         if verdict.action is Action.REVIEW:
             return self._log(requester, await self._hold(request, verdict))
         return self._log(requester, await self._block(requester, request.prompt, verdict))
 
+    def strictly(self, verdict: Verdict) -> Verdict:
+        """A server's strict moderation: an allowed prompt that is not clearly benign is held for review. Not
+        clearly benign: a cue category was hit (swimwear, violence, a minor's age...: harmless alone, which is
+        why the normal policy lets them pass), or its meaning came within a cue threshold of a category."""
+        if verdict.action is not Action.ALLOW:
+            return verdict
+        cues = [c for c in verdict.categories if c not in NOT_A_CONCERN]
+        close = [
+            SEMANTIC_PREFIX + category.name
+            for category in self.moderator.policy.semantic
+            if verdict.scores.get(category.name, 0.0) >= category.cue_threshold
+        ]
+        if not cues and not close:
+            return verdict
+        reasons = (f"{STRICT_REASON} ({', '.join(cues + close)})",)
+        return replace(verdict, action=Action.REVIEW, reasons=reasons, user_reason="unsure")
+
     async def job_started(self, requester: Requester) -> None:
         """A job that did not come through `check` (approved review item, resumed after restart) is running."""
         await self.limiter.job_started(requester.key)
+        server = self._server_limiter(requester)
+        if server is not None:
+            await server.job_started(requester.key)
 
     async def job_finished(self, requester: Requester) -> None:
         """An admitted job ended (done, failed or cancelled): free its queue slot."""
         await self.limiter.job_finished(requester.key)
+        server = self._server_limiter(requester)
+        if server is not None:
+            await server.job_finished(requester.key)
 
     async def submission_failed(self, requester: Requester) -> None:
         """The engine refused an admitted request (queue full, closed): undo its counts."""
-        server_key = f"{requester.platform}:{requester.server_id}" if requester.server_id else None
+        server_key = _server_key(requester)
         await self.limiter.refund(requester.key, server_key)
+        server = self._server_limiter(requester)
+        if server is not None:
+            await server.refund(requester.key, server_key)
+
+    async def _acquire(self, requester: Requester, is_moderator: bool, rules: ServerRules) -> AdmissionDecision | None:
+        """Count the prompt by the global limits and, where the server has its own, by those too (all or
+        nothing); the refusal, or None when admitted."""
+        server_key = _server_key(requester)
+        exempt = self.is_exempt(requester, is_moderator)
+        limit = await self.limiter.acquire(requester.key, server_key, exempt=exempt)
+        if not limit.allowed:
+            return self._rate_limited(limit, self.settings.limits)
+        if rules.limits is None or server_key is None:
+            return None
+        server = await self._limiter_for(server_key, rules.limits)
+        own = await server.acquire(requester.key, server_key, exempt=exempt)
+        if own.allowed:
+            return None
+        await self.limiter.refund(requester.key, server_key)
+        return self._rate_limited(own, rules.limits)
+
+    @staticmethod
+    def _rate_limited(limit: LimitDecision, limits: LimitSettings) -> AdmissionDecision:
+        reason = limit.limit or "burst"
+        message = admission_message(Outcome.RATE_LIMITED, reason, limit.retry_after_s, limits=limits)
+        return AdmissionDecision(Outcome.RATE_LIMITED, message, reason, limit.retry_after_s)
+
+    def _server_limiter(self, requester: Requester) -> RateLimiter | None:
+        """The limiter of the requester's server, if it has limits of its own."""
+        server_key = _server_key(requester)
+        known = self._server_limiters.get(server_key) if server_key else None
+        return known[1] if known is not None else None
+
+    async def _limiter_for(self, server_key: str, limits: LimitSettings) -> RateLimiter:
+        """The server's limiter for `limits`, made (or remade, when its admins changed them) as needed. Counts
+        start afresh when the limits change."""
+        known = self._server_limiters.get(server_key)
+        if known is not None and known[0] == limits:
+            return known[1]
+        if self.settings.engine.queue == "redis":  # one count for every frontend, under keys of the server's own
+            from moderation.limits_redis import RedisRateLimiter
+
+            engine = self.settings.engine
+            prefix = f"{engine.redis_prefix}:server-limits:{server_key}"
+            limiter: RateLimiter = RedisRateLimiter.from_url(limits, engine.redis_url, prefix)
+        else:
+            limiter = InMemoryRateLimiter(limits, self.clock)
+        self._server_limiters[server_key] = (limits, limiter)
+        if known is not None:
+            await _close_limiter(known[1])
+        return limiter
 
     async def _moderate(self, prompt: str) -> Verdict:
         if not self.settings.moderation.enabled:

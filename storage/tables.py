@@ -29,6 +29,8 @@ jobs = Table(
     Column("images_json", Text),
     Column("created_at", DOUBLE_PRECISION, nullable=False),
     Column("updated_at", DOUBLE_PRECISION, nullable=False),
+    Column("deleted_at", DOUBLE_PRECISION),  # from revision 0005: deleted by its requester or a moderator
+    Column("deleted_by", Text),
     Index("jobs_state", "state"),
 )
 
@@ -145,4 +147,16 @@ moderator_accounts = Table(
     Column("created_at", DOUBLE_PRECISION, nullable=False),
     Column("updated_at", DOUBLE_PRECISION, nullable=False),
     Column("disabled_at", DOUBLE_PRECISION),
+)
+
+# ---- per-server settings made by a server's admins (bots/conversation/servers.py), from revision 0005 --------
+
+server_settings = Table(
+    "server_settings",
+    metadata,
+    Column("platform", Text, primary_key=True),
+    Column("server_id", Text, primary_key=True),  # a Discord guild id, a Slack team id
+    Column("settings_json", Text, nullable=False),
+    Column("updated_at", DOUBLE_PRECISION, nullable=False),
+    Column("updated_by", Text, nullable=False),
 )

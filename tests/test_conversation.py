@@ -111,7 +111,7 @@ async def test_imagine_shows_progress_then_delivers_four_images_with_buttons(set
         await stop(engine, conversation)
     (delivery,) = replier.deliveries
     assert len(delivery.attachments) == 4 and all_files(a.path for a in delivery.attachments)
-    assert [len(row) for row in delivery.button_rows] == [4, 4, 1]
+    assert [len(row) for row in delivery.button_rows] == [4, 4, 2]  # 🔄 and Delete
     assert delivery.button_rows[0][0].custom_id == f"imagine:u:{job_id}:0"
     assert "a red fox in snow" in delivery.text and "seeds 3–6" in delivery.text
     texts = [text for text, _ in replier.statuses]

@@ -142,6 +142,33 @@ async def test_compatible_jobs_of_two_users_share_one_pipeline_call(tmp_path, ti
         assert np.abs(pixels(in_batch.path) - pixels(by_itself.path)).mean() < 1.0
 
 
+async def test_jobs_with_their_own_guidance_share_a_batch_but_not_a_pipeline_call(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    """Style presets set a job's guidance; diffusers takes one per call, so a batch splits by guidance."""
+    settings = make_settings(tmp_path, tiny_model_dir, max_batch_images=8)
+    runner, gate = gated_runner(settings)
+    seen: list[tuple[float | None, int]] = []
+    generate = runner.generate
+
+    def recording(tasks, shape, on_step):  # type: ignore[no-untyped-def]
+        seen.append((shape.guidance_scale, len(tasks)))
+        return generate(tasks, shape, on_step)
+
+    runner.generate = recording  # type: ignore[method-assign]
+    engine = await started(LocalJobQueue(settings, runner_factory=lambda: runner, postprocessor=PlainJpeg()))
+    try:
+        blocker = await engine.submit(small("blocker", CAROL, num_images=1))
+        await gate.wait_reached()
+        styled = await engine.submit(small("a red fox", ALICE, guidance_scale=7.5))
+        plain = await engine.submit(small("a blue whale", BOB))
+        gate.release()
+        await asyncio.gather(blocker.result(), styled.result(), plain.result())
+        record = await engine.lookup(styled.id)
+    finally:
+        await engine.shutdown()
+    assert record is not None and record.request.guidance_scale == 7.5  # journaled with the job
+    assert sorted(seen[1:], key=str) == sorted([(7.5, 4), (None, 4)], key=str)
+
+
 async def test_cancel_a_queued_job_removes_it(tmp_path, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path, tiny_model_dir)
     runner, gate = gated_runner(settings)

@@ -5,16 +5,22 @@ Adapters translate platform events into `imagine()` and `press()` calls and impl
 - `submit.py`: validation, admission (limits, moderation, review) and refunds, submitting to the job queue;
 - `follow.py` + `status.py`: the status message through queue position and progress (throttled edits);
 - `delivery.py`: posting the images exactly once, with retries, and the sweep that delivers what is left;
-- `presses.py`: buttons; `review.py`: the review desk in chat; `render.py`: what every message looks like.
+- `presses.py`: buttons (`deleting.py`: Delete); `review.py`: the review desk in chat; `render.py`: what every
+  message looks like;
+- `styles.py`: style presets; `servers.py` + `settings_desk.py`: per-server settings by the server's admins
+  (allowed channels, default style, strict moderation, tighter limits, moderators), applied to every command.
 This class wires them together, owns their tasks (`tasks.py`) and resumes work after a restart.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+from bots import messages
 from bots.contract import ModeratorChannel, Replier, RepliersFor
+from bots.conversation.deleting import Deleter
 from bots.conversation.delivery import Deliveries
 from bots.conversation.follow import Follower
 from bots.conversation.image_prompts import ImageSource, InputImages
@@ -22,15 +28,20 @@ from bots.conversation.platforms import Platforms, reply_context
 from bots.conversation.presses import ButtonPresses
 from bots.conversation.render import image_buttons, images_message, single_image_message
 from bots.conversation.review import ReviewDesk
+from bots.conversation.servers import ServerSettings, ServerSettingsStore
+from bots.conversation.settings_desk import SettingsDesk
+from bots.conversation.styles import StyleBook
 from bots.conversation.submit import ImagineCommand, Submitter
 from bots.conversation.tasks import OwnedTasks
 from bots.errors import Deferred
 from bots.intake import IntakeEntry
 from config.settings import Settings
 from engine.api import JobQueue
-from engine.requests import Requester
+from engine.requests import GenerationRequest, Requester
 from engine.screening import ImageScreener
+from engine.store import JobStore
 from moderation.admission import Admission
+from moderation.audit import AuditLog
 from storage.database import Database
 
 __all__ = [
@@ -41,6 +52,7 @@ __all__ = [
     "images_message",
     "single_image_message",
 ]
+log = logging.getLogger(__name__)
 
 
 class Conversation:
@@ -63,7 +75,11 @@ class Conversation:
         self.admission = admission
         self._platforms = Platforms()
         self._tasks = OwnedTasks()
-        self._desk = ReviewDesk(jobs, admission, self._platforms, review_poll_s)
+        self.styles = StyleBook(settings.styles)
+        self._servers = ServerSettingsStore(database)
+        audit = AuditLog(database)
+        self.settings_desk = SettingsDesk(self._servers, self.styles, settings.limits, audit)
+        self._desk = ReviewDesk(jobs, admission, self._platforms, review_poll_s, self._servers)
         self._deliveries = Deliveries(
             jobs,
             database,
@@ -83,9 +99,11 @@ class Conversation:
             self._tasks,
             self._desk.post_for_review,
             InputImages(settings, input_screener),
+            self._servers,
         )
         self._desk.attach(self._submitter)
-        self._presses = ButtonPresses(jobs, self._submitter, self._desk)
+        deleter = Deleter(jobs, JobStore(database), audit)
+        self._presses = ButtonPresses(jobs, self._submitter, self._desk, deleter)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -122,10 +140,43 @@ class Conversation:
     # ---- what adapters call ----------------------------------------------------------------------------------
 
     async def imagine(self, command: ImagineCommand, replier: Replier) -> str | None:
-        """Admit and queue a prompt (an image prompt's picture checked first); returns the job id, or None when it
-        was refused or held for review."""
-        request = command.to_request(self.settings.image_prompts.default_strength)
+        """Apply the server's settings (allowed channels, default style) and the style, then admit and queue the
+        prompt (an image prompt's picture checked first); returns the job id, or None when it was refused or held
+        for review."""
+        requester = command.requester
+        server = await self._servers.get(requester.platform, requester.server_id)
+        if not server.allows_channel(requester.channel_id):
+            await replier.refuse(messages.channel_not_allowed(server.allowed_channels))
+            return None
+        request = self._styled(command, server)
+        if request is None:
+            await replier.refuse(messages.unknown_style(command.style, self.styles.names))
+            return None
         return await self._submitter.admit_and_submit(request, replier, image=command.image)
+
+    def _styled(self, command: ImagineCommand, server: ServerSettings) -> GenerationRequest | None:
+        """The request in the style asked for, else in the server's default style; None for an unknown style.
+        A default style since removed from the configuration is passed over (the admin's choice went stale, the
+        user asked for nothing wrong)."""
+        request = command.to_request(self.settings.image_prompts.default_strength)
+        if command.style.strip():
+            name = self.styles.find(command.style)
+            return None if name is None else self.styles.apply(name, request)
+        if server.default_style:
+            name = self.styles.find(server.default_style)
+            if name is None:
+                log.warning("the default style %r of a server is not configured any more", server.default_style)
+                return request
+            return self.styles.apply(name, request)
+        return request
+
+    async def server_settings(self, platform: str, server_id: str) -> ServerSettings:
+        """A server's settings as its admins left them (read afresh: a change holds from the next command)."""
+        return await self._servers.get(platform, server_id)
+
+    def styles_text(self) -> str:
+        """The reply to `/imagine-styles`."""
+        return messages.styles_list([self.styles.label(name) for name in self.styles.names])
 
     async def press(
         self,

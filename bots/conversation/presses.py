@@ -1,4 +1,5 @@
-"""Buttons: U (that image alone), V (variations), reroll, cancel; approve/reject go to the review desk."""
+"""Buttons: U (that image alone), V (variations), reroll, cancel, delete (bots/conversation/deleting.py);
+approve/reject go to the review desk."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from bots import messages
 from bots.buttons import Action, Button, parse_button
 from bots.contract import Replier, ReplyContext
+from bots.conversation.deleting import Deleter
 from bots.conversation.platforms import reply_context
 from bots.conversation.render import single_image_message
 from bots.conversation.review import ReviewDesk
@@ -20,10 +22,11 @@ VARIATION_STRENGTH = 0.25
 
 
 class ButtonPresses:
-    def __init__(self, jobs: JobQueue, submitter: Submitter, desk: ReviewDesk) -> None:
+    def __init__(self, jobs: JobQueue, submitter: Submitter, desk: ReviewDesk, deleter: Deleter) -> None:
         self._jobs = jobs
         self._submitter = submitter
         self._desk = desk
+        self._deleter = deleter
 
     async def press(
         self,
@@ -47,6 +50,8 @@ class ButtonPresses:
             await self._desk.decide(button, user, replier, is_moderator)
         elif button.action is Action.CANCEL:
             await self._cancel(button.target, user, replier)
+        elif button.action is Action.DELETE:
+            await self._deleter.delete(button.target, user, replier, is_moderator)
         else:
             return await self._job_button(button, user, replier, place, intake_key)
         return None
@@ -64,7 +69,7 @@ class ButtonPresses:
         self, button: Button, user: Requester, replier: Replier, place: dict[str, Any] | None, intake_key: str
     ) -> str | None:
         record = await self._jobs.lookup(button.target)
-        if record is None or not record.images and button.action is not Action.REROLL:
+        if record is None or record.deleted or not record.images and button.action is not Action.REROLL:
             await replier.refuse(messages.UNKNOWN_JOB)
             return None
         index = button.index or 0
@@ -88,6 +93,8 @@ class ButtonPresses:
             steps=original.steps,
             variation=variation,
             image_prompt=original.image_prompt,  # an image prompt's picture was checked and stored: start from it again
+            guidance_scale=original.guidance_scale,
+            style=original.style,
             delivery=ReplyContext(dict(answer_at), intake_key).to_dict(),
         )
         return await self._submitter.admit_and_submit(request, replier)

@@ -23,8 +23,11 @@ def review_buttons(item_id: str) -> tuple[Button, ...]:
 def image_buttons(job_id: str, count: int) -> tuple[tuple[Button, ...], ...]:
     upscale = tuple(Button(Action.UPSCALE, job_id, i, label=messages.upscale_label(i)) for i in range(count))
     variations = tuple(Button(Action.VARIATION, job_id, i, label=messages.variation_label(i)) for i in range(count))
-    reroll = (Button(Action.REROLL, job_id, label=messages.REROLL_LABEL, style=Style.PRIMARY),)
-    return upscale, variations, reroll
+    reroll_or_delete = (
+        Button(Action.REROLL, job_id, label=messages.REROLL_LABEL, style=Style.PRIMARY),
+        Button(Action.DELETE, job_id, label=messages.DELETE_LABEL, style=Style.DANGER),
+    )
+    return upscale, variations, reroll_or_delete
 
 
 def images_message(record: JobRecord) -> Delivery:
@@ -32,7 +35,9 @@ def images_message(record: JobRecord) -> Delivery:
     withheld = sum(1 for image in record.images if image.withheld)
     return Delivery(
         job_id=record.id,
-        text=messages.delivery_text(record.request.prompt, [image.seed for image in record.images], withheld),
+        text=messages.delivery_text(
+            record.request.prompt, [image.seed for image in record.images], withheld, record.request.style
+        ),
         attachments=attachments,
         button_rows=image_buttons(record.id, len(record.images)),
     )

@@ -13,6 +13,7 @@ from bots.buttons import Action, Button
 from bots.contract import Replier, ReplyContext, ReviewPost
 from bots.conversation.platforms import Platforms, reply_context
 from bots.conversation.render import images_message, review_buttons
+from bots.conversation.servers import ServerSettingsStore
 from bots.conversation.submit import Submitter
 from bots.conversation.tasks import logged
 from engine.api import JobQueue, JobRecord
@@ -28,8 +29,16 @@ log = logging.getLogger(__name__)
 
 
 class ReviewDesk:
-    def __init__(self, jobs: JobQueue, admission: Admission | None, platforms: Platforms, poll_s: float) -> None:
+    def __init__(
+        self,
+        jobs: JobQueue,
+        admission: Admission | None,
+        platforms: Platforms,
+        poll_s: float,
+        servers: ServerSettingsStore,
+    ) -> None:
         self._jobs = jobs
+        self._servers = servers
         self._admission = admission
         self._platforms = platforms
         self.poll_s = poll_s
@@ -50,11 +59,13 @@ class ReviewDesk:
             return
         who = request.requester
         place = f" in {who.server_id or 'a DM'}" + (f" / {who.channel_id}" if who.channel_id else "")
+        server = await self._servers.get(who.platform, who.server_id)
         post = ReviewPost(
             item_id=item_id,
             text=messages.review_post(who.platform, who.user_id, place, request.prompt, list(reasons)),
             buttons=review_buttons(item_id),
             image_paths=tuple(image_paths),
+            channel=server.moderator_channel,
         )
         await logged(entry.moderators.post_review(post), f"posting review item {item_id}")
 

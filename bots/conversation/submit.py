@@ -13,6 +13,7 @@ from bots.conversation.follow import Follower
 from bots.conversation.image_prompts import CheckedInput, ImageSource, InputImages
 from bots.conversation.platforms import journal_place
 from bots.conversation.render import cancel_buttons
+from bots.conversation.servers import ServerSettingsStore
 from bots.conversation.tasks import OwnedTasks
 from bots.downloads import DownloadRefused
 from bots.errors import PlaceUnreachable
@@ -32,6 +33,8 @@ class ImagineCommand:
     negative_prompt: str = ""
     seed: int | None = None
     aspect: str = "1:1"
+    style: str = ""
+    """A style preset's name as the user gave it ("" for the server's default style, if any)."""
     place: dict[str, Any] = field(default_factory=dict)
     """The adapter's JSON-able description of where to answer, even after a restart."""
     intake_key: str = ""
@@ -71,9 +74,11 @@ class Submitter:
         tasks: OwnedTasks,
         post_for_review: ReviewHook,
         input_images: InputImages,
+        servers: ServerSettingsStore,
     ) -> None:
         self._settings = settings
         self._input_images = input_images
+        self._servers = servers
         self._jobs = jobs
         self._admission = admission
         self._follower = follower
@@ -103,7 +108,10 @@ class Submitter:
                 return None
             request = replace(request, image_prompt=replace(request.image_prompt, path=checked.path))
         if self._admission is not None:
-            decision = await self._admission.check(request, is_moderator=is_moderator)
+            requester = request.requester
+            server = await self._servers.get(requester.platform, requester.server_id)
+            rules = server.rules(self._settings.limits)
+            decision = await self._admission.check(request, is_moderator=is_moderator, rules=rules)
             if decision.review_item_id:
                 await replier.show_status(decision.message or messages.WAITING_FOR_REVIEW)
                 reasons = decision.verdict.reasons if decision.verdict else ()

@@ -32,6 +32,7 @@ from bots import messages
 from bots.buttons import Action, parse_button
 from bots.contract import AdapterLifecycle
 from bots.conversation import Conversation, ImageSource, ImagineCommand
+from bots.conversation.servers import KEYS as SETTINGS_KEYS
 from bots.conversation.tasks import logged
 from bots.discord.replies import DeliveryContext, DiscordModeratorChannel, DiscordReplier, ImagineButton, Route
 from bots.errors import AdapterStartError, BadButton, Deferred
@@ -48,6 +49,9 @@ PLATFORM = "discord"
 NEW_MESSAGE_ACTIONS = frozenset({Action.UPSCALE, Action.VARIATION, Action.REROLL})
 COMMAND, DIRECT_MESSAGE = "command", "dm"
 """Kinds of stored prompts: an `/imagine` interaction (keyed by its id), a DM text prompt (`dm:<message id>`)."""
+CHOICE_NAME_LIMIT = 100  # Discord's limit for an autocomplete choice's name
+MANAGE_GUILD = 0x20
+"""The Manage Server permission bit: members holding it (or Administrator) are the server's admins."""
 HANDLER_DRAIN_S = 10.0
 """On close, how long commands already being handled may take to finish (their users get an answer)."""
 
@@ -93,6 +97,8 @@ class _Client(discord.Client):
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(_imagine_command(adapter))
+        self.tree.add_command(_styles_command(adapter))
+        self.tree.add_command(_settings_command(adapter))
         self.tree.on_error = adapter.on_command_error  # type: ignore[method-assign]
 
     async def setup_hook(self) -> None:
@@ -118,6 +124,7 @@ def _imagine_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, 
         negative=messages.DISCORD_NEGATIVE_HELP,
         seed=messages.DISCORD_SEED_HELP,
         aspect=messages.DISCORD_ASPECT_HELP,
+        style=messages.DISCORD_STYLE_HELP,
         image=messages.DISCORD_IMAGE_HELP,
         strength=messages.DISCORD_STRENGTH_HELP,
     )
@@ -129,10 +136,19 @@ def _imagine_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, 
         negative: str | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         aspect: str | None = None,
+        style: str | None = None,
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_IMAGE_STRENGTH, MAX_IMAGE_STRENGTH] | None = None,
     ) -> None:
-        await adapter.on_imagine(interaction, prompt, negative, seed, aspect, ImageOptions(image, strength))
+        await adapter.on_imagine(interaction, prompt, negative, seed, aspect, style, ImageOptions(image, strength))
+
+    @imagine.autocomplete("style")
+    async def style_choices(interaction: discord.Interaction[Any], typed: str) -> list[app_commands.Choice[str]]:
+        """Autocomplete (interaction type 4): up to 25 presets matching what was typed so far."""
+        return [
+            app_commands.Choice(name=label[:CHOICE_NAME_LIMIT], value=name)
+            for name, label in adapter.style_suggestions(typed if isinstance(typed, str) else "")
+        ]
 
     return imagine
 
@@ -160,9 +176,36 @@ def _attachment_payload(attachment: discord.Attachment) -> dict[str, Any]:
     return {"url": attachment.url, "size": attachment.size, "filename": attachment.filename}
 
 
-def _options_as_registered(prompt: Any, negative: Any, seed: Any, aspect: Any) -> bool:
+def _styles_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, None]:
+    @app_commands.command(name="imagine-styles", description=messages.DISCORD_STYLES_HELP)
+    @app_commands.allowed_installs(guilds=True, users=True)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+    async def imagine_styles(interaction: discord.Interaction[Any]) -> None:
+        await adapter.on_styles(interaction)
+
+    return imagine_styles
+
+
+def _settings_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any, None]:
+    @app_commands.command(name="imagine-settings", description=messages.DISCORD_SETTINGS_HELP)
+    @app_commands.describe(setting=messages.DISCORD_SETTING_HELP, value=messages.DISCORD_SETTING_VALUE_HELP)
+    @app_commands.choices(setting=[app_commands.Choice(name=key, value=key) for key in SETTINGS_KEYS])
+    @app_commands.default_permissions(manage_guild=True)  # shown to admins only; on_settings checks anyway
+    @app_commands.allowed_installs(guilds=True, users=False)
+    @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
+    async def imagine_settings(
+        interaction: discord.Interaction[Any],
+        setting: app_commands.Choice[str] | None = None,
+        value: str | None = None,
+    ) -> None:
+        await adapter.on_settings(interaction, setting.value if setting is not None else "", value)
+
+    return imagine_settings
+
+
+def _options_as_registered(prompt: Any, negative: Any, seed: Any, aspect: Any, style: Any = None) -> bool:
     """discord.py passes an option's value as Discord typed it, which need not be what `/imagine` declares now."""
-    texts = isinstance(prompt, str) and all(isinstance(v, str | None) for v in (negative, aspect))
+    texts = isinstance(prompt, str) and all(isinstance(v, str | None) for v in (negative, aspect, style))
     return texts and (seed is None or (isinstance(seed, int) and not isinstance(seed, bool)))
 
 
@@ -295,10 +338,11 @@ class DiscordAdapter(AdapterLifecycle):
         negative: str | None,
         seed: int | None,
         aspect: str | None,
+        style: str | None = None,
         image_options: ImageOptions | None = None,
     ) -> None:
         with self._tracked():
-            await self._on_imagine(interaction, prompt, negative, seed, aspect, image_options or ImageOptions())
+            await self._on_imagine(interaction, prompt, negative, seed, aspect, style, image_options or ImageOptions())
 
     async def _on_imagine(
         self,
@@ -307,12 +351,13 @@ class DiscordAdapter(AdapterLifecycle):
         negative: str | None,
         seed: int | None,
         aspect: str | None,
+        style: str | None,
         image_options: ImageOptions,
     ) -> None:
         if not self._server_enabled(interaction.guild_id):
             await self._answer_at_once(interaction, messages.DISCORD_SERVER_NOT_ENABLED)
             return
-        registered = _options_as_registered(prompt, negative, seed, aspect) and image_options.as_registered
+        registered = _options_as_registered(prompt, negative, seed, aspect, style) and image_options.as_registered
         if not registered:  # a left-over command, other option types
             log.warning("discord: /imagine with options of unexpected types from %s", interaction.user.id)
             await self._answer_at_once(interaction, messages.UNKNOWN_OPTIONS)
@@ -325,6 +370,7 @@ class DiscordAdapter(AdapterLifecycle):
             "negative": negative or "",
             "seed": seed,
             "aspect": aspect or "1:1",
+            "style": style or "",
             "requester": asdict(self._requester(interaction.user, interaction.guild_id, interaction.channel_id)),
             "context": context.to_dict(),
             **image_options.payload(),
@@ -367,6 +413,25 @@ class DiscordAdapter(AdapterLifecycle):
             self._take(f"dm:{message.id}", DIRECT_MESSAGE, payload, nothing_to_send), replier, "a DM prompt"
         )
 
+    async def on_styles(self, interaction: discord.Interaction[Any]) -> None:
+        """`/imagine-styles`: the presets, privately."""
+        with self._tracked():
+            await self._answer_at_once(interaction, self._conversation.styles_text())
+
+    def style_suggestions(self, typed: str) -> list[tuple[str, str]]:
+        return self._conversation.styles.suggestions(typed)
+
+    async def on_settings(self, interaction: discord.Interaction[Any], key: str, value: str | None) -> None:
+        """`/imagine-settings [setting value]`: changed (by a member with Manage Server) and summarised, privately.
+        The change is stored before the answer, which is the acknowledgement."""
+        with self._tracked():
+            if not isinstance(value, str | None):
+                await self._answer_at_once(interaction, messages.UNKNOWN_OPTIONS)
+                return
+            user = self._requester(interaction.user, interaction.guild_id, interaction.channel_id)
+            answer = await self._conversation.settings_desk.answer(user, _is_admin(interaction), key, value or "")
+            await self._answer_at_once(interaction, answer)
+
     async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
         with self._tracked():
             try:
@@ -382,7 +447,7 @@ class DiscordAdapter(AdapterLifecycle):
                 custom_id,
                 user,
                 replier,
-                is_moderator=self._is_moderator(interaction),
+                is_moderator=await self._is_moderator(interaction),
                 place=replier.context.to_dict(),
             )
             await self._guarded(press, replier, f"button {custom_id[:100]!r}")
@@ -446,6 +511,7 @@ class DiscordAdapter(AdapterLifecycle):
             negative_prompt=body["negative"],
             seed=body["seed"],
             aspect=body["aspect"],
+            style=str(body.get("style") or ""),  # prompts stored before styles existed have none
             # This process's replier knows the thinking message's id from the defer: journal that with the job.
             place=replier.context.to_dict(),
             intake_key=entry.key,
@@ -538,12 +604,18 @@ class DiscordAdapter(AdapterLifecycle):
         """discord.guild_ids, when set, lists the servers that may use the bot; DMs always may."""
         return guild_id is None or not self._allowed_guilds or guild_id in self._allowed_guilds
 
-    def _is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
-        """A moderator holds one of discord.moderator_role_ids in the guild the click came from."""
+    async def _is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
+        """A moderator holds one of discord.moderator_role_ids, or the moderator role its admins set for the
+        server, in the guild the click came from."""
         member = interaction.user
-        if not isinstance(member, discord.Member) or not self._moderator_roles:
+        if not isinstance(member, discord.Member):
             return False
-        return any(role.id in self._moderator_roles for role in member.roles)
+        roles = set(self._moderator_roles)
+        if interaction.guild_id:
+            server = await self._conversation.server_settings(PLATFORM, str(interaction.guild_id))
+            if server.moderator_role.isdigit():
+                roles.add(int(server.moderator_role))
+        return any(role.id in roles for role in member.roles)
 
     async def _guarded(self, work: Awaitable[Any], replier: DiscordReplier, what: str) -> None:
         """Nothing a user sends may crash the bot: log the failure, tell the user briefly."""
@@ -577,3 +649,11 @@ class DiscordAdapter(AdapterLifecycle):
             await asyncio.gather(*list(self._handling), return_exceptions=True)
         if self._intake is not None:
             await self._intake.settled()
+
+
+def _is_admin(interaction: discord.Interaction[Any]) -> bool:
+    """A member with Manage Server (0x20) or Administrator in the interaction's `member.permissions`."""
+    if interaction.guild_id is None or not isinstance(interaction.user, discord.Member):
+        return False
+    permissions = interaction.permissions
+    return bool(permissions.value & MANAGE_GUILD) or permissions.administrator

@@ -220,6 +220,25 @@ class DiscordReplier:
                 self._token_dead = True
         await self._deliver_in_channel(delivery, uploads, view)
 
+    async def remove_pressed_message(self) -> None:
+        """The Delete button: take down the message it was on. For a component interaction, the interaction's
+        @original is the message the button is on (whoever posted it); past the token, the bot token deletes it."""
+        if self._use_webhook():
+            try:
+                await self._webhook().delete_message(ORIGINAL_RESPONSE)  # type: ignore[arg-type]
+                return
+            except discord.NotFound:
+                return  # already gone
+            except discord.HTTPException as exc:
+                if not _is_expired_token(exc):
+                    raise
+                self._token_dead = True
+        if self.context.original_message_id:
+            try:
+                await self._channel().get_partial_message(int(self.context.original_message_id)).delete()
+            except discord.NotFound:
+                pass
+
     # ------------------------------------------------------------------ webhook (interaction token)
 
     def _use_webhook(self) -> bool:
@@ -376,29 +395,36 @@ class DiscordModeratorChannel:
     def __init__(self, client: discord.Client, channel_id: int) -> None:
         self._client = client
         self._channel_id = channel_id
-        self._posted: dict[str, int] = {}  # review item id -> message id
+        self._posted: dict[str, tuple[int, int]] = {}  # review item id -> (channel id, message id)
 
-    def _channel(self) -> discord.PartialMessageable:
-        return self._client.get_partial_messageable(self._channel_id)
+    def _channel(self, channel_id: int | None = None) -> discord.PartialMessageable:
+        return self._client.get_partial_messageable(channel_id or self._channel_id)
 
     async def post_review(self, post: ReviewPost) -> None:
+        """In the moderators' channel, or the server's own when its admins set one."""
         uploads = await asyncio.to_thread(_read_paths, post.image_paths)
-        message = await self._channel().send(
+        channel_id = int(post.channel) if post.channel.isdigit() else self._channel_id
+        message = await self._channel(channel_id).send(
             post.text,
             files=_files(uploads),
             view=build_view([post.buttons]) if post.buttons else discord.utils.MISSING,
             nonce=_nonce("review", post.item_id),
             allowed_mentions=_NO_MENTIONS,
         )
-        self._posted[post.item_id] = message.id
+        self._posted[post.item_id] = (channel_id, message.id)
 
     async def close_review(self, item_id: str, text: str) -> None:
-        message_id = self._posted.get(item_id) or await self._find_review_message(item_id)
-        if message_id is None:
+        """After a restart only the moderators' own channel is searched (not a server's own review channel)."""
+        posted = self._posted.get(item_id)
+        if posted is None:
+            message_id = await self._find_review_message(item_id)
+            posted = (self._channel_id, message_id) if message_id is not None else None
+        if posted is None:
             log.warning("review %s: its moderator message was not found; posting the decision", item_id)
             await self._channel().send(text, allowed_mentions=_NO_MENTIONS)
             return
-        await self._channel().get_partial_message(message_id).edit(content=text, view=None)
+        channel_id, message_id = posted
+        await self._channel(channel_id).get_partial_message(message_id).edit(content=text, view=None)
         self._posted.pop(item_id, None)
 
     async def _find_review_message(self, item_id: str) -> int | None:

@@ -38,18 +38,22 @@ from bots import messages
 from bots.contract import AdapterLifecycle
 from bots.conversation import Conversation
 from bots.intake import Intake
+from bots.slack import blocks
 from bots.slack.handling import BUTTON, COMMAND, DIRECT_MESSAGE, MENTION, PLATFORM, SlackRequestHandler
 from bots.slack.moderators import ModeratorCheck
 from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
 from config.settings import ConfigError, Settings, SlackSettings
+from engine.requests import Requester
 from storage.database import Database
 
 log = logging.getLogger(__name__)
 
 SLASH_COMMAND = "/imagine"
+STYLES_COMMAND = "/imagine-styles"
+SETTINGS_COMMAND = "/imagine-settings"
 EVENTS_PATH = "/slack/events"
 BUTTON_ACTIONS = re.compile(r"^imagine:")
-OTHER_COMMANDS = re.compile(r"^(?!/imagine$)")
+OTHER_COMMANDS = re.compile(r"^(?!/imagine(?:-styles|-settings)?$)")
 """Slash commands this app does not have (left over from an older setup, or another deployment's)."""
 OTHER_EVENTS = re.compile(r"")
 """Event types nobody listens to: acknowledged, so that Slack does not retry them."""
@@ -276,6 +280,8 @@ class SlackAdapter(AdapterLifecycle):
             logger=logging.getLogger("slack_bolt"),
         )
         app.command(SLASH_COMMAND)(self._on_command)
+        app.command(STYLES_COMMAND)(self._on_styles)
+        app.command(SETTINGS_COMMAND)(self._on_settings)
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.action(BUTTON_ACTIONS)(self._on_button)
@@ -286,6 +292,31 @@ class SlackAdapter(AdapterLifecycle):
 
     async def _on_command(self, ack: Ack, body: dict[str, Any]) -> None:
         await self._store_then_ack(ack, COMMAND, body)
+
+    async def _on_styles(self, ack: Ack) -> None:
+        """`/imagine-styles`: the presets, answered privately in the acknowledgement."""
+        await ack(text=blocks.escape(self._conversation.styles_text()))
+
+    async def _on_settings(self, ack: Ack, body: dict[str, Any]) -> None:
+        """`/imagine-settings [key value]` by a workspace admin: changed and summarised privately. The change
+        is stored before the acknowledgement, which carries the answer."""
+        user, team = _text(body.get("user_id")), _text(body.get("team_id"))
+        key, _, value = _text(body.get("text")).strip().partition(" ")
+        requester = Requester(platform=PLATFORM, user_id=user, server_id=team, channel_id=_text(body.get("channel_id")))
+        answer = await self._conversation.settings_desk.answer(requester, await self._is_admin(user), key, value)
+        await ack(text=blocks.escape(answer))
+
+    async def _is_admin(self, user_id: str) -> bool:
+        """A workspace admin or owner, as `users.info` says; when Slack cannot say, nobody is (fail closed)."""
+        if not user_id:
+            return False
+        try:
+            response = await self.client.users_info(user=user_id)
+        except SlackApiError as error:
+            log.warning("could not look up Slack user %s: %s", user_id, error.response.get("error"))
+            return False
+        profile = response.get("user") or {}
+        return bool(profile.get("is_admin") or profile.get("is_owner") or profile.get("is_primary_owner"))
 
     async def _on_mention(self, ack: Ack, event: dict[str, Any], body: dict[str, Any]) -> None:
         if not event.get("user"):
@@ -324,3 +355,7 @@ class SlackAdapter(AdapterLifecycle):
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("Slack listener failed for a %s request: %r", body.get("type") or body.get("command"), error)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""

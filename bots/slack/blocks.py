@@ -16,11 +16,13 @@ Block = dict[str, Any]
 SECTION_TEXT_LIMIT = 3000  # Slack rejects longer section texts
 MESSAGE_TEXT_LIMIT = 4000  # the notification fallback `text`; Slack truncates beyond 40k, keep it readable
 BUTTON_LABEL_LIMIT = 75
+DELETE_VALUE_SEPARATOR = "|"
 DEFAULT_LABELS = {
     Action.UPSCALE: "U{index}",
     Action.VARIATION: "V{index}",
     Action.REROLL: "🔄",
     Action.CANCEL: "Cancel",
+    Action.DELETE: "Delete",
     Action.APPROVE: "Approve",
     Action.REJECT: "Reject",
 }
@@ -70,6 +72,22 @@ def button_rows(rows: Sequence[Sequence[Button]]) -> list[Block]:
 
 def message_blocks(text: str, rows: Sequence[Sequence[Button]] = (), mention: str | None = None) -> list[Block]:
     return [section(text, mention), *button_rows(rows)]
+
+
+def with_delete_value(message: list[Block], file_ids: str) -> list[Block]:
+    """The Delete button's `value` names the job's uploaded files (`imagine:d:<job>|F1,F2`): a click carries what
+    it takes to delete them, even after a restart (a value may hold 2000 characters)."""
+    for block in message:
+        for element in block.get("elements") or []:
+            if str(element.get("action_id", "")).startswith(f"imagine:{Action.DELETE.value}:") and file_ids:
+                element["value"] = f"{element['action_id']}{DELETE_VALUE_SEPARATOR}{file_ids}"
+    return message
+
+
+def delete_value_files(value: str) -> tuple[str, ...]:
+    """The file ids a Delete button's value names (see `with_delete_value`)."""
+    _, _, files = value.partition(DELETE_VALUE_SEPARATOR)
+    return tuple(f for f in files.split(",") if f and f.isalnum())
 
 
 def _shorten(text: str, limit: int) -> str:

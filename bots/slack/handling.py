@@ -17,8 +17,9 @@ from bots.buttons import Action, parse_button
 from bots.conversation import Conversation, ImageSource, ImagineCommand
 from bots.errors import BadButton, BadOptions, Deferred, PlaceUnreachable
 from bots.intake import IntakeEntry
+from bots.slack.blocks import delete_value_files
 from bots.slack.moderators import ModeratorCheck
-from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
+from bots.slack.replies import PressedMessage, SlackModerators, SlackPlace, SlackReplier
 from bots.slack.text import parse_prompt_text
 from engine.requests import Requester
 
@@ -45,6 +46,8 @@ class SlackRequestHandler:
         self.conversation = conversation
         self.moderators = moderators
         self.is_moderator = is_moderator
+        self._group_checks: dict[str, ModeratorCheck] = {}
+        """Workspaces' own moderator user groups (their admins' setting), by group id."""
 
     async def __call__(self, entry: IntakeEntry) -> None:
         try:
@@ -110,6 +113,7 @@ class SlackRequestHandler:
             negative_prompt=options.negative_prompt,
             seed=options.seed,
             aspect=options.aspect,
+            style=options.style,
             place=place.to_context(),
             intake_key=key,
             image=image,
@@ -163,21 +167,37 @@ class SlackRequestHandler:
         deciding = button.action in (Action.APPROVE, Action.REJECT)
         if deciding and self.moderators is not None and message_ts:
             self.moderators.remember(button.target, channel, message_ts)
-        is_moderator = await self.is_moderator(place.user) if deciding else False
         team = _string(_mapping(body.get("team")).get("id"))
+        needs_moderator = deciding or button.action is Action.DELETE
+        is_moderator = await self._is_moderator(place.user, team) if needs_moderator else False
         requester = _requester(place, team, _string(user.get("username")))
+        pressed = None
+        if message_ts:  # the Delete button's value names the files to delete with the message
+            pressed = PressedMessage(message_ts, delete_value_files(_string(action.get("value"))))
         # New jobs from this click (variations, reroll) are answered where the click happened.
         try:
             await self.conversation.press(
                 custom_id,
                 requester,
-                SlackReplier(self.client, place),
+                SlackReplier(self.client, place, pressed=pressed),
                 is_moderator=is_moderator,
                 place=place.to_context(),
                 intake_key=key,
             )
         except PlaceUnreachable:
             log.info("a click by %s in %s, a channel the bot is not in: nowhere to answer", place.user, place.channel)
+
+    async def _is_moderator(self, user_id: str, team_id: str) -> bool:
+        """One of slack.moderator_user_ids or the moderators' user group, or a member of the user group the
+        workspace's admins made its moderators."""
+        if await self.is_moderator(user_id):
+            return True
+        group = (await self.conversation.server_settings(PLATFORM, team_id)).moderator_role if team_id else ""
+        if not group:
+            return False
+        if group not in self._group_checks:
+            self._group_checks[group] = ModeratorCheck(self.client, (), group)
+        return await self._group_checks[group](user_id)
 
 
 def _prompt_place(entry: IntakeEntry) -> SlackPlace | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class SlackPlace:
     uploaded: list[str] = field(default_factory=list)
     """Jobs whose images are already posted here: a retry of a delivery whose buttons failed, even by a
     rebuilt replier after a restart or in a redelivery sweep, posts only the buttons, not the images again."""
+    files: dict[str, list[str]] = field(default_factory=dict)
+    """The Slack file ids of each job's uploaded images: the Delete button carries them (its `value`)."""
 
     @property
     def is_direct_message(self) -> bool:
@@ -70,18 +72,34 @@ class SlackPlace:
                 thread_ts=_optional_str(context.get("thread_ts")),
                 status_ts=_optional_str(context.get("status_ts")),
                 uploaded=[str(job_id) for job_id in context.get("uploaded") or []],
+                files={str(job): [str(f) for f in ids] for job, ids in (context.get("files") or {}).items()},
             )
         except KeyError as missing:
             needed = missing.args[0]
             raise ValueError(f"a Slack delivery context needs {needed!r}, got keys {sorted(context)}") from None
 
 
+@dataclass(frozen=True)
+class PressedMessage:
+    """The message a button was clicked on, and the files its Delete button's value names."""
+
+    ts: str
+    file_ids: tuple[str, ...] = ()
+
+
 class SlackReplier:
     """One conversation with one requester. Calls are serialised: a status edit never races the delivery."""
 
-    def __init__(self, client: AsyncWebClient, place: SlackPlace, response_url: str | None = None) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        place: SlackPlace,
+        response_url: str | None = None,
+        pressed: PressedMessage | None = None,
+    ) -> None:
         self.client = client
         self.place = place
+        self.pressed = pressed
         self.response_url = response_url
         """A slash command's reply URL (valid 30 min, not journaled): the only way to answer in a channel the
         bot is not a member of."""
@@ -160,29 +178,42 @@ class SlackReplier:
         that failed, so one successful delivery never shows the images twice."""
         async with self._lock:
             if delivery.job_id not in self.place.uploaded:
-                await self._upload(delivery)
+                file_ids = await self._upload(delivery)
                 self.place.uploaded.append(delivery.job_id)
+                self.place.files[delivery.job_id] = file_ids
             if delivery.button_rows and delivery.job_id not in self._buttons_posted:
+                files = ",".join(self.place.files.get(delivery.job_id, []))
                 await self.client.chat_postMessage(
                     channel=self.place.channel,
                     thread_ts=self.place.reply_thread,
                     text=blocks.fallback_text(delivery.text),
-                    blocks=blocks.message_blocks(delivery.text, delivery.button_rows),
+                    blocks=blocks.with_delete_value(blocks.message_blocks(delivery.text, delivery.button_rows), files),
                 )
                 self._buttons_posted.add(delivery.job_id)
 
-    async def _upload(self, delivery: Delivery) -> None:
+    async def _upload(self, delivery: Delivery) -> list[str]:
+        """Upload the images in one call; their Slack file ids."""
         contents = await asyncio.gather(*(asyncio.to_thread(Path(a.path).read_bytes) for a in delivery.attachments))
         uploads = [
             {"file": data, "filename": attachment.filename, "title": attachment.filename}
             for attachment, data in zip(delivery.attachments, contents, strict=True)
         ]
-        await self.client.files_upload_v2(
+        response = await self.client.files_upload_v2(
             file_uploads=uploads,
             channel=self.place.channel,
             thread_ts=self.place.reply_thread,
             initial_comment=blocks.fallback_text(delivery.text, mention=self.place.user),
         )
+        return [str(file["id"]) for file in response.get("files") or [] if isinstance(file, dict) and file.get("id")]
+
+    async def remove_pressed_message(self) -> None:
+        """The Delete button: the message with the buttons (chat.delete) and the uploaded images (files.delete,
+        which also takes down the message that shared them). What is gone already is no error."""
+        if self.pressed is None:
+            return
+        for file_id in self.pressed.file_ids:
+            await _ignoring(GONE_ERRORS, self.client.files_delete(file=file_id))
+        await _ignoring(GONE_ERRORS, self.client.chat_delete(channel=self.place.channel, ts=self.pressed.ts))
 
     async def notify(self, text: str) -> None:
         """In the place of the request, mentioning the requester; where the bot can no longer post (removed,
@@ -222,12 +253,14 @@ class SlackModerators:
         self._posted[item_id] = ReviewMessage(channel, ts)
 
     async def post_review(self, post: ReviewPost) -> None:
+        """In the moderators' channel, or the workspace's own when its admins set one."""
+        channel = post.channel or self.channel
         posted = await self.client.chat_postMessage(
-            channel=self.channel,
+            channel=channel,
             text=blocks.fallback_text(post.text),
             blocks=blocks.message_blocks(post.text, (post.buttons,)),
         )
-        self.remember(post.item_id, self.channel, str(posted["ts"]))
+        self.remember(post.item_id, channel, str(posted["ts"]))
         if post.image_paths:
             contents = await asyncio.gather(*(asyncio.to_thread(Path(p).read_bytes) for p in post.image_paths))
             await self.client.files_upload_v2(
@@ -235,7 +268,7 @@ class SlackModerators:
                     {"file": data, "filename": Path(path).name, "title": Path(path).name}
                     for path, data in zip(post.image_paths, contents, strict=True)
                 ],
-                channel=self.channel,
+                channel=channel,
                 thread_ts=str(posted["ts"]),
             )
 
@@ -270,6 +303,17 @@ class SlackModerators:
                     return ReviewMessage(self.channel, str(message["ts"]))
         log.warning("review %s: its moderator message was not found; posting the decision", item_id)
         return None
+
+
+GONE_ERRORS = frozenset({"message_not_found", "file_not_found", "file_deleted"})
+
+
+async def _ignoring(errors: frozenset[str], call: Awaitable[Any]) -> None:
+    try:
+        await call
+    except SlackApiError as error:
+        if error.response.get("error") not in errors:
+            raise
 
 
 def is_outside_channel(error: Exception) -> bool:

@@ -1,10 +1,11 @@
 """What a Slack user typed, as prompt and options: `/imagine a red fox --no blur --seed 42 --ar 16:9`.
 
 Slack has no typed command options, so they follow the prompt as flags: `--no TEXT` (negative prompt), `--seed N`,
-`--ar W:H` (or `--aspect`), `--strength X` (with a shared image: how much of it to redraw). Slack's markup is
-undone first: mentions (`<@U123>`) are dropped, links keep their
-label, and `&amp;`, `&lt;`, `&gt;` become the characters the user typed. Ranges are checked by the conversation
-layer (engine rules); only what cannot even be read here (a seed that is not a number) is refused here.
+`--ar W:H` (or `--aspect`), `--strength X` (with a shared image: how much of it to redraw); a style preset is
+`style:NAME` anywhere in the text (`/imagine a fox style:anime`). Slack's markup is undone first: mentions
+(`<@U123>`) are dropped, links keep their label, and `&amp;`, `&lt;`, `&gt;` become the characters the user typed.
+Ranges are checked by the conversation layer (engine rules); only what cannot even be read here (a seed that is not
+a number) is refused here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ MENTION = re.compile(r"<[@!][A-Za-z0-9^|]*(?:\|[^>]*)?>")
 LINK = re.compile(r"<(?:#[A-Z0-9]+\|)?([^>|]*)(?:\|([^>]*))?>")
 OPTION = re.compile(r"(?:^|\s)--(no|seed|ar|aspect|strength)(?=\s|$)", re.IGNORECASE)
 ALIASES = {"aspect": "ar"}
+STYLE = re.compile(r"(?:^|(?<=\s))style:(\S*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class PromptText:
     aspect: str = "1:1"
     strength: float | None = None
     """With a shared image: how much of it to redraw (`--strength 0.5`); checked by the conversation layer."""
+    style: str = ""
 
 
 def plain_text(text: str) -> str:
@@ -38,7 +41,8 @@ def plain_text(text: str) -> str:
 
 
 def parse_prompt_text(text: str) -> PromptText:
-    parts = OPTION.split(plain_text(text))
+    style, text = _style(plain_text(text))
+    parts = OPTION.split(text)
     prompt, options = parts[0].strip(), {}
     for name, value in zip(parts[1::2], parts[2::2], strict=True):
         name = ALIASES.get(name.lower(), name.lower())
@@ -51,7 +55,18 @@ def parse_prompt_text(text: str) -> PromptText:
         seed=_seed(options.get("seed")),
         aspect=options.get("ar") or "1:1",
         strength=_strength(options.get("strength")),
+        style=style,
     )
+
+
+def _style(text: str) -> tuple[str, str]:
+    """`style:NAME` taken out of the text: (NAME, the rest)."""
+    found = STYLE.findall(text)
+    if len(found) > 1:
+        raise BadOptions("style: is given twice")
+    if found and not found[0]:
+        raise BadOptions("style: needs a name, e.g. style:watercolour")
+    return (found[0] if found else ""), " ".join(STYLE.sub(" ", text).split())
 
 
 def _seed(value: str | None) -> int | None:

@@ -114,7 +114,14 @@ class BatchWorker:
             return {(jobs[0].id, index): exc for index in range(jobs[0].image_count)}
 
     async def _generate_tasks(self, jobs: list[Job], tasks: list[ImageTask]) -> ImageOutcomes:
-        """One pipeline call; on out-of-memory, split the images in halves and try again."""
+        """One pipeline call per guidance value (diffusers takes one per call); on out-of-memory, split the images
+        in halves and try again."""
+        guidance_groups = list(dict.fromkeys(task.guidance_scale for task in tasks))
+        if len(guidance_groups) > 1:
+            results: ImageOutcomes = {}
+            for guidance in guidance_groups:
+                results |= await self._generate_tasks(jobs, [t for t in tasks if t.guidance_scale == guidance])
+            return results
         loop = asyncio.get_running_loop()
         involved = [job for job in jobs if any(task.job_id == job.id for task in tasks)]
         first = involved[0].record
@@ -124,6 +131,7 @@ class BatchWorker:
             height=first.height,
             steps=first.steps,
             strength=None if image_prompt is None else image_prompt.strength,
+            guidance_scale=guidance_groups[0],
         )
         on_step = self._step_callback(loop, involved)
         try:
@@ -257,6 +265,7 @@ def _image_task(job: Job, index: int) -> ImageTask:
         negative_prompt=request.negative_prompt,
         variation=request.variation,
         input_image=None if request.image_prompt is None else request.image_prompt.path,
+        guidance_scale=request.guidance_scale,
     )
 
 

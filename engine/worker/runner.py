@@ -41,6 +41,8 @@ class ImageTask:
     variation: Variation | None = None
     input_image: str | None = None
     """An image prompt's stored input image (engine/input_images.py): the call is image-to-image."""
+    guidance_scale: float | None = None
+    """None: the runner's default."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class BatchShape:
     steps: int
     strength: float | None = None
     """Image prompts: how much of the input to redraw (one per call). None: text-to-image."""
+    guidance_scale: float | None = None
+    """One value per pipeline call (diffusers takes a scalar); None: the runner's default."""
 
 
 StepCallback = Callable[[int, int], None]
@@ -83,6 +87,9 @@ class PipelineRunner:
             self._image_pipe.set_progress_bar_config(disable=True)
         return self._image_pipe
 
+    def _guidance(self, shape: BatchShape) -> float:
+        return self.guidance_scale if shape.guidance_scale is None else shape.guidance_scale
+
     def generate(self, tasks: Sequence[ImageTask], shape: BatchShape, on_step: StepCallback) -> list[Image.Image]:
         """Render `tasks` in one pipeline call; returns one PIL image per task, in order."""
         if shape.strength is not None:
@@ -100,7 +107,7 @@ class PipelineRunner:
                 width=shape.width,
                 height=shape.height,
                 num_inference_steps=shape.steps,
-                guidance_scale=self.guidance_scale,
+                guidance_scale=self._guidance(shape),
                 callback_on_step_end=step_end,
                 output_type="pil",
             )
@@ -127,7 +134,7 @@ class PipelineRunner:
                 image=pictures,
                 strength=strength,
                 num_inference_steps=steps,
-                guidance_scale=self.guidance_scale,
+                guidance_scale=self._guidance(shape),
                 # One generator per image: an image is the same alone or in a batch.
                 generator=[torch.Generator("cpu").manual_seed(task.seed) for task in tasks],
                 callback_on_step_end=step_end,

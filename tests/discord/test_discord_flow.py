@@ -43,11 +43,14 @@ async def test_login_syncs_imagine_for_servers_and_dms_and_restores_endpoints(
 
     assert [r.path for r in standin.requests[:2]] == ["/users/@me", "/oauth2/applications/@me"]
     (sync,) = standin.requests_to("PUT", rf"/applications/{standin.application_id}/commands")
-    (command,) = sync.json
+    command, styles, settings = sync.json
+    assert (styles["name"], settings["name"]) == ("imagine-styles", "imagine-settings")
+    assert settings["contexts"] == [0] and settings["integration_types"] == [0]  # servers only
     assert command["name"] == "imagine" and command["description"] == messages.DISCORD_IMAGINE_HELP
     assert command["integration_types"] == [0, 1] and command["contexts"] == [0, 1, 2]
     options = {option["name"]: option for option in command["options"]}
-    assert list(options) == ["prompt", "negative", "seed", "aspect", "image", "strength"]
+    assert list(options) == ["prompt", "negative", "seed", "aspect", "style", "image", "strength"]
+    assert options["style"]["autocomplete"] and not options["style"].get("required")
     assert options["prompt"]["required"] and options["prompt"]["description"] == messages.DISCORD_PROMPT_HELP
     assert not options["seed"].get("required") and options["seed"]["type"] == 4
     assert options["seed"]["min_value"] == 0 and options["seed"]["max_value"] == 2**32 - 1
@@ -74,7 +77,7 @@ async def test_imagine_in_a_guild_delivers_one_message_with_four_1280_jpegs(
     assert len(followups) == 1 and followups[0].query["wait"] == "1"
     assert jpeg_sizes(images) == [("JPEG", (1280, 1280))] * 4
     assert "a lighthouse at dawn" in images.content and "seeds 7–10" in images.content
-    assert button_labels(images) == [["U1", "U2", "U3", "U4"], ["V1", "V2", "V3", "V4"], ["🔄"]]
+    assert button_labels(images) == [["U1", "U2", "U3", "U4"], ["V1", "V2", "V3", "V4"], ["🔄", messages.DELETE_LABEL]]
     assert not images.ephemeral and images.payload["channel_id"] == standin.channel_id
     # the deferred original became the status message: queued, progress, then done without buttons
     assert status.id == interaction.original_message_id and status.custom_ids == []

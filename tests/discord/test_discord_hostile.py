@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bots import messages
+from bots.conversation.servers import ServerSettings
 from engine.requests import MAX_SEED, JobState
 from moderation.review import ReviewState
 from tests.discord_harness import DiscordRig, discord_settings, start_rig
@@ -82,6 +83,10 @@ async def nothing_took_effect(hostile: Hostile) -> None:
     assert admission is not None
     job = hostile.rig.engine.get(hostile.job_id)
     assert job is not None and job.state is JobState.RUNNING
+    record = await hostile.rig.engine.lookup(hostile.job_id)
+    assert record is not None and not record.deleted  # Delete by a stranger: refused
+    guild = hostile.rig.standin.guild.id  # /imagine-settings by members without Manage Server: refused
+    assert await hostile.rig.conversation.server_settings("discord", guild) == ServerSettings()
     assert (await admission.review.get(hostile.review_id)).state is ReviewState.PENDING
     assert await admission.strikes.bans() == []
 
@@ -103,18 +108,19 @@ typed_values: dict[int, st.SearchStrategy[Any]] = {
 
 @st.composite
 def command_data(draw: st.DrawFn) -> dict[str, Any]:
-    names = ["prompt", "negative", "seed", "aspect", "style", ""]
+    names = ["prompt", "negative", "seed", "aspect", "style", "setting", "value", ""]
     options = []
     for name in draw(st.lists(st.sampled_from(names), max_size=5, unique=True)):
         kind = draw(st.sampled_from([3, 3, 4, 5, 10]))
         options.append({"name": name, "type": kind, "value": draw(typed_values[kind])})
-    name = draw(st.sampled_from(["imagine", "imagine", "imagine", "dream", "old-imagine", "Imagine"]))
+    ours = ["imagine", "imagine", "imagine", "imagine-styles", "imagine-settings", "imagine-settings"]
+    name = draw(st.sampled_from([*ours, "dream", "old-imagine", "Imagine"]))
     return {"id": "1", "name": name, "type": draw(st.sampled_from([1, 1, 1, 2, 3])), "options": options}
 
 
 def custom_ids(hostile: Hostile) -> st.SearchStrategy[str]:
     targets = st.sampled_from([hostile.job_id, hostile.review_id, "0" * 32, "deadbeef", "-", "--", "x" * 60])
-    verbs = st.sampled_from(["u", "v", "r", "c", "approve", "reject", "x", ""])
+    verbs = st.sampled_from(["u", "v", "r", "c", "d", "approve", "reject", "x", ""])
     index = st.sampled_from(["", ":0", ":3", ":4", ":99999999999999999999"])
     ours = st.builds(lambda v, t, i: f"imagine:{v}:{t}{i}"[:100], verbs, targets, index)
     return st.one_of(ours, ours, st.text(min_size=1, max_size=100))

@@ -54,7 +54,7 @@ async def test_slash_command_in_a_channel_status_progress_images_and_buttons(rig
     assert action_ids == (
         [f"imagine:u:{job_id}:{i}" for i in range(4)]
         + [f"imagine:v:{job_id}:{i}" for i in range(4)]
-        + [f"imagine:r:{job_id}"]
+        + [f"imagine:r:{job_id}", f"imagine:d:{job_id}"]
     )
     assert "seeds 7–10" in buttons.text
     record = await rig.engine.lookup(job_id)

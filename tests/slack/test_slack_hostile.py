@@ -22,6 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bots import messages
+from bots.conversation.servers import ServerSettings
+from bots.slack.adapter import SETTINGS_COMMAND, SLASH_COMMAND, STYLES_COMMAND
 from engine.requests import JobState
 from moderation.admission import Admission
 from moderation.review import ReviewState
@@ -34,12 +36,13 @@ from tests.standins.slack_requests import (
     event_envelope,
     slash_command_payload,
 )
-from tests.standins.slack_server import SlackStandIn
+from tests.standins.slack_server import TEAM_ID, SlackStandIn
 from tests.support import UnetGate, gated_runner
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
 
 OWNER = "UOWNER"
+OUR_COMMANDS = (SLASH_COMMAND, STYLES_COMMAND, SETTINGS_COMMAND)
 USERS = ["UEVE", "UMALLORY", "U" + "9" * 30, "", "W123", "U<!channel>"]
 """Who sends the generated requests: never the owner of the held job, never a moderator."""
 CHANNELS = ["CGENERAL", "DEVE", "COUTSIDE", MODERATOR_CHANNEL, "", "C" + "0" * 50]
@@ -122,6 +125,10 @@ async def nothing_took_effect(hostile: Hostile) -> None:
     assert admission is not None
     job = hostile.rig.engine.get(hostile.job_id)
     assert job is not None and job.state is JobState.RUNNING
+    record = await hostile.rig.engine.lookup(hostile.job_id)
+    assert record is not None and not record.deleted  # Delete by anyone but its requester: refused
+    # /imagine-settings by users who are not workspace admins: refused, nothing stored
+    assert await hostile.rig.conversation.server_settings("slack", TEAM_ID) == ServerSettings()
     assert (await admission.review.get(hostile.review_id)).state is ReviewState.PENDING
     assert await admission.strikes.bans() == []
 
@@ -152,7 +159,7 @@ def slash_forms(draw: st.DrawFn) -> tuple[dict[str, str], bool]:
         draw(texty),
         user_id=draw(st.sampled_from(USERS)),
         channel_id=draw(st.sampled_from(CHANNELS)),
-        command=draw(st.sampled_from(["/imagine", "/imagine", "/dream", "/Imagine", ""])),
+        command=draw(st.sampled_from([*OUR_COMMANDS, "/imagine", "/imagine-settings", "/dream", "/Imagine", ""])),
         response_url=draw(st.sampled_from(["", "http://127.0.0.1:9/response/x", "not a url"])),
     )
     with_changes(fields, draw, sorted(set(fields) - {"trigger_id"}), maybe_missing)
@@ -167,7 +174,7 @@ def job_ids(hostile: Hostile) -> st.SearchStrategy[str]:
 
 @st.composite
 def action_ids(draw: st.DrawFn, targets: st.SearchStrategy[str]) -> str:
-    verb = draw(st.sampled_from(["u", "v", "r", "c", "approve", "reject", "x", "", "U"]))
+    verb = draw(st.sampled_from(["u", "v", "r", "c", "d", "approve", "reject", "x", "", "U"]))
     index = draw(st.sampled_from(["", ":0", ":3", ":4", ":-1", ":99999999999999999999", ":x"]))
     return draw(st.one_of(st.just(f"imagine:{verb}:{draw(targets)}{index}"), st.text(max_size=40)))
 
@@ -240,8 +247,10 @@ async def test_slash_commands_with_odd_or_missing_fields(hostile: Hostile) -> No
         count()
         fields, signed = case
         outcome = bridge.call(lambda: send(hostile, form(fields), FORM, signed=signed))
-        if signed and fields.get("command") not in (None, "/imagine"):
+        if signed and fields.get("command") not in (None, *OUR_COMMANDS):
             assert outcome.answers == [{"text": messages.UNKNOWN_COMMAND}]
+        if signed and fields.get("command") in OUR_COMMANDS[1:]:  # answered in the ack, never by an admin here
+            assert outcome.status == 200 and outcome.answers and outcome.answers[0]["text"]
         takes = signed and fields.get("command") == "/imagine" and fields.get("user_id") and fields.get("channel_id")
         if takes and fields.get("channel_id") != "COUTSIDE":
             assert outcome.status == 200 and outcome.answers, f"no answer to {fields}"

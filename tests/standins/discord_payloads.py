@@ -14,8 +14,12 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 
 # Interaction types and callback types (https://discord.com/developers/docs/interactions/receiving-and-responding)
-PING, APPLICATION_COMMAND, MESSAGE_COMPONENT = 1, 2, 3
+PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, APPLICATION_COMMAND_AUTOCOMPLETE = 1, 2, 3, 4
 CALLBACK_PONG, CALLBACK_MESSAGE, CALLBACK_DEFERRED_MESSAGE, CALLBACK_DEFERRED_UPDATE, CALLBACK_UPDATE = 1, 4, 5, 6, 7
+CALLBACK_AUTOCOMPLETE_RESULT = 8
+# Permission bits (a member's `permissions`, a decimal string).
+MEMBER_PERMISSIONS = 2248473465835073  # what an ordinary member of the stand-in guild holds (no Manage Server)
+MANAGE_GUILD = 0x20
 # Message flags.
 FLAG_EPHEMERAL, FLAG_LOADING = 1 << 6, 1 << 7
 # Channel types.
@@ -138,7 +142,7 @@ class Guild:
         }
 
 
-def member_payload(user: User, role_ids: list[str]) -> dict[str, Any]:
+def member_payload(user: User, role_ids: list[str], permissions: int = MEMBER_PERMISSIONS) -> dict[str, Any]:
     return {
         "user": user.payload(),
         "nick": None,
@@ -150,7 +154,7 @@ def member_payload(user: User, role_ids: list[str]) -> dict[str, Any]:
         "mute": False,
         "flags": 0,
         "pending": False,
-        "permissions": "2248473465835073",
+        "permissions": str(permissions),
     }
 
 
@@ -219,8 +223,9 @@ def interaction_payload(
     guild_id: str | None,
     role_ids: list[str],
     message: dict[str, Any] | None = None,
+    permissions: int = MEMBER_PERMISSIONS,
 ) -> dict[str, Any]:
-    """An INTERACTION_CREATE payload: `member` in a guild, `user` in a DM."""
+    """An INTERACTION_CREATE payload: `member` in a guild (with its `permissions`), `user` in a DM."""
     payload: dict[str, Any] = {
         "id": interaction_id,
         "application_id": application_id,
@@ -239,7 +244,7 @@ def interaction_payload(
         payload["guild_id"] = guild_id
         payload["guild_locale"] = "en-US"
         payload["guild"] = {"id": guild_id, "locale": "en-US", "features": []}
-        payload["member"] = member_payload(user, role_ids)
+        payload["member"] = member_payload(user, role_ids, permissions)
         payload["authorizing_integration_owners"] = {"0": guild_id}
         payload["context"] = CONTEXT_GUILD
     else:

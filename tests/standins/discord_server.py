@@ -32,6 +32,8 @@ from tests.standins.discord_gateway import Gateway
 from tests.standins.discord_oauth import DiscordOAuth
 from tests.standins.discord_payloads import (
     APPLICATION_COMMAND,
+    APPLICATION_COMMAND_AUTOCOMPLETE,
+    CALLBACK_AUTOCOMPLETE_RESULT,
     CALLBACK_DEFERRED_MESSAGE,
     CALLBACK_DEFERRED_UPDATE,
     CALLBACK_MESSAGE,
@@ -39,6 +41,8 @@ from tests.standins.discord_payloads import (
     CALLBACK_UPDATE,
     FLAG_EPHEMERAL,
     FLAG_LOADING,
+    MANAGE_GUILD,
+    MEMBER_PERMISSIONS,
     MESSAGE_COMPONENT,
     Guild,
     Role,
@@ -144,6 +148,8 @@ class InteractionRecord:
     callback_type: int | None = None
     original_message_id: str | None = None
     expired: bool = False
+    choices: list[dict[str, Any]] | None = None
+    """An autocomplete's answer (callback type 8): the choices offered."""
 
     @property
     def ack_latency_s(self) -> float | None:
@@ -191,10 +197,12 @@ class DiscordStandIn:
         self.member_role = Role(id=self.snowflake(), name="members")
         self.channel_id = self.snowflake()
         self.moderator_channel_id = self.snowflake()
+        self.other_channel_id = self.snowflake()
+        """A third channel (a server's own review channel, a channel where the bot is not allowed...)."""
         self.guild = Guild(
             id=self.snowflake(),
             name="Test Guild",
-            channel_ids=[self.channel_id, self.moderator_channel_id],
+            channel_ids=[self.channel_id, self.moderator_channel_id, self.other_channel_id],
             roles=[self.moderator_role, self.member_role],
         )
         self.requests: list[RecordedRequest] = []
@@ -392,10 +400,12 @@ class DiscordStandIn:
         name: str = "imagine",
         channel_id: str | None = None,
         attachments: dict[str, StandInAttachment] | None = None,
+        manage_server: bool = False,
     ) -> InteractionRecord:
-        """Dispatch INTERACTION_CREATE for a slash command, in the guild channel (with `member`) or in the
-        user's DM with the bot (with `user`). `attachments`: attachment options by name (type 11: the value is
-        the attachment's id, the attachment itself is in `data.resolved.attachments`)."""
+        """Dispatch INTERACTION_CREATE for a slash command, in the guild channel (with `member`, holding Manage
+        Server with `manage_server`) or in the user's DM with the bot (with `user`). `attachments`: attachment
+        options by name (type 11: the value is the attachment's id, the attachment itself is in
+        `data.resolved.attachments`)."""
         command_id = next((c["id"] for c in self.synced_commands if c["name"] == name), self.snowflake())
         data: dict[str, Any] = {"id": command_id, "name": name, "type": 1, "options": command_options(options)}
         for option, attachment in (attachments or {}).items():
@@ -404,8 +414,30 @@ class DiscordStandIn:
             data.setdefault("resolved", {}).setdefault("attachments", {})[payload["id"]] = payload
         if in_guild:
             data["guild_id"] = self.guild.id
+        permissions = MEMBER_PERMISSIONS | (MANAGE_GUILD if manage_server else 0)
         return await self._send_interaction(
-            APPLICATION_COMMAND, data, user, in_guild=in_guild, role_ids=role_ids, channel_id=channel_id
+            APPLICATION_COMMAND,
+            data,
+            user,
+            in_guild=in_guild,
+            role_ids=role_ids,
+            channel_id=channel_id,
+            permissions=permissions,
+        )
+
+    async def send_autocomplete(
+        self, user: User, options: dict[str, Any], focused: str, *, name: str = "imagine"
+    ) -> InteractionRecord:
+        """Dispatch an autocomplete (interaction type 4): `options` typed so far, `focused` the one being typed.
+        The bot's answer (callback type 8) lands in the record's `choices`."""
+        command_id = next((c["id"] for c in self.synced_commands if c["name"] == name), self.snowflake())
+        typed = command_options(options)
+        for option in typed:
+            if option["name"] == focused:
+                option["focused"] = True
+        data = {"id": command_id, "name": name, "type": 1, "options": typed, "guild_id": self.guild.id}
+        return await self._send_interaction(
+            APPLICATION_COMMAND_AUTOCOMPLETE, data, user, in_guild=True, role_ids=None, channel_id=None
         )
 
     async def click(
@@ -473,6 +505,7 @@ class DiscordStandIn:
         role_ids: list[str] | None,
         channel_id: str | None,
         message: StoredMessage | None = None,
+        permissions: int = MEMBER_PERMISSIONS,
     ) -> InteractionRecord:
         if in_guild:
             channel_id = channel_id or self.channel_id
@@ -500,6 +533,7 @@ class DiscordStandIn:
             guild_id=record.guild_id,
             role_ids=list(role_ids or []),
             message=message.payload if message is not None else None,
+            permissions=permissions,
         )
         self.interactions[record.token] = record
         record.sent_at = time.perf_counter()  # re-stamped when the frame actually goes out
@@ -691,6 +725,13 @@ class DiscordStandIn:
             self._apply_edit(message, data, request[RECORD].files)
         elif callback_type == CALLBACK_DEFERRED_UPDATE:
             message = self.messages.get(str(record.original_message_id))
+        elif callback_type == CALLBACK_AUTOCOMPLETE_RESULT:
+            if record.payload["type"] != APPLICATION_COMMAND_AUTOCOMPLETE:
+                return _error(400, 50035, "Invalid Form Body: autocomplete result for another interaction type")
+            choices = list(data.get("choices") or [])
+            if len(choices) > 25:
+                return _error(400, 50035, "Invalid Form Body: choices: Must be 25 or fewer in length.")
+            record.choices = choices
         elif callback_type != CALLBACK_PONG:
             return _error(400, 50035, f"Invalid Form Body: unknown callback type {callback_type}")
         if request.query.get("with_response") not in ("1", "true", "True"):

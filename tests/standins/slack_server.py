@@ -120,7 +120,13 @@ class SlackStandIn:
         self.bot_token = bot_token
         self.app_token = app_token
         self.usergroups: dict[str, list[str]] = dict(usergroups or {})
+        self.admins: set[str] = set()
+        """Users `users.info` calls workspace admins (`is_admin`)."""
+        self.owners: set[str] = set()
         self.calls: list[SlackCall] = []
+        self.deleted: list[PostedMessage] = []
+        """Messages removed by `chat.delete` (gone from `messages`, as on Slack)."""
+        self.deleted_files: set[str] = set()
         self.messages: dict[tuple[str, str], PostedMessage] = {}
         self.channels_without_bot: set[str] = set()
         """Channels the bot is not a member of: posting there fails as on Slack (not_in_channel)."""
@@ -459,6 +465,45 @@ class SlackStandIn:
         self.ephemerals.append(EphemeralMessage(channel, user, text, blocks, args.get("thread_ts") or None))
         return {"ok": True, "message_ts": self._next_ts()}
 
+    def _chat_delete(self, args: JsonDict) -> JsonDict:
+        """A bot may delete its own messages only (a user's needs a user token)."""
+        channel, ts = _required(args, "channel"), _required(args, "ts")
+        message = self.messages.get((channel, ts))
+        if message is None:
+            raise SlackError("message_not_found")
+        if message.user != BOT_USER_ID:
+            raise SlackError("cant_delete_message")
+        self.deleted.append(self.messages.pop((channel, ts)))
+        return {"ok": True, "channel": channel, "ts": ts}
+
+    def _files_delete(self, args: JsonDict) -> JsonDict:
+        file_id = _required(args, "file")
+        if file_id not in self.uploads:
+            raise SlackError("file_not_found")
+        if file_id in self.deleted_files:
+            raise SlackError("file_deleted")
+        self.deleted_files.add(file_id)
+        return {"ok": True}
+
+    def visible_uploads(self) -> list[CompletedUpload]:
+        """Completed uploads with at least one file not deleted: what a channel still shows."""
+        return [u for u in self.completed if any(f.file_id not in self.deleted_files for f in u.files)]
+
+    def _users_info(self, args: JsonDict) -> JsonDict:
+        user = _required(args, "user")
+        return {
+            "ok": True,
+            "user": {
+                "id": user,
+                "team_id": TEAM_ID,
+                "name": user.lower(),
+                "is_admin": user in self.admins or user in self.owners,
+                "is_owner": user in self.owners,
+                "is_primary_owner": False,
+                "is_bot": False,
+            },
+        }
+
     def _conversations_history(self, args: JsonDict) -> JsonDict:
         """A channel's top-level messages, newest first, at most `limit` (one page: no cursor)."""
         channel = _required(args, "channel")
@@ -530,6 +575,9 @@ class SlackStandIn:
         "chat.postMessage": _chat_post_message,
         "chat.update": _chat_update,
         "chat.postEphemeral": _chat_post_ephemeral,
+        "chat.delete": _chat_delete,
+        "files.delete": _files_delete,
+        "users.info": _users_info,
         "conversations.open": _conversations_open,
         "conversations.history": _conversations_history,
         "files.getUploadURLExternal": _files_get_upload_url,
