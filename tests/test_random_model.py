@@ -126,7 +126,7 @@ def test_fast_path_auto_choices_per_device_kind() -> None:
     cpu = resolve(auto, torch.device("cpu"), torch.float32, None)
     assert (cpu.attention, cpu.channels_last, cpu.vae_slicing, cpu.pinned_transfer) == ("sdpa", False, True, False)
     cuda = resolve(auto, torch.device("cuda"), torch.bfloat16, None)
-    assert (cuda.channels_last, cuda.vae_slicing, cuda.pinned_transfer, cuda.compile_mode) == (True, False, True, None)
+    assert (cuda.channels_last, cuda.vae_slicing, cuda.pinned_transfer, cuda.compile_mode) == (True, True, True, None)
     assert not cuda.pad_batches
     compiled = resolve(replace(auto, compile_unet="default"), torch.device("cuda"), torch.bfloat16, None)
     assert compiled.pad_batches  # fixed shapes are what make compiling pay

@@ -4,17 +4,23 @@ applied to the pipeline's modules. Each one can be switched on or off on its own
 on and off in one run.
 
 Why each "auto" is what it is, per device kind:
-- CPU: measured with the scaled-down SDXL architecture (`bench/gpu.py`, 2 shared cores, 2026-12-01; the issue's
-  closing note has the JSON): SDPA attention, VAE slicing (one image per decode: smaller working set, as the
-  tiny model also showed: 4x1280² decoded in 2.8 s sliced, 6.6 s whole), no channels_last, no compile (minutes
-  of compile for a few percent), no padding, no pinning (nothing to transfer).
+- CPU: measured with the scaled-down SDXL (widths / 10, 4 x 256², 4 steps; `bench/gpu.py`, two runs on the
+  2 development cores while other work kept the load at 7-13, so single ratios are noisy, ±40%; speed-ups are
+  off time / on time). VAE slicing on (1.09x and 1.14x, as the tiny model showed: 4x1280² decoded in 2.8 s
+  sliced, 6.6 s whole); SDPA kept (0.61x and 1.09x: no consistent difference, and the eager path holds the
+  whole attention matrix); channels_last off (1.01x, 0.68x); tiling off (0.84x, 1.15x: it only saves memory);
+  padding off (3 images padded to 4 is a third more work; 0.84x, 1.07x); compile off (2.8x faster calls once
+  compiled, after 605 s of compiling); no pinning (nothing to transfer). float32 stays the CPU dtype although
+  bfloat16 ran 1.5x and 3.0x faster on this AVX512-BF16 CPU: CPUs without it run bfloat16 far slower.
 - CUDA: a reasoned choice until measured on a GPU (the prepared `bench/gpu_device.sh` measures it): SDPA
   (flash / memory-efficient kernels that never hold the whole attention matrix: at 1280² SDXL's first attention
   level has 6,400 tokens per image and the VAE's mid-block 25,600); channels_last (cuDNN's tensor-core
-  convolutions are NHWC-native, and the UNet and VAE are mostly convolutions); the whole batch decoded at once
-  (a large GPU has the memory; the out-of-memory split in `batches.py` is the fallback); no tiling (it costs
-  time and can leave seams); compile off (minutes at start-up and a recompile per batch and image shape); pinned
-  uint8 transfer (a quarter of the bytes of diffusers' float copy, asynchronous).
+  convolutions are NHWC-native, and the UNet and VAE are mostly convolutions); VAE slicing on (one 1280² image
+  is already 1.6 M pixels x 128 channels of parallel work, so decoding one at a time costs little, and it is the
+  largest allocation of a call: estimated 2.3 instead of 9.4 GiB for 4 SDXL images in bfloat16,
+  `bench/gpu_memory.py`); no tiling (it costs time and can leave seams); compile off (minutes at start-up and a
+  recompile per batch and image shape); pinned uint8 transfer (a quarter of the bytes of diffusers' float copy,
+  asynchronous).
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ class FastPaths:
 # What "auto" means per device kind (see the module docstring for the measurements and reasons).
 AUTO: dict[str, dict[str, Any]] = {
     "cpu": {"channels_last": False, "vae_slicing": True, "pinned_transfer": False},
-    "cuda": {"channels_last": True, "vae_slicing": False, "pinned_transfer": True},
+    "cuda": {"channels_last": True, "vae_slicing": True, "pinned_transfer": True},
     "mps": {"channels_last": False, "vae_slicing": True, "pinned_transfer": False},
 }
 
