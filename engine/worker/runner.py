@@ -116,8 +116,8 @@ class PipelineRunner:
     def _to_host(self, pixels: torch.Tensor) -> torch.Tensor:
         if not (self.pinned_transfer and pixels.is_cuda):
             return pixels.cpu()
-        # A fresh pinned buffer per call: the PIL images share its memory, and post-processing still reads them
-        # while the next batch decodes.
+        # A fresh pinned buffer per call: a reused one could be overwritten by the next batch's decode while
+        # post-processing still reads pictures made from this one.
         host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
         host.copy_(pixels, non_blocking=True)
         torch.cuda.current_stream(pixels.device).synchronize()
