@@ -41,7 +41,8 @@ class EngineSettings:
     job_timeout_s: float = 600.0
     max_prompt_chars: int = 1000
     output_dir: str = "var/images"
-    postprocess_threads: int = 2
+    postprocess_threads: int = 0
+    """0: auto, one per usable CPU core but one, from 2 to 8 (engine/worker/batches.py)."""
     jpeg_quality: int = 90
     queue: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -51,6 +52,15 @@ class EngineSettings:
     reclaim_after_heartbeats: int = 3
     max_deliveries: int = 3
     jobs_per_user: int = 1
+    # Speed settings of the loaded pipeline (engine/worker/fast_paths.py says what "auto" is per device kind).
+    attention: str = "auto"
+    channels_last: str = "auto"
+    vae_dtype: str = "auto"
+    vae_slicing: str = "auto"
+    vae_tiling: str = "auto"
+    compile_unet: str = "auto"
+    pad_batches: str = "auto"
+    pinned_transfer: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -226,6 +236,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "engine.queue": ("memory", "redis"),
     "engine.device": ("auto", "cpu", "cuda", "mps"),
     "engine.dtype": ("auto", "float32", "float16", "bfloat16"),
+    "engine.attention": ("auto", "sdpa", "eager"),
+    "engine.channels_last": ("auto", "on", "off"),
+    "engine.vae_dtype": ("auto", "float32", "float16", "bfloat16"),
+    "engine.vae_slicing": ("auto", "on", "off"),
+    "engine.vae_tiling": ("auto", "on", "off"),
+    "engine.compile_unet": ("auto", "off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+    "engine.pad_batches": ("auto", "on", "off"),
+    "engine.pinned_transfer": ("auto", "on", "off"),
     "slack.mode": ("http", "socket"),
     "moderation.withheld_image": ("blur", "placeholder"),
     "moderation.embedding_runtime": ("onnx", "torch"),
@@ -241,7 +259,6 @@ POSITIVE: set[str] = {
     "engine.queue_size",
     "engine.job_timeout_s",
     "engine.max_prompt_chars",
-    "engine.postprocess_threads",
     "engine.heartbeat_s",
     "engine.reclaim_after_heartbeats",
     "engine.max_deliveries",
@@ -264,6 +281,10 @@ POSITIVE: set[str] = {
     "web.session_max_age_s",
 }
 BETWEEN: dict[str, tuple[float, float]] = {"image_prompts.default_strength": (0.1, 1.0)}
+
+
+NON_NEGATIVE: set[str] = {"engine.postprocess_threads"}
+"""0 means "auto" for these."""
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -358,6 +379,8 @@ def _check(name: str, hint: Any, value: Any, where: str) -> Any:
     if name in BETWEEN and not BETWEEN[name][0] <= converted <= BETWEEN[name][1]:
         low, high = BETWEEN[name]
         raise ConfigError(f"invalid value for {name} (from {where}): {value!r}; must be from {low:g} to {high:g}")
+    if name in NON_NEGATIVE and converted < 0:
+        raise ConfigError(f"invalid value for {name} (from {where}): {value!r}; must be 0 (auto) or more")
     return converted
 
 

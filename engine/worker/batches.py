@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +56,7 @@ class BatchWorker:
         self._runner: PipelineRunner | None = None
         self._finishing: set[asyncio.Task[None]] = set()
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="imagine-pipeline")
-        self._post_threads = ThreadPoolExecutor(config.postprocess_threads, thread_name_prefix="imagine-post")
+        self._post_threads = ThreadPoolExecutor(postprocess_pool_size(config), thread_name_prefix="imagine-post")
         self.pipeline_calls = 0
         self.last_progress_at = time.monotonic()
         """When a batch last started or stepped (for readiness: a worker that stopped stepping is stuck)."""
@@ -269,9 +270,31 @@ def _image_task(job: Job, index: int) -> ImageTask:
     )
 
 
+def postprocess_pool_size(config: EngineSettings) -> int:
+    """`engine.postprocess_threads`, or for 0 (auto) every usable core but one (the pipeline thread's), from 2
+    to 8: label, watermark and JPEG encode release the GIL for most of their time, and on a GPU machine one
+    image's post-processing must keep up with the GPU making the next (bench/gpu.py reports the ratio)."""
+    if config.postprocess_threads:
+        return config.postprocess_threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 2
+    return max(2, min(8, cores - 1))
+
+
 def load_runner(settings: Settings) -> PipelineRunner:
     """Load the configured model (runs in the pipeline thread)."""
-    from engine.worker.model import load_pipeline, model_name
+    from engine.worker.fast_paths import batch_buckets
+    from engine.worker.model import load_model, model_name
 
-    pipe = load_pipeline(settings.engine)
-    return PipelineRunner(pipe, model_name(settings.engine.model), settings.engine.guidance_scale)
+    engine = settings.engine
+    loaded = load_model(engine)
+    paths = loaded.fast_paths
+    return PipelineRunner(
+        loaded.pipeline,
+        model_name(engine.model),
+        engine.guidance_scale,
+        buckets=batch_buckets(engine.max_batch_images) if paths.pad_batches else (),
+        pinned_transfer=paths.pinned_transfer,
+    )

@@ -19,6 +19,7 @@ import torch
 
 from config.settings import EngineSettings
 from engine.errors import EngineError
+from engine.worker.fast_paths import DTYPES, FastPaths, apply, resolve
 from engine.worker.tiny_model import TINY_MODEL_NAME, build_tiny_model, disable_library_progress_bars, is_tiny_model
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ BUILTIN_TINY = "builtin:tiny"
 TINY_MODEL_FOLDER = "tiny-sd-v1"
 MODEL_SETTING = "engine.model (IMAGINE_ENGINE__MODEL)"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class ModelUnavailable(EngineError):
@@ -53,6 +53,7 @@ class ModelInfo:
 class LoadedModel:
     pipeline: DiffusionPipeline
     info: ModelInfo
+    fast_paths: FastPaths
 
 
 def model_name(spec: str) -> str:
@@ -122,7 +123,11 @@ def _fetch_from_hub(hub_id: str) -> str:
 
 
 def choose_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
-    """`auto` picks CUDA (float16), then Apple MPS, then the CPU (float32); explicit choices are checked."""
+    """`auto` picks CUDA, then Apple MPS, then the CPU; explicit choices are checked.
+
+    dtype `auto`: on CUDA bfloat16 where the GPU has it (the same tensor-core speed as float16 with float32's
+    range, so SDXL's VAE needs no float32 upcast), else float16; float32 elsewhere.
+    """
     if device == "auto":
         if torch.cuda.is_available():
             device = "cuda"
@@ -135,7 +140,7 @@ def choose_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     elif device == "mps" and not torch.backends.mps.is_available():
         raise ModelUnavailable("engine.device is mps but MPS is not available; set IMAGINE_ENGINE__DEVICE=auto")
     if dtype == "auto":
-        dtype = "float16" if device == "cuda" else "float32"
+        dtype = "float32" if device != "cuda" else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if dtype not in DTYPES:
         raise ModelUnavailable(f"engine.dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
     return torch.device(device), DTYPES[dtype]
@@ -160,25 +165,21 @@ def load_model(settings: EngineSettings) -> LoadedModel:
         raise ModelUnavailable(f"cannot load the pipeline in {path}: {exc}; check {MODEL_SETTING}") from exc
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
-    _tune(pipeline, device)
+    fast_paths = resolve(settings, device, dtype, pipeline.vae.config)
+    apply(pipeline, fast_paths)
+    _tune_threads(device)
     info = ModelInfo(
         name=model_name(settings.model), path=path, device=str(device), dtype=str(dtype).removeprefix("torch.")
     )
     logger.info("loaded model %s from %s on %s (%s)", info.name, info.path, info.device, info.dtype)
-    return LoadedModel(pipeline=pipeline, info=info)
+    return LoadedModel(pipeline=pipeline, info=info, fast_paths=fast_paths)
 
 
 def load_pipeline(settings: EngineSettings) -> DiffusionPipeline:
     return load_model(settings).pipeline
 
 
-def _tune(pipeline: DiffusionPipeline, device: torch.device) -> None:
-    vae = getattr(pipeline, "vae", None)
-    if vae is not None and hasattr(vae, "enable_slicing"):
-        # One image at a time: peak memory of one image, and on the CPU faster too (tiny model, 4x1280²: VAE
-        # decode 2.8 s with slicing, 6.6 s without; bench/tiny_model.py). Tiling stays off: it saves memory
-        # but not time (an SD-like VAE with mid-block attention decoded 1280² in 21.7 s untiled, 40.7 s tiled).
-        vae.enable_slicing()
+def _tune_threads(device: torch.device) -> None:
     if device.type == "cpu":
         threads = cpu_threads()
         torch.set_num_threads(threads)

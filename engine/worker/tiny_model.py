@@ -70,7 +70,7 @@ class TinyArchitecture:
 TINY_ARCHITECTURE = TinyArchitecture()
 
 # Text the tokenizer's byte-level BPE learns its merges from: prompt-like English, so common words are one token.
-_TOKENIZER_CORPUS = (
+TOKENIZER_CORPUS = (
     "a lighthouse at dawn, oil painting",
     "a cat sitting on a red chair, watercolor",
     "portrait of an old fisherman, 35mm photo, soft light",
@@ -290,7 +290,7 @@ def _build_tokenizer(folder: Path, merges: int):  # type: ignore[no-untyped-def]
     from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
-    merge_pairs = _learn_merges(_TOKENIZER_CORPUS, merges)
+    merge_pairs = learn_merges(TOKENIZER_CORPUS, merges)
     symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab_tokens = symbols + [s + "</w>" for s in symbols] + [left + right for left, right in merge_pairs]
     vocab = {token: index for index, token in enumerate(dict.fromkeys(vocab_tokens))}
@@ -302,7 +302,7 @@ def _build_tokenizer(folder: Path, merges: int):  # type: ignore[no-untyped-def]
     return CLIPTokenizer.from_pretrained(folder, model_max_length=MAX_PROMPT_TOKENS, local_files_only=True)
 
 
-def _learn_merges(corpus: tuple[str, ...], limit: int) -> list[tuple[str, str]]:
+def learn_merges(corpus: tuple[str, ...], limit: int) -> list[tuple[str, str]]:
     """Byte-level BPE merges, most frequent pair first, ties broken by the pair itself.
 
     Learned here rather than with `tokenizers`' trainer because that one breaks ties by hash order, which
