@@ -177,12 +177,12 @@ async def test_requests_arriving_together_are_stored_together_and_a_repeat_among
     process: Opener,
 ) -> None:
     database = await process()
-    statements: list[str] = []
+    statements: list[tuple[str, bool]] = []
     real_run_returning = database.run_returning
 
-    async def counting(statement: object, parameters: object = None) -> object:
-        statements.append(str(statement))
-        return await real_run_returning(statement, parameters)  # type: ignore[arg-type]
+    async def counting(statement: object, parameters: object = None, *, first: bool = False) -> object:
+        statements.append((str(statement), first))
+        return await real_run_returning(statement, parameters, first=first)  # type: ignore[arg-type]
 
     database.run_returning = counting  # type: ignore[method-assign]
     handler = Recorder()
@@ -195,7 +195,8 @@ async def test_requests_arriving_together_are_stored_together_and_a_repeat_among
     await intake.close()
     assert stored == [True] * 20 + [False]
     assert sorted(e.key for e in handler.entries) == sorted(f"slack:command:t{i}" for i in range(20))
-    assert len(statements) == 1  # all arrived before the writer first ran: one statement for all 21
+    # All arrived before the writer first ran: one statement for all 21, on the acknowledgement path's connection.
+    assert [first for _, first in statements] == [True]
     restarted = Intake(await process(), "slack", handler)
     await restarted.open()
     assert restarted._waiting == []  # every one was marked done: nothing left for the next start

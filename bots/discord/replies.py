@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,8 @@ class DeliveryContext:
     """True when the original is a "thinking" message that the first followup would replace."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"platform": "discord", **asdict(self), "route": self.route.value}
+        # vars(), not dataclasses.asdict: plain values need no deep copy, and this runs before the ack.
+        return {"platform": "discord", **vars(self), "route": self.route.value}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeliveryContext:

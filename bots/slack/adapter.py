@@ -310,9 +310,10 @@ class SlackAdapter(AdapterLifecycle):
         for a request that could be lost."""
         key = request_key(body) or f"unkeyed:{uuid.uuid4().hex}"
         stored = {name: value for name, value in body.items() if name not in NOT_STORED}
-        if not await self.intake.receive(key, kind, stored):
-            log.info("ignoring a repeated Slack request %s", key)
-        await ack()
+        async with self.intake.taking(key, kind, stored) as new:
+            if not new:
+                log.info("ignoring a repeated Slack request %s", key)
+            await ack()
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("Slack listener failed for a %s request: %r", body.get("type") or body.get("command"), error)
