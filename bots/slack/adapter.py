@@ -41,6 +41,7 @@ from bots.intake import Intake
 from bots.slack.handling import BUTTON, COMMAND, DIRECT_MESSAGE, MENTION, PLATFORM, SlackRequestHandler
 from bots.slack.moderators import ModeratorCheck
 from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
+from bots.slack.retries import RepeatableServerErrorRetryHandler
 from config.settings import ConfigError, Settings, SlackSettings
 from storage.database import Database
 
@@ -142,6 +143,7 @@ class SlackAdapter(AdapterLifecycle):
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+                RepeatableServerErrorRetryHandler(),
             ],
         )
         self.moderators = (
