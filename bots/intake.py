@@ -18,6 +18,8 @@ connection, ahead of every other write waiting (storage/database.py); and an ada
 `taking()`, which hands the request over only after the block, and while other requests are still being stored
 and acknowledged, holds it back until they are (for at most `HANDOVER_HOLD_S`): a burst of commands is first
 all acknowledged, then handled, rather than each acknowledgement waiting behind the admission of those before.
+At most `MAX_HANDLING` requests are handled at once, oldest first, so that what does run beside an
+acknowledgement is bounded too.
 
 `Intake(database, platform, handler)` is given an open `storage.Database` (shared with the rest of the service)
 and leaves closing it to its owner.
@@ -30,6 +32,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -49,6 +52,9 @@ RETENTION_S = 3600.0
 HANDOVER_HOLD_S = 1.0
 """How long a stored request waits at most for other requests' acknowledgements before it is handled: under a
 steady stream of commands there may never be a moment without one."""
+MAX_HANDLING = 32
+"""Requests handled at once at most (each one's admission and first reply). More would add nothing but turns of
+the event loop taken from acknowledgements: the work is on the loop and the one database connection anyway."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +102,10 @@ class Intake:
         """Stored but not handed over yet, oldest first: until `resume()`, after which this is None."""
         self._taking = 0
         """Requests being stored and acknowledged (inside `taking()`) right now."""
-        self._held: list[IntakeEntry] = []
-        """Stored and acknowledged, held back until no acknowledgement is in progress (`_hand_over_held`)."""
+        self._ready: deque[IntakeEntry] = deque()
+        """Stored and acknowledged, not being handled yet, oldest first (see `_start_ready`)."""
+        self._overdue = False
+        """A request in `_ready` waited `HANDOVER_HOLD_S`: handle them even while others are being taken."""
         self._hold_timer: asyncio.TimerHandle | None = None
         # The write before an acknowledgement is the one that must be cheap: requests that arrive together are
         # stored in one statement (storage/batch.py), and so are the marks their handling leaves.
@@ -125,8 +133,8 @@ class Intake:
         waiting, self._waiting = self._waiting or [], None
         if waiting:
             log.info("handing over %d stored %s request(s)", len(waiting), self._platform)
-        for entry in waiting:
-            self._spawn(entry)
+        self._ready.extend(waiting)
+        self._start_ready()
 
     async def receive(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
         """Store a request durably and hand it over (soon, or at `resume()`); False (and nothing done) for a
@@ -156,13 +164,14 @@ class Intake:
             self._taking -= 1
             if stored:
                 self._hand_over(entry)
+            else:
+                self._start_ready()
 
     async def close(self) -> None:
         """Stop handling; unfinished requests stay stored for the next start."""
         self._closed = True
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-        self._held = []  # stored: handed over after the next start
+        self._stop_holding()
+        self._ready.clear()  # stored: handed over after the next start
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -173,8 +182,9 @@ class Intake:
 
     async def settled(self) -> None:
         """Wait until every request handed over so far has been handled (for tests and orderly shutdowns)."""
-        while self._tasks or self._held:
-            self._hand_over_held()  # no need to hold back what is waited for
+        while (self._tasks or self._ready) and not self._closed:
+            self._overdue = True  # no need to hold back what is waited for
+            self._start_ready()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # ---- handing over --------------------------------------------------------------------------------------
@@ -183,19 +193,31 @@ class Intake:
         if self._waiting is not None:  # resume() drains this list without awaiting: each entry is handed once
             self._waiting.append(entry)
             return
-        self._held.append(entry)
-        if self._taking == 0:
-            self._hand_over_held()
-        elif self._hold_timer is None:
-            self._hold_timer = asyncio.get_running_loop().call_later(HANDOVER_HOLD_S, self._hand_over_held)
+        self._ready.append(entry)
+        self._start_ready()
 
-    def _hand_over_held(self) -> None:
+    def _start_ready(self) -> None:
+        """Start handling the oldest ready requests, up to `MAX_HANDLING` at once; while requests are being taken
+        (stored and acknowledged), only once the hold is over."""
+        while self._ready and len(self._tasks) < MAX_HANDLING and not self._closed:
+            if self._taking and not self._overdue:
+                if self._hold_timer is None:
+                    self._hold_timer = asyncio.get_running_loop().call_later(HANDOVER_HOLD_S, self._hold_over)
+                return
+            self._spawn(self._ready.popleft())
+        if not self._ready:
+            self._stop_holding()
+
+    def _hold_over(self) -> None:
+        self._hold_timer = None
+        self._overdue = True
+        self._start_ready()
+
+    def _stop_holding(self) -> None:
+        self._overdue = False
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
-        held, self._held = self._held, []
-        for entry in held:
-            self._spawn(entry)
 
     # ---- handling ------------------------------------------------------------------------------------------
 
@@ -204,7 +226,11 @@ class Intake:
             return
         task = asyncio.create_task(self._handle(entry), name=f"intake-{entry.key}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._start_ready()  # the next one's turn
 
     async def _handle(self, entry: IntakeEntry) -> None:
         await self._mark(entry.key, "started_at")
