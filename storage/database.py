@@ -204,7 +204,7 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _transaction(self, begin: str, *, first: bool = False) -> AsyncIterator[AsyncConnection]:
-        engine = self._first_engine if first else self._engine
+        engine = self._first_engine if first and self._first_engine is not None else self._engine
         if engine is None:
             raise NotOpen(f"the database at {self._safe_url()} is not open")
         try:
