@@ -5,6 +5,7 @@
         await connection.execute(...)
     await database.run(update(...))                 # one INSERT/UPDATE/DELETE, atomic by itself: row count
     await database.run_returning(insert(...).returning(...))   # the same, with the rows RETURNING gives back
+    await database.run_returning(statement, first=True)        # a write a user's acknowledgement waits on
     async with database.read() as connection: ...   # reads
     await database.close()
 
@@ -18,24 +19,33 @@ with BEGIN IMMEDIATE, so a transaction that reads and then writes cannot lose a 
 between the two. `run()` (one statement) and `read()` emit no BEGIN on SQLite: a single statement is its own
 atomic transaction there, and every statement then sees the latest commits, as under PostgreSQL's default
 READ COMMITTED. Each BEGIN costs a round trip to aiosqlite's thread, so this halves the cost of a small write.
-Within one process, writers queue on an asyncio lock rather than on SQLite's busy handler.
+Within one process, writers queue (`_WriteTurns`) rather than on SQLite's busy handler.
+
+A write with `first=True` is one a chat platform's acknowledgement waits on (bots/intake.py): it has a connection
+of its own, so it never waits behind reads or other writes for the pooled one, and on SQLite it takes the next
+turn at the write lock, ahead of every ordinary writer already waiting. So what stands between a request and its
+acknowledgement is that one write, plus at most the one write transaction in progress when it came. On SQLite
+that connection is also a synchronous one on a thread of its own (storage/thread_writer.py: the whole statement
+in one hop, where the async bridge takes some fifteen turns of a possibly busy event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Executable, Row, Table, event, text
+from sqlalchemy import Engine, Executable, Row, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage import migrate
 from storage.errors import NotOpen, StorageError
+from storage.thread_writer import ThreadWriter
 from storage.urls import MEMORY, driver_url, is_sqlite
 
 BUSY_TIMEOUT_S = 30.0
@@ -43,6 +53,8 @@ BUSY_TIMEOUT_S = 30.0
 BEGIN = "imagine_begin"
 """Execution option: how the connection's next transaction begins on SQLite (one of the two below)."""
 IMMEDIATE, NO_BEGIN = "BEGIN IMMEDIATE", ""
+FIRST_CONNECTIONS = 2
+"""PostgreSQL connections kept for `first=True` writes (SQLite: one, as it admits one writer at a time)."""
 
 Insert = sqlite.Insert | postgresql.Insert
 
@@ -52,7 +64,12 @@ class Database:
         self._url = url  # kept private: a PostgreSQL URL may carry a password (messages use _safe_url)
         self._driver_url = driver_url(url)  # a bad URL fails here, with the value named
         self._engine: AsyncEngine | None = None
-        self._write_lock = asyncio.Lock() if is_sqlite(url) else None
+        self._first_engine: AsyncEngine | None = None
+        """PostgreSQL: the connections of `first=True` writes."""
+        self._first_thread: ThreadWriter | None = None
+        """SQLite in a file: the connection and thread of `first=True` writes. (A second connection to an
+        in-memory database would be a second, empty database: there they take the pooled one.)"""
+        self._write_turns = _WriteTurns() if is_sqlite(url) else None
 
     @classmethod
     async def open(cls, url: str, *, migrate_schema: bool = True) -> Database:
@@ -86,11 +103,23 @@ class Database:
             await engine.dispose()
             raise StorageError(f"cannot open the database at {self._safe_url()}: {exc}") from exc
         self._engine = engine
+        if not is_sqlite(self._url):
+            self._first_engine = self._build_engine(first=True)
+        elif self._driver_url.database != MEMORY:
+            self._first_thread = ThreadWriter(
+                self._build_sync_engine(), name="first-writes", execution_options={BEGIN: NO_BEGIN}
+            )
 
     async def close(self) -> None:
+        first_engine, self._first_engine = self._first_engine, None
+        first_thread, self._first_thread = self._first_thread, None
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
+        if first_engine is not None:
+            await first_engine.dispose()
+        if first_thread is not None:
+            await first_thread.close()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -99,15 +128,26 @@ class Database:
         async with self._writing(IMMEDIATE) as connection:
             yield connection
 
-    async def run(self, statement: Executable, parameters: Any = None) -> int:
-        """One INSERT, UPDATE or DELETE on its own (atomic by itself); returns how many rows it changed."""
-        async with self._writing(NO_BEGIN) as connection:
+    async def run(self, statement: Executable, parameters: Any = None, *, first: bool = False) -> int:
+        """One INSERT, UPDATE or DELETE on its own (atomic by itself); returns how many rows it changed.
+        `first`: an acknowledgement waits on it (see the module's docstring)."""
+        if first and self._first_thread is not None:
+            changed = await self._on_first_thread(statement, parameters, returning=False)
+            assert isinstance(changed, int)
+            return changed
+        async with self._writing(NO_BEGIN, first=first) as connection:
             return (await connection.execute(statement, parameters)).rowcount
 
-    async def run_returning(self, statement: Executable, parameters: Any = None) -> list[Row[Any]]:
+    async def run_returning(
+        self, statement: Executable, parameters: Any = None, *, first: bool = False
+    ) -> list[Row[Any]]:
         """`run()` for a statement with RETURNING: the rows it returns (e.g. which of many inserted rows were
         new), in one round trip and atomic by itself."""
-        async with self._writing(NO_BEGIN) as connection:
+        if first and self._first_thread is not None:
+            rows = await self._on_first_thread(statement, parameters, returning=True)
+            assert isinstance(rows, list)
+            return rows
+        async with self._writing(NO_BEGIN, first=first) as connection:
             return list((await connection.execute(statement, parameters)).all())
 
     @contextlib.asynccontextmanager
@@ -140,32 +180,47 @@ class Database:
 
     # ---- internals -----------------------------------------------------------------------------------------
 
+    async def _on_first_thread(
+        self, statement: Executable, parameters: Any, *, returning: bool
+    ) -> int | list[Row[Any]]:
+        assert self._first_thread is not None and self._write_turns is not None
+        try:
+            async with self._write_turns.turn(first=True):
+                return await self._first_thread.run(statement, parameters, returning=returning)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error ({self.dialect}): {exc}") from exc
+
     @contextlib.asynccontextmanager
-    async def _writing(self, begin: str) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self._transaction(begin) as connection:
+    async def _writing(self, begin: str, *, first: bool = False) -> AsyncIterator[AsyncConnection]:
+        if self._write_turns is None:
+            async with self._transaction(begin, first=first) as connection:
                 yield connection
             return
-        # SQLite admits one writer at a time anyway: queueing our own writers here (first come, first served)
-        # spares them the busy handler's sleeps and keeps writes in the order they were asked for.
-        async with self._write_lock, self._transaction(begin) as connection:
+        # SQLite admits one writer at a time anyway: queueing our own writers here (first come, first served,
+        # `first` writes ahead) spares them the busy handler's sleeps and keeps writes in the order they were
+        # asked for. The turn is for both connections: they never wait on each other inside SQLite.
+        async with self._write_turns.turn(first=first), self._transaction(begin, first=first) as connection:
             yield connection
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, begin: str) -> AsyncIterator[AsyncConnection]:
-        if self._engine is None:
+    async def _transaction(self, begin: str, *, first: bool = False) -> AsyncIterator[AsyncConnection]:
+        engine = self._first_engine if first and self._first_engine is not None else self._engine
+        if engine is None:
             raise NotOpen(f"the database at {self._safe_url()} is not open")
         try:
-            async with self._engine.connect() as connection:
+            async with engine.connect() as connection:
                 await connection.execution_options(**{BEGIN: begin})
                 async with connection.begin():
                     yield connection
         except SQLAlchemyError as exc:  # callers see one exception type, whichever driver raised
             raise StorageError(f"database error ({self.dialect}): {exc}") from exc
 
-    def _build_engine(self) -> AsyncEngine:
+    def _build_engine(self, *, first: bool = False) -> AsyncEngine:
+        """The engine of ordinary statements, or (`first`) that of `first=True` writes: on PostgreSQL two
+        connections, so that two intakes (one per platform) writing at once do not wait for each other."""
         if not is_sqlite(self._url):
-            return create_async_engine(self._driver_url, pool_pre_ping=True)
+            sized = {"pool_size": FIRST_CONNECTIONS, "max_overflow": 0} if first else {}
+            return create_async_engine(self._driver_url, pool_pre_ping=True, **sized)
         path = self._driver_url.database
         if path and path != MEMORY:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -186,8 +241,64 @@ class Database:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
 
+    def _build_sync_engine(self) -> Engine:
+        """SQLite through the standard library's driver, for `ThreadWriter` (one connection, one thread)."""
+        engine = create_engine(
+            self._driver_url.set(drivername="sqlite+pysqlite"),
+            connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+            pool_reset_on_return=None,
+            pool_size=1,
+            max_overflow=0,
+        )
+        event.listen(engine, "connect", _sqlite_connected)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+
     def _safe_url(self) -> str:
         return self._driver_url.render_as_string(hide_password=True)
+
+
+class _WriteTurns:
+    """One writer at a time within this process, in the order they asked; `first` writers go before every
+    ordinary one still waiting (in their own order)."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._first: deque[asyncio.Future[None]] = deque()
+        self._ordinary: deque[asyncio.Future[None]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, *, first: bool) -> AsyncIterator[None]:
+        if self._held or self._first or self._ordinary:
+            await self._wait(self._first if first else self._ordinary)
+        else:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._pass_on()
+
+    async def _wait(self, queue: deque[asyncio.Future[None]]) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed the turn just as it was cancelled: pass it on
+                self._pass_on()
+            else:
+                queue.remove(waiter)
+            raise
+
+    def _pass_on(self) -> None:
+        """Hand the turn to the next waiter (it stays held), or free it."""
+        for queue in (self._first, self._ordinary):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        self._held = False
 
 
 def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:

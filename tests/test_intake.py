@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bots import intake as intake_module
 from bots.errors import Deferred
 from bots.intake import Intake, IntakeEntry
 from storage.database import Database
@@ -177,12 +178,12 @@ async def test_requests_arriving_together_are_stored_together_and_a_repeat_among
     process: Opener,
 ) -> None:
     database = await process()
-    statements: list[str] = []
+    statements: list[tuple[str, bool]] = []
     real_run_returning = database.run_returning
 
-    async def counting(statement: object, parameters: object = None) -> object:
-        statements.append(str(statement))
-        return await real_run_returning(statement, parameters)  # type: ignore[arg-type]
+    async def counting(statement: object, parameters: object = None, *, first: bool = False) -> object:
+        statements.append((str(statement), first))
+        return await real_run_returning(statement, parameters, first=first)  # type: ignore[arg-type]
 
     database.run_returning = counting  # type: ignore[method-assign]
     handler = Recorder()
@@ -195,8 +196,38 @@ async def test_requests_arriving_together_are_stored_together_and_a_repeat_among
     await intake.close()
     assert stored == [True] * 20 + [False]
     assert sorted(e.key for e in handler.entries) == sorted(f"slack:command:t{i}" for i in range(20))
-    assert len(statements) == 1  # all arrived before the writer first ran: one statement for all 21
+    # All arrived before the writer first ran: one statement for all 21, on the acknowledgement path's connection.
+    assert [first for _, first in statements] == [True]
     restarted = Intake(await process(), "slack", handler)
     await restarted.open()
     assert restarted._waiting == []  # every one was marked done: nothing left for the next start
     await restarted.close()
+
+
+async def test_requests_taken_together_are_handled_after_all_are_acknowledged_and_a_few_at_a_time(
+    process: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is handled while a request is still being stored and acknowledged (its acknowledgement comes
+    first); then the oldest are handled, at most MAX_HANDLING at once."""
+    monkeypatch.setattr(intake_module, "MAX_HANDLING", 2)
+    handler = Recorder()
+    handler.hold = True
+    intake = Intake(await process(), "discord", handler)
+    await intake.open()
+    await intake.resume()
+    async with intake.taking("command:a", "command", {}) as a_stored:
+        async with intake.taking("command:b", "command", {}) as b_stored:
+            assert a_stored and b_stored
+        assert not intake._tasks  # b is acknowledged, a not yet: b waits
+    assert len(intake._tasks) == 2  # both acknowledged: both handled
+    assert await intake.receive("command:c", "command", {})
+    assert len(intake._tasks) == 2 and [entry.key for entry in intake._ready] == ["discord:command:c"]
+    handler.release.set()
+    await intake.settled()
+    await intake.close()
+    assert [entry.key for entry in handler.entries][-1] == "discord:command:c"
+    assert sorted(entry.key for entry in handler.entries) == [
+        "discord:command:a",
+        "discord:command:b",
+        "discord:command:c",
+    ]

@@ -7,9 +7,10 @@ import asyncio
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from bots.intake import Intake, IntakeEntry
 from config.settings import ModerationSettings
@@ -21,6 +22,7 @@ from moderation.strikes import StrikeBook
 from storage import migrate
 from storage.database import Database
 from storage.errors import NotOpen, StorageError, UnsupportedStore
+from storage.tables import intake as intake_table
 from storage.tables import metadata
 from tests.storage_support import (
     IMAGE,
@@ -273,3 +275,47 @@ async def _round_trip(database: Database, other: Database) -> None:
         await intake.settled()
         await intake.close()
     assert handled == ["slack:event:Ev1"]
+
+
+# ---- writes an acknowledgement waits on ------------------------------------------------------------------
+
+
+async def test_a_first_write_commits_ahead_of_writes_queued_before_it_on_sqlite(tmp_path: Path) -> None:
+    """`first=True` (the intake's write before an ack) goes on its own connection and thread, and takes the next
+    turn at the write lock ahead of ordinary writers already waiting; what it writes everyone reads."""
+    assert await first_and_ordinary_writes(f"sqlite:///{tmp_path}/db.sqlite") == ["first", "ordinary"]
+
+
+async def test_a_first_write_has_its_own_connections_on_postgres(postgres_url: str) -> None:  # noqa: F811
+    """PostgreSQL has no write lock to queue at: the two commit as they come, each one's rows read back."""
+    assert sorted(await first_and_ordinary_writes(postgres_url)) == ["first", "ordinary"]
+
+
+async def first_and_ordinary_writes(url: str) -> list[str]:
+    """While a write transaction is open, an ordinary write and then a `first=True` one; the order in which
+    they committed (after checking that all three writes are there)."""
+    database = await Database.open(url)
+    committed: list[str] = []
+
+    def insert(key: str) -> Any:
+        row = {"key": key, "platform": "slack", "kind": "command", "payload_json": "{}", "received_at": NOW}
+        return database.insert(intake_table).values(row).returning(intake_table.c.key)
+
+    async def write(key: str, *, first: bool) -> None:
+        assert [row.key for row in await database.run_returning(insert(key), first=first)] == [key]
+        committed.append(key)
+
+    try:
+        async with database.write() as connection:  # a write in progress: on SQLite both below wait for it
+            await connection.execute(insert("in-progress"))
+            ordinary = asyncio.create_task(write("ordinary", first=False))
+            await asyncio.sleep(0)  # the ordinary write queues first
+            first = asyncio.create_task(write("first", first=True))
+            await asyncio.sleep(0)
+        await asyncio.gather(ordinary, first)
+        async with database.read() as connection:
+            stored = set((await connection.execute(select(intake_table.c.key))).scalars())
+    finally:
+        await database.close()
+    assert stored == {"in-progress", "ordinary", "first"}
+    return committed

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -203,6 +203,11 @@ def _settings_command(adapter: DiscordAdapter) -> app_commands.Command[Any, Any,
     return imagine_settings
 
 
+def _fields(requester: Requester) -> dict[str, Any]:
+    """`dataclasses.asdict` for a dataclass of plain values, without its deep copy: this runs before the ack."""
+    return dict(vars(requester))
+
+
 def _options_as_registered(prompt: Any, negative: Any, seed: Any, aspect: Any, style: Any = None) -> bool:
     """discord.py passes an option's value as Discord typed it, which need not be what `/imagine` declares now."""
     texts = isinstance(prompt, str) and all(isinstance(v, str | None) for v in (negative, aspect, style))
@@ -371,7 +376,7 @@ class DiscordAdapter(AdapterLifecycle):
             "seed": seed,
             "aspect": aspect or "1:1",
             "style": style or "",
-            "requester": asdict(self._requester(interaction.user, interaction.guild_id, interaction.channel_id)),
+            "requester": _fields(self._requester(interaction.user, interaction.guild_id, interaction.channel_id)),
             "context": context.to_dict(),
             **image_options.payload(),
         }
@@ -401,7 +406,7 @@ class DiscordAdapter(AdapterLifecycle):
             "negative": "",
             "seed": None,
             "aspect": "1:1",
-            "requester": asdict(self._requester(message.author, None, message.channel.id)),
+            "requester": _fields(self._requester(message.author, None, message.channel.id)),
             "context": context.to_dict(),
             **ImageOptions(message.attachments[0] if message.attachments else None).payload(),
         }
@@ -456,7 +461,8 @@ class DiscordAdapter(AdapterLifecycle):
         self, key: str, kind: str, payload: dict[str, Any], acknowledge: Callable[[], Awaitable[DiscordReplier | None]]
     ) -> None:
         """Store a prompt, then acknowledge it: nothing the user saw acknowledged may be lost in a crash. The
-        intake may hand the prompt to `_handle_stored` before `acknowledge` is back; the handler waits for it."""
+        intake hands the prompt to `_handle_stored` once `acknowledge` is back (a prompt stored before a restart
+        may reach it first, through `resume()`); the handler takes the replier from `_acknowledging`."""
         if self._intake is None:
             raise _Closing("the Discord adapter is closing")
         intake_key = f"{PLATFORM}:{key}"
@@ -466,11 +472,12 @@ class DiscordAdapter(AdapterLifecycle):
         acknowledged: asyncio.Future[DiscordReplier | None] = asyncio.get_running_loop().create_future()
         self._acknowledging[intake_key] = acknowledged
         try:
-            if await self._intake.receive(key, kind, payload):
-                acknowledged.set_result(await acknowledge())
-            else:  # a replay (gateway RESUME): the copy stored first was acknowledged
-                log.info("discord: ignoring a prompt seen before (%s)", key)
-        finally:
+            async with self._intake.taking(key, kind, payload) as stored:
+                if stored:
+                    acknowledged.set_result(await acknowledge())
+                else:  # a replay (gateway RESUME): the copy stored first was acknowledged
+                    log.info("discord: ignoring a prompt seen before (%s)", key)
+        finally:  # the handler it was handed to has not run yet: it finds the answer set
             if not acknowledged.done():
                 acknowledged.set_result(None)
                 if self._acknowledging.get(intake_key) is acknowledged:

@@ -6,7 +6,16 @@ Everything a Replier needs is in a `DeliveryContext`, journaled with the job, so
 
 One Discord rule shapes this module: after a deferred ("thinking") response, the first followup does not create
 a message, it replaces the thinking message and keeps its visibility. So a private answer first deletes the
-pending original, and a delivery that finds it still pending turns it into the images message."""
+pending original, and a delivery that finds it still pending turns it into the images message.
+
+Images are posted once even when Discord's answer is lost. A channel post carries a nonce with `enforce_nonce`:
+Discord answers a retry with the first message. An interaction followup cannot carry one, so it is sent once
+(bots/discord/single_try.py: discord.py would retry a 5xx by itself), and before a followup that may repeat an
+earlier try (after a lost answer, or from a replier rebuilt after a restart) the replier looks through the
+channel's messages since the interaction for one of ours with the same text and buttons, and posts only if none
+is there. (The alternative, images through a channel post with a nonce, would drop the reply's link to the
+command and fail where the bot is installed by the user rather than in the server.) Where the bot cannot read
+the channel it posts again: a duplicate is better than images that never arrive."""
 
 from __future__ import annotations
 
@@ -18,14 +27,17 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 
 from bots.buttons import Action, Button, Style, parse_button
 from bots.contract import Attachment, Delivery, ReviewPost
+from bots.discord.single_try import OutcomeUnknown, single_try
 from bots.errors import BadButton
 
 log = logging.getLogger(__name__)
@@ -38,6 +50,10 @@ INVALID_WEBHOOK_TOKEN = 50027
 FLAG_LOADING = 1 << 7
 ORIGINAL_RESPONSE = "@original"
 """What Discord calls an interaction's first response in webhook message routes, where its id is not known."""
+REPOST_CHECK_LIMIT = 100
+"""Messages since the interaction looked through for an earlier try of a followup (one page of history)."""
+LOST_ANSWERS = (OutcomeUnknown, aiohttp.ClientError, TimeoutError)
+"""Failures after which a followup may have been posted all the same."""
 
 _STYLES = {
     Style.PRIMARY: discord.ButtonStyle.primary,
@@ -109,7 +125,8 @@ class DeliveryContext:
     """True when the original is a "thinking" message that the first followup would replace."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"platform": "discord", **asdict(self), "route": self.route.value}
+        # vars(), not dataclasses.asdict: plain values need no deep copy, and this runs before the ack.
+        return {"platform": "discord", **vars(self), "route": self.route.value}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeliveryContext:
@@ -176,6 +193,9 @@ class DiscordReplier:
             self._original = OriginalState.SHOWN
         self._token_dead = False
         self._status_consumed = False  # the status message became the images message: no more status lines
+        self._may_have_posted = not fresh
+        """A followup of this replier's may be in the channel without our knowing: rebuilt from a journaled
+        context (the process before may have posted), or an answer was lost. Look before posting again."""
 
     # ------------------------------------------------------------------ the Replier protocol
 
@@ -302,14 +322,40 @@ class DiscordReplier:
             self._original = OriginalState.SHOWN
             self._status_consumed = True
             return True
-        await webhook.send(
-            delivery.text,
-            files=_files(uploads),
-            view=view or discord.utils.MISSING,
-            wait=True,
-            allowed_mentions=_NO_MENTIONS,
-        )
+        if self._may_have_posted and await self._posted_before(delivery):
+            log.info("job %s: an earlier try posted the images already; not posting them again", delivery.job_id)
+            return True
+        try:
+            with single_try():
+                await webhook.send(
+                    delivery.text,
+                    files=_files(uploads),
+                    view=view or discord.utils.MISSING,
+                    wait=True,
+                    allowed_mentions=_NO_MENTIONS,
+                )
+        except LOST_ANSWERS:
+            self._may_have_posted = True
+            raise
         return True
+
+    async def _posted_before(self, delivery: Delivery) -> bool:
+        """Whether the channel holds, since the interaction, a message of ours with this delivery's text and
+        buttons (their ids name the job): an earlier try whose answer was lost. False where the bot cannot
+        read the channel (installed by the user, not in the server): then it posts again."""
+        wanted = [button.custom_id for row in delivery.button_rows for button in row]
+        since = discord.Object(discord.utils.time_snowflake(datetime.fromtimestamp(self.context.token_issued_at, UTC)))
+        me = self._client.user
+        try:
+            async for message in self._channel().history(limit=REPOST_CHECK_LIMIT, after=since):
+                mine = me is not None and message.author.id == me.id
+                if mine and message.content == delivery.text and _custom_ids(message) == wanted:
+                    return True
+        except (discord.Forbidden, discord.NotFound):
+            log.warning(
+                "job %s: cannot read channel %s to check for an earlier post", delivery.job_id, self.context.channel_id
+            )
+        return False
 
     async def _private(self, text: str) -> None:
         """Only the requester sees it: an ephemeral followup while the token lives, else their DM."""
@@ -382,6 +428,14 @@ class DiscordReplier:
             return
         dm = await self._client.create_dm(discord.Object(int(self.context.user_id)))
         await dm.send(text)
+
+
+def _custom_ids(message: discord.Message) -> list[str]:
+    return [
+        str(getattr(component, "custom_id", "") or "")
+        for row in message.components
+        for component in getattr(row, "children", [])
+    ]
 
 
 _NO_MENTIONS = discord.AllowedMentions.none()

@@ -42,6 +42,7 @@ from bots.slack import blocks
 from bots.slack.handling import BUTTON, COMMAND, DIRECT_MESSAGE, MENTION, PLATFORM, SlackRequestHandler
 from bots.slack.moderators import ModeratorCheck
 from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
+from bots.slack.retries import RepeatableServerErrorRetryHandler
 from config.settings import ConfigError, Settings, SlackSettings
 from engine.requests import Requester
 from storage.database import Database
@@ -146,6 +147,7 @@ class SlackAdapter(AdapterLifecycle):
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+                RepeatableServerErrorRetryHandler(),
             ],
         )
         self.moderators = (
@@ -349,9 +351,10 @@ class SlackAdapter(AdapterLifecycle):
         for a request that could be lost."""
         key = request_key(body) or f"unkeyed:{uuid.uuid4().hex}"
         stored = {name: value for name, value in body.items() if name not in NOT_STORED}
-        if not await self.intake.receive(key, kind, stored):
-            log.info("ignoring a repeated Slack request %s", key)
-        await ack()
+        async with self.intake.taking(key, kind, stored) as new:
+            if not new:
+                log.info("ignoring a repeated Slack request %s", key)
+            await ack()
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("Slack listener failed for a %s request: %r", body.get("type") or body.get("command"), error)

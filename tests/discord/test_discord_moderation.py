@@ -105,6 +105,23 @@ async def test_review_in_chat_only_moderators_decide_and_approval_delivers(
     )
 
 
+@pytest.mark.parametrize("status", [429, 500])
+async def test_a_review_post_that_fails_is_retried_and_posted_once(
+    status: int, rig: DiscordRig, standin: DiscordStandIn
+) -> None:
+    """The moderator channel post meets a 429, or a 500 after Discord created it (only its answer was lost): the
+    retry carries the same nonce with enforce_nonce, and the moderators see one post."""
+    posts_path = rf"/channels/{standin.moderator_channel_id}/messages"
+    standin.fail_next("POST", posts_path, status, commit=status == 500, retry_after=0.01)
+    await standin.send_command(standin.make_user("carol"), {"prompt": "Elmo holding a bloody knife"})
+    await rig.message_saying("Your prompt needs a quick look from a moderator")
+    posts = await standin.wait_until(lambda: (found := standin.requests_to("POST", posts_path))[1:] and found)
+    assert [r.status for r in posts] == [status, 200]
+    assert posts[0].json["nonce"] == posts[1].json["nonce"] and posts[1].json["enforce_nonce"] is True
+    (post,) = standin.channel_messages(standin.moderator_channel_id)
+    assert post.custom_ids[0].startswith("imagine:approve:")
+
+
 async def test_rejection_updates_the_post_and_tells_the_requester(rig: DiscordRig, standin: DiscordStandIn) -> None:
     dave, mod = standin.make_user("dave"), standin.make_user("mod")
     await standin.send_command(dave, {"prompt": "Pikachu smoking crack"}, in_guild=False)

@@ -25,7 +25,7 @@ from storage.database import Database
 from storage.urls import sqlite_path
 from tests.conftest import NetworkGuardError
 from tests.discord_harness import FakeClock, discord_settings, start_rig
-from tests.standins.discord_server import DiscordStandIn, InteractionRecord
+from tests.standins.discord_server import DROP_CONNECTION, DiscordStandIn, InteractionRecord
 from tests.support import gated_runner, make_settings
 
 pytestmark = pytest.mark.timeout(240)
@@ -48,6 +48,54 @@ async def test_a_failed_upload_is_retried_and_delivered_once(
         await rig.stop()
     uploads = [r for r in standin.requests_to("POST", WEBHOOK) if r.files]
     assert [r.status for r in uploads] == [status, 200]
+    assert len(standin.messages_with_files()) == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "commit"),
+    [(500, True), (DROP_CONNECTION, True), (DROP_CONNECTION, False)],
+    ids=["500-after-posting", "dropped-after-posting", "dropped-before-posting"],
+)
+async def test_a_followup_whose_answer_is_lost_is_posted_once(
+    failure: int, commit: bool, tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    """An interaction followup cannot carry a nonce. Discord takes the upload and its answer is lost (a 500, or
+    the connection drops): discord.py must not post it again by itself, and the retry looks for the message in
+    the channel first, so the images are there once; when the upload did not get through, the retry posts it."""
+    settings = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
+    rig = await start_rig(settings, standin)
+    try:
+        standin.fail_next("POST", WEBHOOK, failure, commit=commit, uploads_only=True)
+        await standin.send_command(standin.make_user("alice"), {"prompt": "a windy hill"})
+        await rig.message_saying(messages.DONE)
+        assert await rig.engine.undelivered("discord") == []
+    finally:
+        await rig.stop()
+    uploads = [r for r in standin.requests_to("POST", WEBHOOK) if r.files]
+    assert [r.status for r in uploads] == ([failure] if commit else [failure, 200])
+    assert standin.requests_to("GET", rf"/channels/{standin.channel_id}/messages")  # it looked before a retry
+    (images,) = standin.messages_with_files()
+    assert len(images.files) == 4
+    assert await journaled_states(settings) == [JobState.DELIVERED]
+
+
+@pytest.mark.parametrize("status", [429, 500])
+async def test_a_status_edit_that_fails_is_retried_and_the_job_still_ends_once(
+    status: int, tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    """Editing the status message meets a 429 or a 500 (edits are idempotent: discord.py retries them): the
+    status still ends saying done, and the images are posted once."""
+    rig = await start_rig(discord_settings(tmp_path, tiny_model_dir, standin, base_size=64), standin)
+    try:
+        standin.fail_next("PATCH", rf"{WEBHOOK}/messages/\d+", status, retry_after=0.01)
+        command = await standin.send_command(standin.make_user("bea"), {"prompt": "a lighthouse in rain"})
+        await rig.message_saying(messages.DONE)
+        assert await rig.engine.undelivered("discord") == []
+    finally:
+        await rig.stop()
+    edits = standin.requests_to("PATCH", rf"{WEBHOOK}/messages/\d+")
+    assert [r.status for r in edits[:2]] == [status, 200] and all(r.status == 200 for r in edits[1:])
+    assert standin.messages[str(command.original_message_id)].content.startswith(messages.DONE)
     assert len(standin.messages_with_files()) == 1
 
 

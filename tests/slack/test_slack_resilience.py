@@ -57,6 +57,28 @@ async def test_rate_limited_and_failing_uploads_are_retried_and_delivered_once(
             await rig.stop()
 
 
+async def test_status_edits_that_meet_server_errors_are_retried_and_the_status_ends_done(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """chat.update (an edit: repeating it changes nothing) answered 500 then 503: slack_sdk retries it with
+    backoff, so the status message still ends saying done; the images are posted once."""
+    async with SlackStandIn() as standin:
+        rig = await start_rig(slack_settings(tmp_path, tiny_model_dir, standin), standin)
+        try:
+            standin.fail("chat.update", 500)
+            standin.fail("chat.update", 503)
+            await rig.sender.post(rig.sender.slash_command("a patient heron"))
+            done = await rig.message_saying(messages.DONE)
+            await conversation_settled(rig.conversation)
+        finally:
+            await rig.stop()
+        edits = standin.calls_to("chat.update")
+        assert [c.status for c in edits[:3]] == [500, 503, 200] and all(c.status == 200 for c in edits[2:])
+        assert edits[0].args["text"] == edits[1].args["text"] == edits[2].args["text"]  # one edit, tried thrice
+        assert done.edits >= 1 and done.ts == standin.calls_to("chat.update")[-1].args["ts"]  # the status message
+        assert len(standin.completed) == 1 and len(image_messages(standin)) == 1
+
+
 async def test_when_only_the_buttons_failed_a_later_sweep_does_not_post_the_images_again(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:

@@ -3,15 +3,18 @@ commands, receive interactions and messages, answer them, post files and reconne
 
 It records every REST request (method, path, query, headers, JSON, multipart parts with their bytes) and keeps
 the messages it holds, so tests can assert on what a user would see. Tests inject gateway events
-(`send_command`, `click`, `send_dm`), failures (`fail_next`: 429 with rate-limit headers, 500, optionally after
-the request took effect), gateway reconnects (`gateway.request_reconnect`, `gateway.drop_connection`) and token expiry
-(`expire_interaction_tokens`), a command sync that is held unanswered (`hold_command_sync`), and observers that see
-each request before it is answered (`before_request`). Behaviour modelled on the real API where a bot can get it wrong:
+(`send_command`, `click`, `send_dm`), failures (`fail_next`: 429 with rate-limit headers, 500, or a connection
+closed without an answer, optionally after the request took effect), gateway reconnects
+(`gateway.request_reconnect`, `gateway.drop_connection`) and token expiry (`expire_interaction_tokens`), a command
+sync that is held unanswered (`hold_command_sync`), and observers that see each request before it is answered
+(`before_request`). Behaviour modelled on the real API where a bot can get it wrong:
 - the first followup after a deferred response edits the deferred "thinking" message and keeps its flags
   (an ephemeral flag on it is ignored), later followups are new messages;
 - an interaction must be acknowledged once, within `ack_deadline_s`, before its webhook works; its token dies
   after 15 minutes;
-- `nonce` + `enforce_nonce` on a channel message returns the earlier message instead of posting twice;
+- `nonce` + `enforce_nonce` on a channel message returns the earlier message by the same author with that nonce
+  instead of posting twice (Discord: "checked for uniqueness in the past few minutes"; here, for the run);
+- message history (GET /channels/{id}/messages) newest first, with `limit` and `after`;
 - JSON responses carry `Content-Type: application/json` exactly."""
 
 from __future__ import annotations
@@ -165,6 +168,10 @@ class _Failure:
     retry_after: float
     commit: bool
     uploads_only: bool
+
+
+DROP_CONNECTION = 0
+"""`fail_next` status: close the connection without an answer (the client sees it drop mid-request)."""
 
 
 def _json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -363,9 +370,10 @@ class DiscordStandIn:
         commit: bool = False,
         uploads_only: bool = False,
     ) -> None:
-        """Answer the next `times` matching requests with `status` (429 carries rate-limit headers). With
-        `commit`, the request takes effect first and only the response is lost, like a timeout after the
-        write. With `uploads_only`, only requests that carry files match."""
+        """Answer the next `times` matching requests with `status` (429 carries rate-limit headers), or with
+        `DROP_CONNECTION` close the connection unanswered. With `commit`, the request takes effect first and
+        only the response is lost, like a timeout after the write. With `uploads_only`, only requests that
+        carry files match."""
         self._failures.append(
             _Failure(method, re.compile(path_pattern), status, times, retry_after, commit, uploads_only)
         )
@@ -583,9 +591,12 @@ class DiscordStandIn:
             response = await handler(request)
             if failure is not None:
                 response = self._failure_response(failure)
-        record.status = response.status
+        record.status = response.status if failure is None or failure.status != DROP_CONNECTION else 0
         self.requests.append(record)
         self._notify()
+        if record.status == DROP_CONNECTION and request.transport is not None:
+            request.transport.abort()  # no answer at all: the client's read fails
+            raise web.HTTPInternalServerError()  # never sent: the connection is gone
         return response
 
     def _take_failure(self, record: RecordedRequest) -> _Failure | None:
@@ -828,14 +839,14 @@ class DiscordStandIn:
         body, files = request[RECORD].json or {}, request[RECORD].files
         nonce = body.get("nonce")
         if nonce is not None and body.get("enforce_nonce"):
-            earlier = self._nonces.get((channel_id, str(nonce)))
+            earlier = self._nonces.get((self.bot.id, str(nonce)))  # the author's nonces, whatever the channel
             if earlier is not None:
                 return _json_response(self.messages[earlier].payload)
         flags = int(body.get("flags") or 0) & ~(FLAG_EPHEMERAL | FLAG_LOADING)
         message = self._new_message(channel_id, {**body, "flags": flags}, files, webhook=False)
         if nonce is not None:
             message.payload["nonce"] = nonce
-            self._nonces[(channel_id, str(nonce))] = message.id
+            self._nonces[(self.bot.id, str(nonce))] = message.id
         return _json_response(message.payload)
 
     async def _channel_list_messages(self, request: web.Request) -> web.Response:
@@ -843,9 +854,11 @@ class DiscordStandIn:
         if isinstance(channel_id, web.Response):
             return channel_id
         limit = min(100, int(request.query.get("limit", "50")))
-        visible = [m for m in self.channel_messages(channel_id) if not m.ephemeral]
-        newest_first = sorted(visible, key=lambda m: int(m.id), reverse=True)
-        return _json_response([m.payload for m in newest_first[:limit]])
+        visible = sorted((m for m in self.channel_messages(channel_id) if not m.ephemeral), key=lambda m: int(m.id))
+        if "after" in request.query:  # the `limit` oldest after that id, still answered newest first
+            after = int(request.query["after"])
+            return _json_response([m.payload for m in [m for m in visible if int(m.id) > after][:limit][::-1]])
+        return _json_response([m.payload for m in visible[::-1][:limit]])
 
     def _channel_message(self, request: web.Request) -> StoredMessage | web.Response:
         channel_id = self._channel_access(request)
