@@ -184,6 +184,8 @@ WEB_NOT_FOUND = "I can't find that. Only the browser that asked for these images
 WEB_WAITING_FOR_REVIEW = "Waiting for a moderator."
 WEB_SEED_NOT_A_NUMBER = "seed must be a whole number between 0 and {max_seed}, got {seed}"
 WEB_VISITOR_NAME = "playground visitor"
+WEB_STRENGTH_NOT_A_NUMBER = "strength must be a number from 0.1 to 1.0, got {strength}"
+WEB_DELETED = "🗑️ These images were deleted."
 
 
 # ---- button labels -------------------------------------------------------------------------------------------

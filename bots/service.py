@@ -22,7 +22,7 @@ from aiohttp import web
 
 from bots.contract import Adapter
 from bots.conversation import Conversation
-from bots.web.app import web_app
+from bots.web.app import body_limit, web_app
 from bots.web.playground import Playground
 from bots.web.server import WebServer
 from config.settings import Settings
@@ -136,7 +136,7 @@ class Service:
     def _web_app(self) -> web.Application:
         """Probes and pages on one application: every page mounts its routes before the server starts; the
         moderators' dashboard (/mod) reaches this service's parts when asked."""
-        app = web_app(self.settings.web, self.readiness)
+        app = web_app(self.settings.web, self.readiness, max_body_bytes=body_limit(self.settings))
         if self.playground is not None:
             self.playground.mount(app)
         if self.settings.dashboard.enabled:

@@ -4,15 +4,21 @@ prompts are `Conversation.imagine` calls and its buttons `Conversation.press` ca
 `PlaygroundReplier` (bots/web/playground_replier.py).
 
 Pages (server-rendered, bots/web/templates/playground/; one small script, static/playground.js):
-- `GET /`: the prompt box (negative prompt, seed and aspect folded away), notices, the session's recent jobs;
-- `POST /imagine`: a prompt; a job → 303 to its page; a refusal or a hold → the start page saying so plainly
-  (400 refused, 202 held for review), in the chat's words;
+- `GET /`: the prompt box (negative prompt, seed, aspect, style, an image to start from and its strength folded
+  away), notices, the session's recent jobs;
+- `POST /imagine` (a form, multipart when it carries an image): a prompt; a job → 303 to its page; a refusal or a
+  hold → the start page saying so plainly (400 refused, 202 held for review), in the chat's words. The style and
+  the uploaded image go to the conversation as chat's do (`ImagineCommand.style`, `ImageSource(data=...)`): the
+  same style presets, the same checks of the picture before any GPU time; a body over the upload limit is
+  refused before it is read (bots/web/app.py);
 - `GET /jobs/{id}`: the job: queue position and per-step progress, live through `GET /jobs/{id}/events`
   (server-sent events: `status` fragments, then one `result` fragment), then the four images, each with its
   seed, a download link and U/V buttons, and 🔄;
 - `GET /jobs/{id}/images/{n}.jpg` (`?download=1`: as an attachment) and `GET /jobs/{id}/images/{n}` (that image
   alone, what U answers with);
-- `POST /press`: a button's custom id (`imagine:v:<job>:2`), exactly as chat buttons carry it.
+- `POST /press`: a button's custom id (`imagine:v:<job>:2`), exactly as chat buttons carry it; Delete
+  (`imagine:d:<job>`) takes the job's images down, by its owner or a moderator signed in to /mod in this browser,
+  and its page says so from then on.
 Only the session that asked for a job sees it, its images and its buttons: anyone else gets a 404 that does not say
 whether the job exists. Job ids are random (uuid4), and the check is made on every request all the same.
 
@@ -31,16 +37,18 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from aiohttp.web_request import FileField
 from aiohttp_session import Session, get_session
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from bots import messages
 from bots.buttons import Action, Button, parse_button
-from bots.conversation import Conversation, ImagineCommand
+from bots.conversation import Conversation, ImageSource, ImagineCommand
 from bots.errors import BadButton
 from bots.web.app import error_page, render_page
 from bots.web.csrf import SESSION_KEY as CSRF_SESSION_KEY
 from bots.web.csrf import csrf_field
+from bots.web.mod.auth import signed_in_moderator
 from bots.web.playground_replier import Board, Place, PlaygroundReplier, released_originals
 from bots.web.playground_views import HistoryRow, JobView, history_row, job_view
 from bots.web.visitors import (
@@ -66,6 +74,8 @@ STREAM_POLL_S = 2.0
 """A job this process does not follow (queued by another frontend, or between a restart and its resumption) is
 looked up this often while a page watches it."""
 STREAM_PING_S = 15.0
+UPLOAD_TYPES = ("image/jpeg", "image/png", "image/webp")
+"""What the file picker offers (a hint to the browser: the bytes are checked whatever they claim to be)."""
 IMAGE_CACHE = "private, max-age=86400"
 """A job's images never change; only this browser may keep them."""
 
@@ -126,10 +136,12 @@ class Playground:
         session = await get_session(request)
         who = visitor(session)
         form = await request.post()
-        entered = {name: _text(form.get(name)) for name in ("prompt", "negative", "seed", "aspect")}
-        seed, seed_problem = _seed(entered["seed"])
-        if seed_problem:
-            return await self._front_page(request, session, who, entered=entered, refusal=seed_problem, status=400)
+        entered = {name: _text(form.get(name)) for name in FORM_FIELDS}
+        seed, problem = _seed(entered["seed"])
+        strength, strength_problem = _strength(entered["strength"])
+        if problem or strength_problem:
+            refusal = problem or strength_problem
+            return await self._front_page(request, session, who, entered=entered, refusal=refusal, status=400)
         place = Place(who.user_id, uuid.uuid4().hex)
         replier = PlaygroundReplier(self.board, place, conversation.jobs, answering=True)
         command = ImagineCommand(
@@ -138,7 +150,10 @@ class Playground:
             negative_prompt=entered["negative"],
             seed=seed,
             aspect=entered["aspect"] or "1:1",
+            style=entered["style"],
             place=place.to_dict(),
+            image=await _uploaded_image(form.get("image")),
+            strength=strength,
         )
         try:
             job_id = await conversation.imagine(command, replier)
@@ -190,7 +205,7 @@ class Playground:
         who = known_visitor(await get_session(request))
         record = await self._owned_job(conversation, request, who) if conversation and who else None
         index = int(request.match_info["index"])
-        if record is None or not 0 <= index < len(record.images):
+        if record is None or record.deleted or not 0 <= index < len(record.images):
             raise web.HTTPNotFound(text=messages.WEB_NOT_FOUND)
         image = record.images[index]
         path = image.path  # a withheld image's is its blurred copy: the original only once a moderator released it
@@ -216,12 +231,15 @@ class Playground:
         except BadButton:
             return await error_page(request, 400, messages.UNKNOWN_BUTTON)
         record = await conversation.jobs.lookup(button.target) if button.action in JOB_ACTIONS else None
-        if button.action in JOB_ACTIONS and (record is None or not owns(record.request.requester, who)):
+        moderator = button.action is Action.DELETE and await signed_in_moderator(request)
+        if button.action in JOB_ACTIONS and (record is None or not (owns(record.request.requester, who) or moderator)):
             return await error_page(request, 404, messages.WEB_NOT_FOUND)
         place = Place(who.user_id, uuid.uuid4().hex)
         replier = PlaygroundReplier(self.board, place, conversation.jobs, answering=True)
         try:
-            job_id = await conversation.press(custom_id, who, replier, place=place.to_dict())
+            job_id = await conversation.press(
+                custom_id, who, replier, is_moderator=bool(moderator), place=place.to_dict()
+            )
         except Exception:
             log.exception("web: button %.100r failed", custom_id)
             return await error_page(request, 500, messages.SOMETHING_WENT_WRONG)
@@ -247,6 +265,8 @@ class Playground:
             raise web.HTTPSeeOther(f"/jobs/{button.target}/images/{button.index or 0}")
         if record is None:  # not a job's button (approve/reject are for moderators): refused above or here
             return await error_page(request, 403, replier.refusals[-1] if replier.refusals else messages.UNKNOWN_BUTTON)
+        if button.action is Action.DELETE and replier.deleted:  # its page says the images were deleted
+            raise web.HTTPSeeOther(f"/jobs/{record.id}")
         if replier.refusals:
             return await self._job_page(request, session, who, conversation, record, refusal=replier.refusals[-1])
         if replier.statuses:  # the new prompt is held for review
@@ -370,13 +390,22 @@ class Playground:
         """`shown`: the job the page is about, left out of its history (the page shows it live)."""
         history = [row for row in await self._history(session, who) if row.url != f"/jobs/{shown}"]
         return {
-            "entered": entered or {"prompt": "", "negative": "", "seed": "", "aspect": "1:1"},
+            "entered": entered or dict.fromkeys(FORM_FIELDS, "") | {"aspect": "1:1"},
             "aspects": ASPECTS,
+            "styles": self._style_choices(),
+            "image_types": ",".join(UPLOAD_TYPES),
             "refusal": refusal,
             "held": held,
             "notices": self.board.take_notices(who.user_id),
             "history": history,
         }
+
+    def _style_choices(self) -> list[tuple[str, str]]:
+        """(name, label) of the configured style presets, for the form's select."""
+        conversation = self._running()
+        if conversation is None:
+            return []
+        return [(name, conversation.styles.label(name)) for name in conversation.styles.names]
 
     async def _history(self, session: Session, who: Requester) -> list[HistoryRow]:
         """The session's held prompts (or the jobs they became, once approved), then its recent jobs."""
@@ -405,7 +434,8 @@ class Playground:
         return self._app
 
 
-JOB_ACTIONS = frozenset({Action.UPSCALE, Action.VARIATION, Action.REROLL, Action.CANCEL})
+JOB_ACTIONS = frozenset({Action.UPSCALE, Action.VARIATION, Action.REROLL, Action.CANCEL, Action.DELETE})
+FORM_FIELDS = ("prompt", "negative", "seed", "aspect", "style", "strength")
 
 
 async def _handle(conversation: Conversation, job_id: str) -> JobHandle | None:
@@ -418,6 +448,28 @@ async def _handle(conversation: Conversation, job_id: str) -> JobHandle | None:
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+async def _uploaded_image(field: object) -> ImageSource | None:
+    """The uploaded picture's bytes, or None when the form carried none (a file input left empty sends an empty
+    part). Nothing is judged here: the conversation checks the bytes as it checks a chat attachment's."""
+    if not isinstance(field, FileField):
+        return None
+    data = await asyncio.to_thread(field.file.read)  # aiohttp spooled the part to a temporary file
+    return ImageSource(data=data) if data or field.filename else None
+
+
+def _strength(text: str) -> tuple[float | None, str]:
+    """The strength field: empty (the configured default), or a number (its range is the conversation's to check,
+    as for chat's); otherwise the refusal to show."""
+    text = text.strip()
+    if not text:
+        return None, ""
+    try:
+        return float(text), ""
+    except ValueError:
+        shown = text if len(text) <= 40 else text[:39] + "…"
+        return None, messages.invalid_request(messages.WEB_STRENGTH_NOT_A_NUMBER.format(strength=shown))
 
 
 def _seed(text: str) -> tuple[int | None, str]:

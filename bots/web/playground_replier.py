@@ -101,6 +101,8 @@ class PlaygroundReplier:
         self.refusals: list[str] = []
         self.statuses: list[str] = []
         self.deliveries: list[Delivery] = []
+        self.deleted = False
+        """Delete took the job's images down (its page, drawn from the job store, then says so)."""
 
     def done_answering(self) -> None:
         """The request has answered: whatever is said from now on is kept for the visitor's next page."""
@@ -130,6 +132,11 @@ class PlaygroundReplier:
         originals = {image.original_path for image in record.images if image.withheld and image.original_path}
         if any(attachment.path in originals for attachment in delivery.attachments):
             await self._jobs.update_delivery(record.id, {RELEASED_KEY: True})
+
+    async def remove_pressed_message(self) -> None:
+        """Delete (bots/contract.py's `RemovesPressedMessage`): the conversation removed the files and marked the
+        job deleted; a page is not a posted message, so there is nothing more to take down."""
+        self.deleted = True
 
     async def notify(self, text: str) -> None:
         self.board.notice(self.place.visitor, text, self.place.ticket)

@@ -1,16 +1,16 @@
 """What the playground's templates show of a job, built from the journaled record and where the job stands now.
 
 The words are the chat's (bots/messages.py: the same status line, the same "prompt — seeds" caption) and the
-buttons are the chat's (bots/conversation/render.py: U1–U4, V1–V4, 🔄, Cancel), drawn as forms that post their
-custom id to /press.
+buttons are the chat's (bots/conversation/render.py: U1–U4, V1–V4, 🔄, 🗑️ Delete, Cancel), drawn as forms that
+post their custom id to /press. A deleted job shows that it was, and nothing of its images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bots import messages
-from bots.buttons import Button
+from bots.buttons import Action, Button
 from bots.conversation.render import cancel_buttons, image_buttons
 from bots.web.playground_replier import released_originals
 from engine.api import JobRecord
@@ -24,6 +24,7 @@ STATE_LABELS = {
     JobState.FAILED: "⚠️ failed",
     JobState.CANCELLED: "🚫 cancelled",
 }
+DELETED_LABEL = "🗑️ deleted"
 HISTORY_PROMPT_CHARS = 80
 
 
@@ -62,6 +63,12 @@ class JobView:
     images: tuple[ImageView, ...] = ()
     cancel: tuple[Button, ...] = ()
     reroll: tuple[Button, ...] = field(default_factory=tuple)
+    """🔄, and 🗑️ Delete once there are images."""
+    style: str = ""
+    """The style preset it was drawn in ("" for none): `prompt` is the styled prompt, as moderation saw it."""
+    strength: float | None = None
+    """For an image prompt: how much of the uploaded picture was redrawn."""
+    deleted: bool = False
 
     @property
     def finished(self) -> bool:
@@ -84,12 +91,21 @@ class HistoryRow:
 def job_view(record: JobRecord, now: ProgressEvent | None = None) -> JobView:
     """`now`: where the job stands in the queue (position, step), when this process follows it."""
     request = record.request
+    about = JobView(  # what was asked: the same at every stage
+        id=record.id,
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        state=record.state,
+        status="",
+        style=request.style,
+        strength=request.image_prompt.strength if request.image_prompt is not None else None,
+    )
+    if record.deleted:
+        return replace(about, status=messages.WEB_DELETED, deleted=True)
     if not record.state.finished:
         event = now if now is not None and not now.state.finished else ProgressEvent(record.id, record.state)
-        return JobView(
-            id=record.id,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
+        return replace(
+            about,
             state=event.state,
             status=messages.status(event, request.prompt),
             step=event.step,
@@ -108,14 +124,12 @@ def job_view(record: JobRecord, now: ProgressEvent | None = None) -> JobView:
             for image, up, vary in zip(record.images, upscales, variations, strict=True)
         )
         withheld = sum(1 for image in images if image.withheld)
-        caption = messages.delivery_text(request.prompt, [image.seed for image in record.images], withheld)
-    elif record.state is not JobState.DONE:
-        _, _, reroll = image_buttons(record.id, 0)  # a failed or cancelled job can be asked again
-    return JobView(
-        id=record.id,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        state=record.state,
+        seeds = [image.seed for image in record.images]
+        caption = messages.delivery_text(request.prompt, seeds, withheld, request.style)
+    elif record.state is not JobState.DONE:  # a failed or cancelled job can be asked again; it has nothing to delete
+        reroll = tuple(button for button in image_buttons(record.id, 0)[2] if button.action is Action.REROLL)
+    return replace(
+        about,
         status=messages.status(ended, request.prompt),
         caption=caption,
         images=images,
@@ -126,5 +140,7 @@ def job_view(record: JobRecord, now: ProgressEvent | None = None) -> JobView:
 def history_row(record: JobRecord) -> HistoryRow:
     prompt = record.request.prompt
     shown = prompt if len(prompt) <= HISTORY_PROMPT_CHARS else prompt[: HISTORY_PROMPT_CHARS - 1] + "…"
+    if record.deleted:
+        return HistoryRow(f"/jobs/{record.id}", shown, DELETED_LABEL)
     thumbnail = f"/jobs/{record.id}/images/0.jpg" if record.images else ""
     return HistoryRow(f"/jobs/{record.id}", shown, STATE_LABELS.get(record.state, record.state.value), thumbnail)

@@ -90,6 +90,14 @@ async def current_moderator(request: web.Request) -> Moderator | None:
     return moderator
 
 
+async def signed_in_moderator(request: web.Request) -> Moderator | None:
+    """The moderator signed in to the dashboard in this browser session, if any (for pages outside /mod: the
+    playground's Delete); None when the dashboard does not run."""
+    if DASHBOARD not in request.app:
+        return None
+    return await current_moderator(request)
+
+
 async def _may_moderate(dashboard: Dashboard, moderator: Moderator) -> bool:
     platform, _, user_id = moderator.key.partition(":")
     try:
