@@ -84,6 +84,16 @@ class Visitor:
     async def imagine(self, prompt: str, **fields: str) -> tuple[int, str, str]:
         return await self.post("/imagine", {"prompt": prompt} | fields)
 
+    async def imagine_from(
+        self, prompt: str, data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg", **fields: str
+    ) -> tuple[int, str, str]:
+        """/imagine with an uploaded picture, as the page's form sends it (multipart)."""
+        form = aiohttp.FormData({"csrf_token": self.token, "prompt": prompt} | fields)
+        form.add_field("image", data, filename=filename, content_type=content_type)
+        headers = {"Origin": self.base_url}
+        async with self.http.post("/imagine", data=form, headers=headers, allow_redirects=False) as response:
+            return response.status, html.unescape(await response.text()), response.headers.get("Location", "")
+
     async def get_bytes(self, path: str) -> tuple[int, bytes, dict[str, str]]:
         async with self.http.get(path, allow_redirects=False) as response:
             return response.status, await response.read(), dict(response.headers)
