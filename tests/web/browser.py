@@ -4,7 +4,8 @@
         page = await browser.new_page()
         await page.goto(url)
         await expect(page.get_by_role("img")).to_have_count(4)   # wait on what the page shows, never "networkidle"
-        await screenshot(page, "playground-done")               # tests/artefacts/<name>.png, for people to look at
+        shot = await screenshot(page, "playground-done")        # tests/artefacts/<name>.png, for people to look at
+        await update_docs_screenshot(shot, "playground.png")    # docs/screenshots/, only with IMAGINE_UPDATE_SCREENSHOTS=1
 
 Chromium is missing on a fresh machine: `apt-get install -y chromium` (.ci/run does it).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,6 +34,9 @@ CHROMIUM_ARGS = (
 )
 ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts"
 """Screenshots of every page the browser tests visit (git-ignored; CI may keep them)."""
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+"""The README's screenshots (committed): rewritten only when asked, so that a test run leaves the tree clean."""
+UPDATE_SCREENSHOTS = "IMAGINE_UPDATE_SCREENSHOTS"
 EXPECT_TIMEOUT_MS = 60_000
 """How long `expect(...)` waits for the page to show something: a limit for a broken page, not a timing."""
 
@@ -56,3 +61,14 @@ async def screenshot(page: Page, name: str, directory: Path = ARTEFACTS) -> Path
     path = directory / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+async def update_docs_screenshot(shot: Path, name: str) -> Path | None:
+    """Copy `shot` to docs/screenshots/<name> when IMAGINE_UPDATE_SCREENSHOTS=1 (to retake the README's pictures);
+    otherwise leave the committed one alone. Returns where it was copied, if anywhere."""
+    if os.environ.get(UPDATE_SCREENSHOTS) != "1":
+        return None
+    target = DOCS_SCREENSHOTS / name
+    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(shutil.copyfile, shot, target)
+    return target

@@ -2,12 +2,12 @@
 (tiny pipeline), admission and the Discord adapter (real discord.py) against the stand-in Discord, whose OAuth2
 provider the moderator signs in through. Prompts are held from Discord commands; the moderator approves one (the
 requester gets the images on Discord), rejects another (the requester is told why), bans a user (their next
-request is refused); a member without the moderator role is refused. Every page is saved as a screenshot, and the
-review queue also as docs/screenshots/dashboard.png for the README."""
+request is refused); a member without the moderator role is refused. Every page is saved as a screenshot under
+tests/artefacts/; the review queue's is also the README's (docs/screenshots/dashboard.png) when
+IMAGINE_UPDATE_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -22,11 +22,10 @@ from engine.screening import ScreeningResult
 from tests.discord_harness import DiscordRig, discord_settings, start_rig
 from tests.standins.discord_payloads import User
 from tests.standins.discord_server import DiscordStandIn
-from tests.web.browser import screenshot
+from tests.web.browser import screenshot, update_docs_screenshot
 from tests.web.mod_support import with_sign_in
 
 pytestmark = pytest.mark.timeout(240)
-README_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "dashboard.png"
 
 
 @pytest.fixture
@@ -99,8 +98,7 @@ async def test_a_moderator_works_the_queue_in_the_browser_and_requesters_hear_on
     await expect(items.nth(0).locator(".platform")).to_have_text("discord")
     await expect(page.locator(".who")).to_contain_text("modmin")
     shot = await screenshot(page, "mod-queue")
-    README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, README_SCREENSHOT)
+    await update_docs_screenshot(shot, "dashboard.png")
 
     # Approve alice's prompt: generated and posted to her on Discord, as after the chat button.
     await items.nth(0).get_by_role("button", name="Approve").click()
