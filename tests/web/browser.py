@@ -5,7 +5,7 @@
         await page.goto(url)
         await expect(page.get_by_role("img")).to_have_count(4)   # wait on what the page shows, never "networkidle"
         shot = await screenshot(page, "playground-done")        # tests/artefacts/<name>.png, for people to look at
-        await update_docs_screenshot(shot, "playground.png")    # docs/screenshots/, only with IMAGINE_UPDATE_SCREENSHOTS=1
+        await update_docs_screenshot(shot, "playground.png")    # docs/screenshots/ too, when asked (see README)
 
 Chromium is missing on a fresh machine: `apt-get install -y chromium` (.ci/run does it).
 """

@@ -75,9 +75,7 @@ async def test_generate_shows_four_images_with_seeds_and_a_download_is_a_jpeg(se
     await screenshot(page, "playground-image")
 
 
-async def test_an_uploaded_picture_in_a_style_becomes_four_images_and_is_deleted(
-    service: Service, page: Page
-) -> None:
+async def test_an_uploaded_picture_in_a_style_becomes_four_images_and_is_deleted(service: Service, page: Page) -> None:
     await page.goto(base_url(service) + "/")
     await page.get_by_text("Options:").click()
     await page.get_by_placeholder("What should I imagine?").fill("a harbour")
