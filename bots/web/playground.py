@@ -231,15 +231,13 @@ class Playground:
         except BadButton:
             return await error_page(request, 400, messages.UNKNOWN_BUTTON)
         record = await conversation.jobs.lookup(button.target) if button.action in JOB_ACTIONS else None
-        moderator = button.action is Action.DELETE and await signed_in_moderator(request)
-        if button.action in JOB_ACTIONS and (record is None or not (owns(record.request.requester, who) or moderator)):
+        moderator = button.action is Action.DELETE and await signed_in_moderator(request) is not None
+        if button.action in JOB_ACTIONS and not _may_press(record, who, moderator):
             return await error_page(request, 404, messages.WEB_NOT_FOUND)
         place = Place(who.user_id, uuid.uuid4().hex)
         replier = PlaygroundReplier(self.board, place, conversation.jobs, answering=True)
         try:
-            job_id = await conversation.press(
-                custom_id, who, replier, is_moderator=bool(moderator), place=place.to_dict()
-            )
+            job_id = await conversation.press(custom_id, who, replier, is_moderator=moderator, place=place.to_dict())
         except Exception:
             log.exception("web: button %.100r failed", custom_id)
             return await error_page(request, 500, messages.SOMETHING_WENT_WRONG)
@@ -436,6 +434,15 @@ class Playground:
 
 JOB_ACTIONS = frozenset({Action.UPSCALE, Action.VARIATION, Action.REROLL, Action.CANCEL, Action.DELETE})
 FORM_FIELDS = ("prompt", "negative", "seed", "aspect", "style", "strength")
+
+
+def _may_press(record: JobRecord | None, who: Requester, moderator: bool) -> bool:
+    """A job's buttons are its owner's; Delete also a moderator's, for the playground's jobs (a chat's job is
+    deleted in its chat, where the message is)."""
+    if record is None:
+        return False
+    requester = record.request.requester
+    return owns(requester, who) or (moderator and requester.platform == PLATFORM)
 
 
 async def _handle(conversation: Conversation, job_id: str) -> JobHandle | None:
