@@ -16,10 +16,9 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from bots.cli import EXIT_FAILURE, EXIT_OK
+from bots.cli.store import with_database
 from bots.errors import UsageError
 from config.settings import Settings
-from storage.database import Database
-from storage.errors import StorageError, UnsupportedStore
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -74,14 +73,4 @@ def _read_password() -> str:
 async def _with_accounts(settings: Settings, work: Callable[..., Awaitable[int]]) -> int:
     from bots.web.mod.local_accounts import LocalAccounts
 
-    try:
-        database = await Database.open(settings.store.url)
-    except UnsupportedStore as exc:
-        raise UsageError(str(exc)) from None
-    except StorageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    try:
-        return await work(LocalAccounts(database))
-    finally:
-        await database.close()
+    return await with_database(settings, lambda database: work(LocalAccounts(database)))

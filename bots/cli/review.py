@@ -30,6 +30,7 @@ from typing import Any
 
 from bots.cli import EXIT_FAILURE
 from bots.cli.arguments import positive_int
+from bots.cli.store import with_database
 from bots.errors import UsageError
 from config.settings import Settings
 from engine.serialize import request_to_dict
@@ -39,7 +40,6 @@ from moderation.messages import duration
 from moderation.review import ReviewItem, ReviewQueue, ReviewState
 from moderation.strikes import StrikeBook
 from storage.database import Database
-from storage.errors import StorageError, UnsupportedStore
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -91,22 +91,18 @@ def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> in
 
 
 async def _with_db(settings: Settings, work: Callable[[Database], Awaitable[int]]) -> int:
+    return await with_database(settings, lambda db: _reviewing(work(db)))
+
+
+async def _reviewing(work: Awaitable[int]) -> int:
+    """A review command's own errors: an unknown item is a usage error, any other one line on stderr."""
     try:
-        db = await Database.open(settings.store.url)
-    except UnsupportedStore as exc:
-        raise UsageError(str(exc)) from None
-    except StorageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    try:
-        return await work(db)
+        return await work
     except ReviewItemNotFound as exc:
         raise UsageError(str(exc)) from None
     except ReviewError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    finally:
-        await db.close()
 
 
 def _actor() -> str:
