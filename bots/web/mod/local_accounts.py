@@ -54,7 +54,9 @@ class LocalAccounts:
         self._database = database
         self._clock = clock
         self._hasher = PasswordHasher()
-        self._decoy_hash = self._hasher.hash("decoy password for unknown names")
+        self._decoy_hash = ""
+        """Checked against for unknown names, so they take as long as known ones; hashed on first need, in a
+        thread (argon2 takes a noticeable fraction of a second: not on the event loop, not at start-up)."""
 
     async def add(self, name: str, password: str) -> bool:
         """Create the account, or set a new password on an existing one; True when it was created."""
@@ -100,10 +102,15 @@ class LocalAccounts:
         )
         async with self._database.read() as db:
             row = (await db.execute(query)).first()
-        stored = row.password_hash if row else self._decoy_hash
+        stored = row.password_hash if row else await self._decoy()
         if not await asyncio.to_thread(self._matches, stored, password):
             return None
         return name if row else None
+
+    async def _decoy(self) -> str:
+        if not self._decoy_hash:
+            self._decoy_hash = await asyncio.to_thread(self._hasher.hash, "decoy password for unknown names")
+        return self._decoy_hash
 
     def _matches(self, stored: str, password: str) -> bool:
         try:
