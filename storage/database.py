@@ -286,7 +286,7 @@ class _WriteTurns:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # handed the turn just as it was cancelled: pass it on
                 self._pass_on()
-            else:
+            elif waiter in queue:  # `_pass_on` may already have dropped it (it skips cancelled waiters)
                 queue.remove(waiter)
             raise
 

@@ -20,7 +20,7 @@ from moderation.audit import AuditLog
 from moderation.review import ReviewQueue, ReviewState
 from moderation.strikes import StrikeBook
 from storage import migrate
-from storage.database import Database
+from storage.database import Database, _WriteTurns
 from storage.errors import NotOpen, StorageError, UnsupportedStore
 from storage.tables import intake as intake_table
 from storage.tables import metadata
@@ -289,6 +289,25 @@ async def test_a_first_write_commits_ahead_of_writes_queued_before_it_on_sqlite(
 async def test_a_first_write_has_its_own_connections_on_postgres(postgres_url: str) -> None:  # noqa: F811
     """PostgreSQL has no write lock to queue at: the two commit as they come, each one's rows read back."""
     assert sorted(await first_and_ordinary_writes(postgres_url)) == ["first", "ordinary"]
+
+
+async def test_a_writer_cancelled_while_queued_for_its_turn_leaves_the_queue_working() -> None:
+    """A writer cancelled while it waits (a task shut down mid-write) whose turn comes before it has run its
+    cancellation: the turn skips it, it ends cancelled, and the next writer is not held up."""
+    turns = _WriteTurns()
+
+    async def take_a_turn() -> None:
+        async with turns.turn(first=False):
+            pass
+
+    async with turns.turn(first=False):
+        queued = asyncio.create_task(take_a_turn())
+        await asyncio.sleep(0)  # it queues behind the turn held here
+        queued.cancel()  # its wait is cancelled now; the task runs its handler only after the turn is passed on
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    async with asyncio.timeout(5):
+        await take_a_turn()
 
 
 async def first_and_ordinary_writes(url: str) -> list[str]:
