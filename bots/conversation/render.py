@@ -23,11 +23,12 @@ def review_buttons(item_id: str) -> tuple[Button, ...]:
 def image_buttons(job_id: str, count: int) -> tuple[tuple[Button, ...], ...]:
     upscale = tuple(Button(Action.UPSCALE, job_id, i, label=messages.upscale_label(i)) for i in range(count))
     variations = tuple(Button(Action.VARIATION, job_id, i, label=messages.variation_label(i)) for i in range(count))
-    reroll_or_delete = (
-        Button(Action.REROLL, job_id, label=messages.REROLL_LABEL, style=Style.PRIMARY),
-        Button(Action.DELETE, job_id, label=messages.DELETE_LABEL, style=Style.DANGER),
-    )
-    return upscale, variations, reroll_or_delete
+    reroll = Button(Action.REROLL, job_id, label=messages.REROLL_LABEL, style=Style.PRIMARY)
+    return upscale, variations, (reroll, _delete(job_id))
+
+
+def _delete(job_id: str) -> Button:
+    return Button(Action.DELETE, job_id, label=messages.DELETE_LABEL, style=Style.DANGER)
 
 
 def images_message(record: JobRecord) -> Delivery:
@@ -50,7 +51,7 @@ def single_image_message(record: JobRecord, index: int) -> Delivery:
         job_id=record.id,
         text=messages.upscale_text(record.request.prompt, index, image.seed),
         attachments=(_attachment(record, image),),
-        button_rows=((variation,),),
+        button_rows=((variation, _delete(record.id)),),  # Delete here takes down this message and the job's files
     )
 
 

@@ -38,7 +38,7 @@ async def test_upscale_variation_and_reroll(rig: DiscordRig, standin: DiscordSta
     single = standin.messages[str(upscale.original_message_id)]
     assert upscale.callback_type == 5  # a new "thinking" message, turned into the single image
     assert len(jpeg_sizes(single)) == 1 and "seed 4" in single.content
-    assert button_labels(single) == [["V2"]]
+    assert button_labels(single) == [["V2", messages.DELETE_LABEL]]
 
     variation = await standin.click(images.id, f"imagine:v:{job_id}:0", bob)
     reroll = await standin.click(images.id, f"imagine:r:{job_id}", bob)

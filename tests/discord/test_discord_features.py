@@ -174,6 +174,18 @@ async def test_delete_by_the_requester_removes_message_files_and_marks_the_job(
     assert upscale.callback_type == 5
 
 
+async def test_delete_on_an_upscaled_image_takes_down_that_message(rig: DiscordRig, standin: DiscordStandIn) -> None:
+    images, record = await delivered(rig, standin, "hugo")
+    owner = next(r.user for r in standin.interactions.values() if r.user.username == "hugo")
+    upscale = await standin.click(images.id, f"imagine:u:{record.id}:2", owner)
+    await rig.images_messages(2)
+    single = standin.messages[str(upscale.original_message_id)]
+    await standin.click(single.id, delete_id(single), owner)
+    await rig.message_saying(messages.DELETED)
+    assert standin.messages[single.id].deleted
+    assert not any(on_disk(record)) and (await record_of(rig, images)).deleted
+
+
 async def test_delete_by_a_moderator_works(rig: DiscordRig, standin: DiscordStandIn) -> None:
     images, record = await delivered(rig, standin, "frank")
     moderator = standin.make_user("mod")
