@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,6 +52,7 @@ from storage.urls import MEMORY, driver_url, is_sqlite
 
 BUSY_TIMEOUT_S = 30.0
 """How long a SQLite writer waits for another process's write lock before failing."""
+WAL_SWITCH_RETRY_S = 0.01
 BEGIN = "imagine_begin"
 """Execution option: how the connection's next transaction begins on SQLite (one of the two below)."""
 IMMEDIATE, NO_BEGIN = "BEGIN IMMEDIATE", ""
@@ -305,10 +308,25 @@ def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
     # SQLAlchemy emits BEGIN itself (below); the driver's own implicit BEGIN would be a deferred one.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """`PRAGMA journal_mode=WAL`, waiting for a lock held by another connection (one opening the same new file
+    at that moment): SQLite answers this pragma "database is locked" at once rather than through the busy
+    handler. Runs on the driver's thread, so waiting here does not hold up the event loop."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_SWITCH_RETRY_S)
 
 
 def _sqlite_begin(connection: Any) -> None:
