@@ -12,6 +12,7 @@ import pytest
 
 from bots import messages
 from bots.intake import Intake
+from bots.slack.posting import RETRY_DELAYS_S
 from config.settings import Settings
 from engine.local import QueueState
 from engine.requests import JobState
@@ -24,6 +25,8 @@ from tests.standins.slack_server import SlackStandIn
 from tests.support import UnetGate, conversation_settled, gated_runner
 
 pytestmark = pytest.mark.timeout(300)
+TRIES_OF_A_FOLLOWER = (len(RETRY_DELAYS_S) + 1) * 3
+"""Each post is tried 1 + len(RETRY_DELAYS_S) times, in each of the follower's three deliveries (tests/support)."""
 
 
 def image_messages(standin: SlackStandIn) -> list[str]:
@@ -44,7 +47,7 @@ async def test_rate_limited_and_failing_uploads_are_retried_and_delivered_once(
         try:
             standin.fail("upload", 429, retry_after=0)
             standin.fail("files.completeUploadExternal", 429, retry_after=1)
-            standin.fail("files.completeUploadExternal", 500)  # not retried by the SDK: the delivery is
+            standin.fail("files.completeUploadExternal", 500)  # retried (bots/slack/posting.py) once it looked
             await rig.sender.post(rig.sender.slash_command("a patient fox"))
 
             await rig.message_saying(messages.DONE)
@@ -89,7 +92,8 @@ async def test_when_only_the_buttons_failed_a_later_sweep_does_not_post_the_imag
         try:
             await rig.sender.post(rig.sender.slash_command("a stubborn heron"))
             await gate.wait_reached()  # the status message is posted; the images are not made yet
-            standin.fail("chat.postMessage", 500, times=3)  # the buttons message, each of the follower's tries
+            # The buttons message: four tries in each of the follower's three (bots/slack/posting.py retries too).
+            standin.fail("chat.postMessage", 500, times=TRIES_OF_A_FOLLOWER)
             gate.release()
             await rig.message_saying("will follow")
             await standin.wait_for(lambda: len(image_messages(standin)) == 1)
@@ -98,7 +102,7 @@ async def test_when_only_the_buttons_failed_a_later_sweep_does_not_post_the_imag
         finally:
             await rig.stop()
         assert len(standin.completed) == 1  # the images went up once
-        assert [c.status for c in standin.calls_to("chat.postMessage")].count(500) == 3
+        assert [c.status for c in standin.calls_to("chat.postMessage")].count(500) == TRIES_OF_A_FOLLOWER
 
 
 async def test_restart_mid_job_and_before_delivery_delivers_each_job_exactly_once(
@@ -109,9 +113,9 @@ async def test_restart_mid_job_and_before_delivery_delivers_each_job_exactly_onc
         runner, gate = await asyncio.to_thread(gated_runner, settings, 3)
         rig = await start_rig(settings, standin, runner_factory=lambda: runner)
         # Job 1 finishes, but Slack refuses every delivery attempt: it stays done-but-undelivered.
-        standin.fail("files.completeUploadExternal", 500, times=3)
+        standin.fail("files.completeUploadExternal", 500, times=TRIES_OF_A_FOLLOWER)
         await rig.sender.post(rig.sender.slash_command("a finished but undelivered fox", channel_id="CONE"))
-        await standin.wait_for(lambda: len(standin.calls_to("files.completeUploadExternal")) == 3)
+        await standin.wait_for(lambda: len(standin.calls_to("files.completeUploadExternal")) == TRIES_OF_A_FOLLOWER)
         # Job 2 is mid-generation (held in its first UNet call, the 3rd overall) when the service stops.
         await rig.sender.post(rig.sender.slash_command("an interrupted owl", channel_id="CTWO"))
         await gate.wait_reached()
