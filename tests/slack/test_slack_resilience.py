@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,8 @@ from engine.local import QueueState
 from engine.requests import JobState
 from engine.store import JobStore
 from storage.database import Database
+from storage.deliveries import Deliveries as DeliveryLedger
+from storage.deliveries import Delivery, DeliveryState
 from storage.urls import sqlite_path
 from tests.slack_harness import SlackRig, slack_settings, start_rig
 from tests.standins.slack_requests import slash_command_payload
@@ -251,24 +254,54 @@ async def test_a_request_acknowledged_while_the_service_stops_is_handled_after_t
         assert (upload.channel_id, len(standin.completed)) == ("CLATE", 1)
 
 
+CLOSINGS: dict[str, Callable[[SlackStandIn, str], None]] = {
+    "bot removed (not_in_channel)": lambda standin, channel: standin.channels_without_bot.add(channel),
+    "channel archived (is_archived)": lambda standin, channel: standin.archived_channels.add(channel),
+    "channel deleted (channel_not_found)": lambda standin, channel: standin.deleted_channels.add(channel),
+}
+
+
+@pytest.mark.parametrize("how", list(CLOSINGS))
 async def test_a_result_never_postable_is_given_up_and_its_requester_told_by_dm(
-    tmp_path: Path, tiny_model_dir: Path
+    how: str, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    """The bot is removed from the channel while the job runs: every post there fails, so after
-    service.delivery_give_up_s (here at once) the sweep gives up and tells the requester in a DM."""
+    """The channel closes to the bot for good while the job runs: every post there fails, so after
+    service.delivery_give_up_s (here at once) the sweep gives up, the delivery is failed with Slack's reason, and
+    the requester is told in a DM. The next job in the queue is delivered all the same."""
     async with SlackStandIn() as standin:
-        settings = slack_settings(tmp_path, tiny_model_dir, standin)
+        settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
         settings = replace(settings, service=replace(settings.service, delivery_give_up_s=1e-6))
-        rig = await start_rig(settings, standin, redelivery_interval_s=0.2)
+        runner, gate = await asyncio.to_thread(gated_runner, settings, 1)
+        rig = await start_rig(settings, standin, runner_factory=lambda: runner, redelivery_interval_s=0.2)
         try:
-            standin.fail("files.completeUploadExternal", 500, times=10_000)
             await rig.sender.post(rig.sender.slash_command("a lost kite", channel_id="CGONE", user_id="UKIM"))
-            await rig.message_saying("will follow")
-            standin.channels_without_bot.add("CGONE")  # removed: now even the note cannot go there
+            await gate.wait_reached()  # the status message is up; the images are not made yet
+            CLOSINGS[how](standin, "CGONE")
+            await rig.sender.post(rig.sender.slash_command("a found kite", channel_id="COPEN", user_id="ULEO"))
+            gate.release()
             told = await rig.message_saying("I couldn't post your images")
+            (delivered,) = await rig.uploads(1)
             await rig.conversation.settled()
+            (failed,) = [d for d in await deliveries(settings) if d.state is DeliveryState.FAILED]
         finally:
+            gate.release()
             await rig.stop()
         assert told.channel == "UKIM"  # a direct message to the requester
         assert told.text.count("a lost kite") == 1
-        assert standin.completed == []
+        assert delivered.channel_id == "COPEN"  # the queue went on
+        error = how.split("(")[1].rstrip(")")
+        assert failed.last_error is not None and error in failed.last_error
+
+
+async def deliveries(settings: Settings) -> list[Delivery]:
+    database = await Database.open(settings.store.url)
+    try:
+        ledger = DeliveryLedger(database)
+        store = await JobStore.open(settings.store.url)
+        try:
+            ids = [record.id for record in await store.in_states(list(JobState))]
+        finally:
+            await store.close()
+        return [d for d in [await ledger.get(job_id) for job_id in ids] if d is not None]
+    finally:
+        await database.close()

@@ -142,6 +142,8 @@ class SlackStandIn:
         """Channels the bot is not a member of: posting there fails as on Slack (not_in_channel)."""
         self.archived_channels: set[str] = set()
         """Archived channels: posting there fails as on Slack (is_archived); they can still be read."""
+        self.deleted_channels: set[str] = set()
+        """Deleted channels: every call naming one fails as on Slack (channel_not_found)."""
         self.file_messages: dict[tuple[str, str], PostedMessage] = {}
         """The messages that completed uploads shared their files in (apart from `messages`: not text posts)."""
         self.ephemerals: list[EphemeralMessage] = []
@@ -464,6 +466,8 @@ class SlackStandIn:
         }
 
     def _require_membership(self, channel: str | None) -> None:
+        if channel in self.deleted_channels:
+            raise SlackError("channel_not_found")
         if channel in self.channels_without_bot:
             raise SlackError("not_in_channel")
 
