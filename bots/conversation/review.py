@@ -200,7 +200,9 @@ class ReviewDesk:
         approved = item.state is ReviewState.APPROVED
         if entry.moderators is not None and item.decided_by:
             text = messages.review_decided(approved, item.decided_by, item.decision_reason or "")
-            await logged(entry.moderators.close_review(item.id, text), "updating a review message")
+            server = await self._servers.get(request.requester.platform, request.requester.server_id)
+            closing = entry.moderators.close_review(item.id, text, channel=server.moderator_channel)
+            await logged(closing, "updating a review message")
         if context.flagged_job:
             if approved:  # the moderator judged the filter wrong: release the original images
                 await self._release_withheld(context.flagged_job, replier)

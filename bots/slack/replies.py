@@ -304,12 +304,14 @@ class SlackModerators:
                 ],
             )
 
-    async def close_review(self, item_id: str, text: str) -> None:
-        message = self._posted.get(item_id) or await self._find_review_message(item_id)
+    async def close_review(self, item_id: str, text: str, channel: str = "") -> None:
+        """After a restart the post is looked for in the channel it went to (the workspace's own, or ours)."""
+        channel = channel or self.channel
+        message = self._posted.get(item_id) or await self._find_review_message(item_id, channel)
         if message is None:  # not found (too old, or no history scope): say it in the channel instead
             await self._poster.post_message(
                 post_key("review-decided", item_id),
-                Place(self.channel),
+                Place(channel),
                 text=blocks.fallback_text(text),
                 blocks=[blocks.section(text)],
             )
@@ -319,11 +321,11 @@ class SlackModerators:
         )
         self._posted.pop(item_id, None)
 
-    async def _find_review_message(self, item_id: str) -> ReviewMessage | None:
+    async def _find_review_message(self, item_id: str, channel: str) -> ReviewMessage | None:
         """After a restart the map is empty: the review message is the one whose buttons name the item
         (needs the `channels:history` or `groups:history` scope; without it the decision is posted anew)."""
         try:
-            page = await self.client.conversations_history(channel=self.channel, limit=HISTORY_SCAN_LIMIT)
+            page = await self.client.conversations_history(channel=channel, limit=HISTORY_SCAN_LIMIT)
         except SlackApiError as error:
             log.warning(
                 "review %s: cannot read the moderators' channel (%s); posting the decision",
@@ -335,7 +337,7 @@ class SlackModerators:
         for message in page.get("messages") or []:
             for block in message.get("blocks") or []:
                 if any(str(element.get("action_id", "")).endswith(suffix) for element in block.get("elements") or []):
-                    return ReviewMessage(self.channel, str(message["ts"]))
+                    return ReviewMessage(channel, str(message["ts"]))
         log.warning("review %s: its moderator message was not found; posting the decision", item_id)
         return None
 
