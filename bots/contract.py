@@ -84,8 +84,10 @@ class ReviewPost:
 class ModeratorChannel(Protocol):
     async def post_review(self, post: ReviewPost) -> None: ...
 
-    async def close_review(self, item_id: str, text: str) -> None:
-        """Update the posted review message: decided, by whom, buttons removed."""
+    async def close_review(self, item_id: str, text: str, channel: str = "") -> None:
+        """Update the posted review message: decided, by whom, buttons removed. `channel`: the server's own
+        review channel it was posted in (`ReviewPost.channel`; empty: the moderators' channel), where it is
+        looked for after a restart."""
 
 
 RepliersFor = Callable[[dict[str, Any]], Replier]

@@ -106,6 +106,7 @@ async def start_rig(
     admission: Admission | None = None,
     slow_start: bool = False,
     redelivery_interval_s: float = 60.0,
+    review_poll_s: float = 3600.0,
 ) -> SlackRig:
     """Start in `imagine serve`'s order: engine; adapter built (registers the platform) and started (resumes
     stored requests, takes new ones); conversation started (follows resumed jobs, delivers undelivered ones).
@@ -115,7 +116,7 @@ async def start_rig(
         [SlackAdapter],
         runner_factory=runner_factory,
         admission=admission,
-        conversation_options=rig_conversation_options(redelivery_interval_s),
+        conversation_options=rig_conversation_options(redelivery_interval_s, review_poll_s),
     )
     try:
         await service.start_adapters()

@@ -121,11 +121,12 @@ async def conversation_settled(conversation: Conversation, timeout_s: float = 12
     await asyncio.wait_for(conversation.settled(), timeout_s)
 
 
-def rig_conversation_options(redelivery_interval_s: float = 60.0) -> dict[str, Any]:
-    """The conversation as the platform rigs run it: every status shown, retries at once, no review polling."""
+def rig_conversation_options(redelivery_interval_s: float = 60.0, review_poll_s: float = 3600.0) -> dict[str, Any]:
+    """The conversation as the platform rigs run it: every status shown, retries at once, no review polling
+    (unless `review_poll_s` asks for it)."""
     return {
         "progress_interval_s": 0.0,
         "delivery_retry_delays": (0.0, 0.0),
-        "review_poll_s": 3600.0,
+        "review_poll_s": review_poll_s,
         "redelivery_interval_s": redelivery_interval_s,
     }

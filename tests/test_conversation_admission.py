@@ -37,7 +37,7 @@ class RecordingModerators:
         self.posts.append(post)
         self.posted.set()
 
-    async def close_review(self, item_id: str, text: str) -> None:
+    async def close_review(self, item_id: str, text: str, channel: str = "") -> None:
         self.closed.append((item_id, text))
         self.closed_event.set()
 

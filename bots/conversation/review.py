@@ -1,12 +1,18 @@
 """The review desk in chat: held prompts and withheld images posted to moderators, their decisions acted on
-exactly once wherever they were made (chat buttons, the dashboard or `imagine review`)."""
+exactly once wherever they were made (chat buttons, the dashboard or `imagine review`).
+
+A review post that fails (after the adapter's own retries) is tried again by the poller, backing off to once every
+`MAX_REPOST_INTERVAL_S`, for as long as its item waits for a decision: moderators get every held prompt in chat,
+not only in the dashboard. (Kept in memory: after a restart a pending item that never reached the chat is in the
+dashboard and `imagine review list`.)"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from bots import messages
 from bots.buttons import Action, Button
@@ -19,13 +25,25 @@ from bots.conversation.tasks import logged
 from engine.api import JobQueue, JobRecord
 from engine.requests import GenerationRequest, Requester
 from moderation.admission import Admission
-from moderation.errors import ReviewError
+from moderation.errors import ReviewError, ReviewItemNotFound
 from moderation.messages import review_outcome_message
 from moderation.review import ReviewItem, ReviewState
 from moderation.verdict import Action as VerdictAction
 from moderation.verdict import Verdict
 
 log = logging.getLogger(__name__)
+MAX_REPOST_INTERVAL_S = 600.0
+
+
+@dataclass(frozen=True)
+class UnpostedReview:
+    """A review post that did not reach the moderators' channel yet."""
+
+    platform: str
+    post: ReviewPost
+    failures: int
+    next_try_at: float
+    """time.monotonic() seconds."""
 
 
 class ReviewDesk:
@@ -44,6 +62,7 @@ class ReviewDesk:
         self.poll_s = poll_s
         self._decisions_lock = asyncio.Lock()
         self._submitter: Submitter | None = None
+        self._unposted: dict[str, UnpostedReview] = {}
 
     def attach(self, submitter: Submitter) -> None:
         """An approved prompt is submitted like any other (the submitter posts held prompts here: a cycle that
@@ -67,7 +86,56 @@ class ReviewDesk:
             image_paths=tuple(image_paths),
             channel=server.moderator_channel,
         )
-        await logged(entry.moderators.post_review(post), f"posting review item {item_id}")
+        await self._post(who.platform, post)
+
+    async def _post(self, platform: str, post: ReviewPost) -> None:
+        """Post for review; on failure keep it for `repost_unposted`, at doubling intervals."""
+        entry = self._platforms.get(platform)
+        if entry is None or entry.moderators is None:
+            self._unposted.pop(post.item_id, None)
+            return
+        try:
+            await entry.moderators.post_review(post)
+        except Exception as error:  # the platform failed past its own retries: never lose the post
+            earlier = self._unposted.get(post.item_id)
+            failures = 1 + (earlier.failures if earlier else 0)
+            wait = min(self.poll_s * 2**failures, MAX_REPOST_INTERVAL_S)
+            self._unposted[post.item_id] = UnpostedReview(platform, post, failures, time.monotonic() + wait)
+            log.error(
+                "posting review item %s to the %s moderators failed (%r); trying again in %.0f s",
+                post.item_id,
+                platform,
+                error,
+                wait,
+            )
+            return
+        self._unposted.pop(post.item_id, None)
+
+    async def repost_unposted(self) -> None:
+        """Try again the review posts that failed and are due, while their items still wait for a decision."""
+        for item_id, unposted in list(self._unposted.items()):
+            if time.monotonic() < unposted.next_try_at:
+                continue
+            if not await self._still_pending(item_id):
+                self._unposted.pop(item_id, None)
+                continue
+            await self._post(unposted.platform, unposted.post)
+            if item_id not in self._unposted:
+                log.info(
+                    "review item %s reached the %s moderators after %d failures",
+                    item_id,
+                    unposted.platform,
+                    unposted.failures,
+                )
+
+    async def _still_pending(self, item_id: str) -> bool:
+        if self._admission is None:
+            return False
+        try:
+            item = await self._admission.review.get(item_id)
+        except ReviewItemNotFound:
+            return False
+        return item.state is ReviewState.PENDING
 
     async def flag_withheld_images(self, record: JobRecord) -> None:
         """Send a job whose output the image filter withheld to the moderators, with the blurred images."""
@@ -118,6 +186,7 @@ class ReviewDesk:
     async def poll_decisions(self) -> None:
         while True:
             await logged(self.process_decisions(), "processing review decisions")
+            await logged(self.repost_unposted(), "posting review items again")
             await asyncio.sleep(self.poll_s)
 
     async def _act_on_decision(self, item: ReviewItem) -> None:
@@ -131,7 +200,9 @@ class ReviewDesk:
         approved = item.state is ReviewState.APPROVED
         if entry.moderators is not None and item.decided_by:
             text = messages.review_decided(approved, item.decided_by, item.decision_reason or "")
-            await logged(entry.moderators.close_review(item.id, text), "updating a review message")
+            server = await self._servers.get(request.requester.platform, request.requester.server_id)
+            closing = entry.moderators.close_review(item.id, text, channel=server.moderator_channel)
+            await logged(closing, "updating a review message")
         if context.flagged_job:
             if approved:  # the moderator judged the filter wrong: release the original images
                 await self._release_withheld(context.flagged_job, replier)

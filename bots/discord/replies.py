@@ -467,24 +467,25 @@ class DiscordModeratorChannel:
         )
         self._posted[post.item_id] = (channel_id, message.id)
 
-    async def close_review(self, item_id: str, text: str) -> None:
-        """After a restart only the moderators' own channel is searched (not a server's own review channel)."""
+    async def close_review(self, item_id: str, text: str, channel: str = "") -> None:
+        """After a restart the post is looked for in the channel it went to (the server's own, or ours)."""
         posted = self._posted.get(item_id)
         if posted is None:
-            message_id = await self._find_review_message(item_id)
-            posted = (self._channel_id, message_id) if message_id is not None else None
-        if posted is None:
-            log.warning("review %s: its moderator message was not found; posting the decision", item_id)
-            await self._channel().send(text, allowed_mentions=_NO_MENTIONS)
-            return
+            channel_id = int(channel) if channel.isdigit() else self._channel_id
+            message_id = await self._find_review_message(item_id, channel_id)
+            posted = (channel_id, message_id) if message_id is not None else None
+            if posted is None:
+                log.warning("review %s: its moderator message was not found; posting the decision", item_id)
+                await self._channel(channel_id).send(text, allowed_mentions=_NO_MENTIONS)
+                return
         channel_id, message_id = posted
         await self._channel(channel_id).get_partial_message(message_id).edit(content=text, view=None)
         self._posted.pop(item_id, None)
 
-    async def _find_review_message(self, item_id: str) -> int | None:
+    async def _find_review_message(self, item_id: str, channel_id: int) -> int | None:
         """After a restart the id map is empty: the review message is the one whose buttons name the item."""
         suffix = f":{item_id}"
-        async for message in self._channel().history(limit=self.HISTORY_SCAN_LIMIT):
+        async for message in self._channel(channel_id).history(limit=self.HISTORY_SCAN_LIMIT):
             for row in message.components:
                 for component in getattr(row, "children", []):
                     if str(getattr(component, "custom_id", "") or "").endswith(suffix):

@@ -27,10 +27,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -42,7 +39,7 @@ from bots.slack import blocks
 from bots.slack.handling import BUTTON, COMMAND, DIRECT_MESSAGE, MENTION, PLATFORM, SlackRequestHandler
 from bots.slack.moderators import ModeratorCheck
 from bots.slack.replies import SlackModerators, SlackPlace, SlackReplier
-from bots.slack.retries import RepeatableServerErrorRetryHandler
+from bots.slack.retries import ConnectionErrorRetryHandler, RepeatableServerErrorRetryHandler
 from config.settings import ConfigError, Settings, SlackSettings
 from engine.requests import Requester
 from storage.database import Database
@@ -145,7 +142,7 @@ class SlackAdapter(AdapterLifecycle):
             token=self.config.bot_token,
             base_url=self.config.api_base,
             retry_handlers=[
-                AsyncConnectionErrorRetryHandler(),
+                ConnectionErrorRetryHandler(),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
                 RepeatableServerErrorRetryHandler(),
             ],

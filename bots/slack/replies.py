@@ -4,14 +4,16 @@ Where a conversation lives is a `SlackPlace` (channel, requester, thread, status
 as its JSON `delivery` context, so that `SlackPlace.from_context(...)` rebuilds the same replier after a restart.
 
 In a channel the status message is posted in the channel (or in the thread the user spoke in) and the images go
-into its thread; in a direct message both go straight into the DM. Images travel in ONE `files_upload_v2` call
-(one `files.completeUploadExternal` for all four), then a message with the buttons follows.
+into its thread; in a direct message both go straight into the DM. Images travel in ONE upload (one
+`files.completeUploadExternal` for all four), then a message with the buttons follows. Every post goes through
+bots/slack/posting.py: retried when Slack fails, and made once even when Slack's answer is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from bots.buttons import Button
 from bots.contract import Delivery, ReviewPost
 from bots.errors import PlaceUnreachable
 from bots.slack import blocks
+from bots.slack.posting import FileToUpload, OncePoster, Place, PostLog, post_key
 
 log = logging.getLogger(__name__)
 OUTSIDE_CHANNEL_ERRORS = frozenset({"not_in_channel", "channel_not_found"})
@@ -48,6 +51,10 @@ class SlackPlace:
     rebuilt replier after a restart or in a redelivery sweep, posts only the buttons, not the images again."""
     files: dict[str, list[str]] = field(default_factory=dict)
     """The Slack file ids of each job's uploaded images: the Delete button carries them (its `value`)."""
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Names this place's posts (their metadata), so that a retry finds what an earlier try posted."""
+    posts: PostLog = field(default_factory=PostLog)
+    """Posts that may have been made without our knowing (their answer was lost), and staged uploads."""
 
     @property
     def is_direct_message(self) -> bool:
@@ -61,7 +68,7 @@ class SlackPlace:
         return None if self.is_direct_message else self.status_ts
 
     def to_context(self) -> dict[str, Any]:
-        return {"platform": "slack", **asdict(self)}
+        return {"platform": "slack", **asdict(self), "posts": self.posts.to_dict()}
 
     @classmethod
     def from_context(cls, context: dict[str, Any]) -> SlackPlace:
@@ -73,6 +80,8 @@ class SlackPlace:
                 status_ts=_optional_str(context.get("status_ts")),
                 uploaded=[str(job_id) for job_id in context.get("uploaded") or []],
                 files={str(job): [str(f) for f in ids] for job, ids in (context.get("files") or {}).items()},
+                key=str(context.get("key") or uuid.uuid4().hex),  # places journaled before keys: a fresh one
+                posts=PostLog.from_dict(context.get("posts")),
             )
         except KeyError as missing:
             needed = missing.args[0]
@@ -105,6 +114,7 @@ class SlackReplier:
         bot is not a member of."""
         self._lock = asyncio.Lock()
         self._buttons_posted: set[str] = set()
+        self._poster = OncePoster(client, place.posts)
 
     def journal_place(self) -> dict[str, Any]:
         return self.place.to_context()
@@ -115,9 +125,9 @@ class SlackReplier:
             if self.place.status_ts is not None and await self._edit_status(text, rows):
                 return
             try:
-                posted = await self.client.chat_postMessage(
-                    channel=self.place.channel,
-                    thread_ts=self.place.thread_ts,
+                self.place.status_ts = await self._poster.post_message(
+                    post_key("status", self.place.key),
+                    Place(self.place.channel, self.place.thread_ts),
                     text=blocks.fallback_text(text),
                     blocks=blocks.message_blocks(text, rows),
                 )
@@ -125,7 +135,6 @@ class SlackReplier:
                 if is_outside_channel(error):
                     raise PlaceUnreachable(f"not a member of {self.place.channel}") from error
                 raise
-            self.place.status_ts = str(posted["ts"])
 
     async def _edit_status(self, text: str, rows: tuple[tuple[Button, ...], ...]) -> bool:
         """Edit the status message; False when it is gone (deleted by someone) so a new one is posted."""
@@ -176,35 +185,36 @@ class SlackReplier:
     async def deliver(self, delivery: Delivery) -> None:
         """Upload the images (one call), then post the buttons. A retry after a failure redoes only the step
         that failed, so one successful delivery never shows the images twice."""
+        # One delivery's posts are named by the place, the job and its files (a release of withheld images is
+        # another delivery of the same job).
+        key = post_key(self.place.key, delivery.job_id, *(a.path for a in delivery.attachments))
         async with self._lock:
             if delivery.job_id not in self.place.uploaded:
-                file_ids = await self._upload(delivery)
+                file_ids = await self._upload(key, delivery)
                 self.place.uploaded.append(delivery.job_id)
                 self.place.files[delivery.job_id] = file_ids
             if delivery.button_rows and delivery.job_id not in self._buttons_posted:
                 files = ",".join(self.place.files.get(delivery.job_id, []))
-                await self.client.chat_postMessage(
-                    channel=self.place.channel,
-                    thread_ts=self.place.reply_thread,
+                await self._poster.post_message(
+                    post_key("buttons", key),
+                    Place(self.place.channel, self.place.reply_thread),
                     text=blocks.fallback_text(delivery.text),
                     blocks=blocks.with_delete_value(blocks.message_blocks(delivery.text, delivery.button_rows), files),
                 )
                 self._buttons_posted.add(delivery.job_id)
 
-    async def _upload(self, delivery: Delivery) -> list[str]:
-        """Upload the images in one call; their Slack file ids."""
+    async def _upload(self, key: str, delivery: Delivery) -> list[str]:
+        """Upload the images, shared in one message; their Slack file ids."""
         contents = await asyncio.gather(*(asyncio.to_thread(Path(a.path).read_bytes) for a in delivery.attachments))
-        uploads = [
-            {"file": data, "filename": attachment.filename, "title": attachment.filename}
-            for attachment, data in zip(delivery.attachments, contents, strict=True)
-        ]
-        response = await self.client.files_upload_v2(
-            file_uploads=uploads,
-            channel=self.place.channel,
-            thread_ts=self.place.reply_thread,
+        return await self._poster.upload_files(
+            post_key("images", key),
+            Place(self.place.channel, self.place.reply_thread),
+            [
+                FileToUpload(attachment.filename, attachment.filename, data)
+                for attachment, data in zip(delivery.attachments, contents, strict=True)
+            ],
             initial_comment=blocks.fallback_text(delivery.text, mention=self.place.user),
         )
-        return [str(file["id"]) for file in response.get("files") or [] if isinstance(file, dict) and file.get("id")]
 
     async def remove_pressed_message(self) -> None:
         """The Delete button: the message with the buttons (chat.delete) and the uploaded images (files.delete,
@@ -218,19 +228,28 @@ class SlackReplier:
     async def notify(self, text: str) -> None:
         """In the place of the request, mentioning the requester; where the bot can no longer post (removed,
         channel archived or deleted), in a direct message instead."""
+        key = post_key("notify", uuid.uuid4().hex)  # each note is its own post, however alike their texts
         try:
-            await self.client.chat_postMessage(
-                channel=self.place.channel,
-                thread_ts=self.place.reply_thread,
+            await self._poster.post_message(
+                key,
+                Place(self.place.channel, self.place.reply_thread),
                 text=blocks.fallback_text(text, mention=self.place.user),
                 blocks=[blocks.section(text, mention=self.place.user)],
             )
         except SlackApiError as error:
             if self.place.channel == self.place.user or not self.place.user:
                 raise
-            log.info("cannot post in %s (%s); telling %s by DM", self.place.channel, error, self.place.user)
-            await self.client.chat_postMessage(
-                channel=self.place.user, text=blocks.fallback_text(text), blocks=[blocks.section(text)]
+            log.info(
+                "cannot post in %s (%s); telling %s by DM",
+                self.place.channel,
+                error.response.get("error"),
+                self.place.user,
+            )
+            await self._poster.post_message(
+                post_key("notify-dm", key),
+                Place(self.place.user),
+                text=blocks.fallback_text(text),
+                blocks=[blocks.section(text)],
             )
 
 
@@ -247,36 +266,54 @@ class SlackModerators:
     client: AsyncWebClient
     channel: str
     _posted: dict[str, ReviewMessage] = field(default_factory=dict)
+    _posts: PostLog = field(default_factory=PostLog)
+    """Review posts that may have been made without our knowing (kept in memory: the desk retries in-process)."""
+
+    @property
+    def _poster(self) -> OncePoster:
+        return OncePoster(self.client, self._posts)
 
     def remember(self, item_id: str, channel: str, ts: str) -> None:
         """Note where a review message is (from a moderator's click): after a restart this is how we find it."""
         self._posted[item_id] = ReviewMessage(channel, ts)
 
     async def post_review(self, post: ReviewPost) -> None:
-        """In the moderators' channel, or the workspace's own when its admins set one."""
-        channel = post.channel or self.channel
-        posted = await self.client.chat_postMessage(
-            channel=channel,
-            text=blocks.fallback_text(post.text),
-            blocks=blocks.message_blocks(post.text, (post.buttons,)),
-        )
-        self.remember(post.item_id, channel, str(posted["ts"]))
+        """In the moderators' channel, or the workspace's own when its admins set one.
+
+        A retry after a failure (the review desk's) posts only what did not get through: the message once, then
+        the images in its thread."""
+        posted = self._posted.get(post.item_id)
+        if posted is None:
+            channel = post.channel or self.channel
+            ts = await self._poster.post_message(
+                post_key("review", post.item_id),
+                Place(channel),
+                text=blocks.fallback_text(post.text),
+                blocks=blocks.message_blocks(post.text, (post.buttons,)),
+            )
+            posted = ReviewMessage(channel, ts)
+            self._posted[post.item_id] = posted
         if post.image_paths:
             contents = await asyncio.gather(*(asyncio.to_thread(Path(p).read_bytes) for p in post.image_paths))
-            await self.client.files_upload_v2(
-                file_uploads=[
-                    {"file": data, "filename": Path(path).name, "title": Path(path).name}
+            await self._poster.upload_files(
+                post_key("review-images", post.item_id),
+                Place(posted.channel, posted.ts),
+                [
+                    FileToUpload(Path(path).name, Path(path).name, data)
                     for path, data in zip(post.image_paths, contents, strict=True)
                 ],
-                channel=channel,
-                thread_ts=str(posted["ts"]),
             )
 
-    async def close_review(self, item_id: str, text: str) -> None:
-        message = self._posted.get(item_id) or await self._find_review_message(item_id)
+    async def close_review(self, item_id: str, text: str, channel: str = "") -> None:
+        """After a restart the post is looked for in the channel it went to (the workspace's own, or ours)."""
+        channel = channel or self.channel
+        message = self._posted.get(item_id) or await self._find_review_message(item_id, channel)
         if message is None:  # not found (too old, or no history scope): say it in the channel instead
-            await self.client.chat_postMessage(
-                channel=self.channel, text=blocks.fallback_text(text), blocks=[blocks.section(text)]
+            await self._poster.post_message(
+                post_key("review-decided", item_id),
+                Place(channel),
+                text=blocks.fallback_text(text),
+                blocks=[blocks.section(text)],
             )
             return
         await self.client.chat_update(
@@ -284,11 +321,11 @@ class SlackModerators:
         )
         self._posted.pop(item_id, None)
 
-    async def _find_review_message(self, item_id: str) -> ReviewMessage | None:
+    async def _find_review_message(self, item_id: str, channel: str) -> ReviewMessage | None:
         """After a restart the map is empty: the review message is the one whose buttons name the item
         (needs the `channels:history` or `groups:history` scope; without it the decision is posted anew)."""
         try:
-            page = await self.client.conversations_history(channel=self.channel, limit=HISTORY_SCAN_LIMIT)
+            page = await self.client.conversations_history(channel=channel, limit=HISTORY_SCAN_LIMIT)
         except SlackApiError as error:
             log.warning(
                 "review %s: cannot read the moderators' channel (%s); posting the decision",
@@ -300,7 +337,7 @@ class SlackModerators:
         for message in page.get("messages") or []:
             for block in message.get("blocks") or []:
                 if any(str(element.get("action_id", "")).endswith(suffix) for element in block.get("elements") or []):
-                    return ReviewMessage(self.channel, str(message["ts"]))
+                    return ReviewMessage(channel, str(message["ts"]))
         log.warning("review %s: its moderator message was not found; posting the decision", item_id)
         return None
 

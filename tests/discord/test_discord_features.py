@@ -305,3 +305,28 @@ async def test_a_servers_own_moderator_role_and_review_channel(rig: DiscordRig, 
     await standin.click(images.id, delete_id(images), member_moderator, role_ids=[role])
     await rig.message_saying(messages.DELETED)
     assert standin.messages[images.id].deleted
+
+
+async def test_a_decision_after_a_restart_edits_the_post_in_the_servers_review_channel(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    settings = feature_settings(tmp_path, tiny_model_dir, standin)
+    channel = standin.other_channel_id
+    first = await start_rig(settings, standin, moderated=True)
+    try:
+        await set_setting(standin, "moderator-channel", f"<#{channel}>")
+        await standin.send_command(standin.make_user("max"), {"prompt": "Elmo holding a bloody knife"})
+        post = await standin.wait_until(lambda: next(iter(standin.channel_messages(channel)), None), what="a post")
+    finally:
+        await first.stop()
+    second = await start_rig(
+        settings, standin, moderated=True
+    )  # it knows nothing of where the post went but the server's settings
+    try:
+        approve = next(custom_id for custom_id in post.custom_ids if custom_id.startswith("imagine:approve:"))
+        await standin.click(post.id, approve, standin.make_user("mod"), role_ids=[standin.moderator_role.id])
+        await second.images_messages()
+        assert standin.messages[post.id].content.startswith("✅ Approved")
+        assert standin.channel_messages(standin.moderator_channel_id) == []  # not posted anew in ours
+    finally:
+        await second.stop()

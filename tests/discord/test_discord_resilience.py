@@ -22,11 +22,14 @@ from engine.requests import GenerationRequest, JobState
 from engine.store import JobStore
 from moderation.admission import Admission, AdmissionDecision
 from storage.database import Database
+from storage.deliveries import Deliveries as DeliveryLedger
+from storage.deliveries import Delivery, DeliveryState
 from storage.urls import sqlite_path
 from tests.conftest import NetworkGuardError
-from tests.discord_harness import FakeClock, discord_settings, start_rig
-from tests.standins.discord_server import DROP_CONNECTION, DiscordStandIn, InteractionRecord
-from tests.support import gated_runner, make_settings
+from tests.discord_harness import DiscordRig, FakeClock, discord_settings, start_rig
+from tests.standins.discord_payloads import User
+from tests.standins.discord_server import DROP_CONNECTION, DiscordStandIn, InteractionRecord, RecordedRequest
+from tests.support import UnetGate, conversation_settled, gated_runner, make_settings
 
 pytestmark = pytest.mark.timeout(240)
 WEBHOOK = r"/webhooks/\d+/[^/]+"
@@ -167,6 +170,96 @@ async def test_a_job_that_outlives_its_interaction_token_is_delivered_with_the_b
     late_edits = standin.requests_to("PATCH", rf"/channels/{channel}/messages/{command.original_message_id}")
     assert late_edits and late_edits[-1].json["content"].startswith(messages.DONE)
     assert all(r.status == 401 for r in standin.requests_to("POST", WEBHOOK))
+
+
+async def start_locked_out(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn, **settings_changes: Any
+) -> tuple[DiscordRig, UnetGate, User]:
+    """A guild command whose job outlives its interaction token, while the bot loses access to the channel
+    (403 50001 Missing Access: no retry mends it). The job is held in its first UNet call: release the gate."""
+    settings = discord_settings(tmp_path, tiny_model_dir, standin, base_size=64)
+    settings = replace(settings, service=replace(settings.service, **settings_changes))
+    runner, gate = gated_runner(settings)
+    clock = FakeClock()
+    rig = await start_rig(settings, standin, runner_factory=lambda: runner, clock=clock, redelivery_interval_s=0.2)
+    erin = standin.make_user("erin")
+    await standin.send_command(erin, {"prompt": "a locked room"})
+    await gate.wait_reached()
+    standin.expire_interaction_tokens()
+    clock.advance(FIFTEEN_MINUTES_AND_MORE)
+    standin.forbidden_channel_ids.add(standin.channel_id)
+    return rig, gate, erin
+
+
+async def test_images_for_a_channel_closed_to_the_bot_go_to_the_requester_by_dm_once(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    rig, gate, erin = await start_locked_out(tmp_path, tiny_model_dir, standin)
+    try:
+        gate.release()
+        (images,) = await rig.images_messages(channel_id=standin.dm_channel_id(erin))
+        await conversation_settled(rig.conversation)
+        assert await rig.engine.undelivered("discord") == []
+    finally:
+        gate.release()
+        await rig.stop()
+    refused = [r for r in standin.requests_to("POST", rf"/channels/{standin.channel_id}/messages") if r.files]
+    assert [r.status for r in refused] == [403]  # tried once: a 403 is not retried
+    assert len(images.files) == 4 and standin.messages_with_files() == [images]
+
+
+async def test_a_delivery_nowhere_to_go_is_given_up_with_its_reason_and_the_queue_goes_on(
+    tmp_path: Path, tiny_model_dir: Path, standin: DiscordStandIn
+) -> None:
+    """The channel is closed to the bot and the requester takes no DMs either (403 50007): after
+    service.delivery_give_up_s (here at once) the sweep stops, the delivery is failed with the reason, the
+    requester is told where that is still tried (a DM, refused too), and the next user's job is delivered."""
+    rig, gate, erin = await start_locked_out(tmp_path, tiny_model_dir, standin, delivery_give_up_s=1e-6)
+    dm = standin.dm_channel_id(erin)
+    standin.closed_dm_user_ids.add(erin.id)
+    try:
+        frank = standin.make_user("frank")
+        await standin.send_command(frank, {"prompt": "an open window"}, channel_id=standin.other_channel_id)
+        gate.release()
+        give_up_note = messages.delivery_given_up("a locked room")
+        await standin.wait_until(
+            lambda: any(r.json and r.json.get("content") == give_up_note for r in posts_to(standin, dm)),
+            what="the note that the images were given up",
+        )
+        (delivered,) = await rig.images_messages(channel_id=standin.other_channel_id)
+        await conversation_settled(rig.conversation)
+    finally:
+        gate.release()
+        await rig.stop()
+    assert len(delivered.files) == 4 and standin.messages_with_files() == [delivered]  # frank's, not blocked
+    assert {r.status for r in posts_to(standin, dm)} == {403}
+    failed = await delivery_of(rig.settings, erin)
+    assert failed.state is DeliveryState.FAILED and failed.last_error is not None
+    assert "50007" in failed.last_error and "Cannot send messages to this user" in failed.last_error
+    database = await Database.open(rig.settings.store.url)
+    try:
+        assert await DeliveryLedger(database).due("discord") == []  # never offered again
+    finally:
+        await database.close()
+
+
+def posts_to(standin: DiscordStandIn, channel_id: str) -> list[RecordedRequest]:
+    return standin.requests_to("POST", rf"/channels/{channel_id}/messages")
+
+
+async def delivery_of(settings: Settings, user: User) -> Delivery:
+    store = await JobStore.open(settings.store.url)
+    try:
+        (job,) = [r for r in await store.in_states(list(JobState)) if r.request.requester.user_id == user.id]
+    finally:
+        await store.close()
+    database = await Database.open(settings.store.url)
+    try:
+        delivery = await DeliveryLedger(database).get(job.id)
+    finally:
+        await database.close()
+    assert delivery is not None
+    return delivery
 
 
 async def test_a_gateway_reconnect_mid_job_resumes_and_loses_nothing(

@@ -241,3 +241,36 @@ async def test_a_workspaces_own_moderator_group_and_review_channel(rig: SlackRig
     await press_delete(rig, message, "UWSMOD")  # a member of the workspace's moderator group
     await rig.ephemeral_saying(messages.DELETED)
     assert rig.standin.deleted_files == {file.file_id for file in upload.files}
+
+
+async def test_a_decision_made_outside_chat_after_a_restart_edits_the_post_in_the_workspaces_channel(
+    tmp_path: Path, tiny_model_dir: Path, standin: SlackStandIn
+) -> None:
+    standin.admins.add(ADMIN)
+    settings = feature_settings(tmp_path, tiny_model_dir, standin)
+    first = await start_rig(settings, standin, admission=await Admission.open(settings, warm_up=False))
+    try:
+        await command(first, "/imagine-settings", "moderator-channel <#C0REVIEW1>")
+        await first.sender.post(first.sender.slash_command("Elmo holding a bloody knife", user_id="UGUS"))
+        post = await standin.wait_for(
+            lambda: next((m for m in standin.messages.values() if m.channel == "C0REVIEW1"), None)
+        )
+    finally:
+        await first.stop()
+    (approve,) = [
+        e["action_id"]
+        for b in post.blocks
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if "approve" in e["action_id"]
+    ]
+    second = await start_rig(settings, standin, admission=await Admission.open(settings, warm_up=False))
+    try:
+        assert second.admission is not None
+        await second.admission.review.approve(approve.rsplit(":", 1)[1], "web:moe")  # as the dashboard does
+        await second.conversation.process_review_decisions()
+        await delivered_after(second)
+        assert standin.messages[(post.channel, post.ts)].text.startswith("✅ Approved by web:moe")
+        assert not [m for m in standin.messages.values() if m.channel == MODERATOR_CHANNEL]  # not posted anew there
+    finally:
+        await second.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -12,11 +13,14 @@ import pytest
 
 from bots import messages
 from bots.intake import Intake
+from bots.slack.posting import RETRY_DELAYS_S
 from config.settings import Settings
 from engine.local import QueueState
 from engine.requests import JobState
 from engine.store import JobStore
 from storage.database import Database
+from storage.deliveries import Deliveries as DeliveryLedger
+from storage.deliveries import Delivery, DeliveryState
 from storage.urls import sqlite_path
 from tests.slack_harness import SlackRig, slack_settings, start_rig
 from tests.standins.slack_requests import slash_command_payload
@@ -24,6 +28,8 @@ from tests.standins.slack_server import SlackStandIn
 from tests.support import UnetGate, conversation_settled, gated_runner
 
 pytestmark = pytest.mark.timeout(300)
+TRIES_OF_A_FOLLOWER = (len(RETRY_DELAYS_S) + 1) * 3
+"""Each post is tried 1 + len(RETRY_DELAYS_S) times, in each of the follower's three deliveries (tests/support)."""
 
 
 def image_messages(standin: SlackStandIn) -> list[str]:
@@ -44,7 +50,7 @@ async def test_rate_limited_and_failing_uploads_are_retried_and_delivered_once(
         try:
             standin.fail("upload", 429, retry_after=0)
             standin.fail("files.completeUploadExternal", 429, retry_after=1)
-            standin.fail("files.completeUploadExternal", 500)  # not retried by the SDK: the delivery is
+            standin.fail("files.completeUploadExternal", 500)  # retried (bots/slack/posting.py) once it looked
             await rig.sender.post(rig.sender.slash_command("a patient fox"))
 
             await rig.message_saying(messages.DONE)
@@ -89,7 +95,8 @@ async def test_when_only_the_buttons_failed_a_later_sweep_does_not_post_the_imag
         try:
             await rig.sender.post(rig.sender.slash_command("a stubborn heron"))
             await gate.wait_reached()  # the status message is posted; the images are not made yet
-            standin.fail("chat.postMessage", 500, times=3)  # the buttons message, each of the follower's tries
+            # The buttons message: four tries in each of the follower's three (bots/slack/posting.py retries too).
+            standin.fail("chat.postMessage", 500, times=TRIES_OF_A_FOLLOWER)
             gate.release()
             await rig.message_saying("will follow")
             await standin.wait_for(lambda: len(image_messages(standin)) == 1)
@@ -98,7 +105,7 @@ async def test_when_only_the_buttons_failed_a_later_sweep_does_not_post_the_imag
         finally:
             await rig.stop()
         assert len(standin.completed) == 1  # the images went up once
-        assert [c.status for c in standin.calls_to("chat.postMessage")].count(500) == 3
+        assert [c.status for c in standin.calls_to("chat.postMessage")].count(500) == TRIES_OF_A_FOLLOWER
 
 
 async def test_restart_mid_job_and_before_delivery_delivers_each_job_exactly_once(
@@ -109,9 +116,9 @@ async def test_restart_mid_job_and_before_delivery_delivers_each_job_exactly_onc
         runner, gate = await asyncio.to_thread(gated_runner, settings, 3)
         rig = await start_rig(settings, standin, runner_factory=lambda: runner)
         # Job 1 finishes, but Slack refuses every delivery attempt: it stays done-but-undelivered.
-        standin.fail("files.completeUploadExternal", 500, times=3)
+        standin.fail("files.completeUploadExternal", 500, times=TRIES_OF_A_FOLLOWER)
         await rig.sender.post(rig.sender.slash_command("a finished but undelivered fox", channel_id="CONE"))
-        await standin.wait_for(lambda: len(standin.calls_to("files.completeUploadExternal")) == 3)
+        await standin.wait_for(lambda: len(standin.calls_to("files.completeUploadExternal")) == TRIES_OF_A_FOLLOWER)
         # Job 2 is mid-generation (held in its first UNet call, the 3rd overall) when the service stops.
         await rig.sender.post(rig.sender.slash_command("an interrupted owl", channel_id="CTWO"))
         await gate.wait_reached()
@@ -247,24 +254,54 @@ async def test_a_request_acknowledged_while_the_service_stops_is_handled_after_t
         assert (upload.channel_id, len(standin.completed)) == ("CLATE", 1)
 
 
+CLOSINGS: dict[str, Callable[[SlackStandIn, str], None]] = {
+    "bot removed (not_in_channel)": lambda standin, channel: standin.channels_without_bot.add(channel),
+    "channel archived (is_archived)": lambda standin, channel: standin.archived_channels.add(channel),
+    "channel deleted (channel_not_found)": lambda standin, channel: standin.deleted_channels.add(channel),
+}
+
+
+@pytest.mark.parametrize("how", list(CLOSINGS))
 async def test_a_result_never_postable_is_given_up_and_its_requester_told_by_dm(
-    tmp_path: Path, tiny_model_dir: Path
+    how: str, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    """The bot is removed from the channel while the job runs: every post there fails, so after
-    service.delivery_give_up_s (here at once) the sweep gives up and tells the requester in a DM."""
+    """The channel closes to the bot for good while the job runs: every post there fails, so after
+    service.delivery_give_up_s (here at once) the sweep gives up, the delivery is failed with Slack's reason, and
+    the requester is told in a DM. The next job in the queue is delivered all the same."""
     async with SlackStandIn() as standin:
-        settings = slack_settings(tmp_path, tiny_model_dir, standin)
+        settings = slack_settings(tmp_path, tiny_model_dir, standin, steps=2)
         settings = replace(settings, service=replace(settings.service, delivery_give_up_s=1e-6))
-        rig = await start_rig(settings, standin, redelivery_interval_s=0.2)
+        runner, gate = await asyncio.to_thread(gated_runner, settings, 1)
+        rig = await start_rig(settings, standin, runner_factory=lambda: runner, redelivery_interval_s=0.2)
         try:
-            standin.fail("files.completeUploadExternal", 500, times=10_000)
             await rig.sender.post(rig.sender.slash_command("a lost kite", channel_id="CGONE", user_id="UKIM"))
-            await rig.message_saying("will follow")
-            standin.channels_without_bot.add("CGONE")  # removed: now even the note cannot go there
+            await gate.wait_reached()  # the status message is up; the images are not made yet
+            CLOSINGS[how](standin, "CGONE")
+            await rig.sender.post(rig.sender.slash_command("a found kite", channel_id="COPEN", user_id="ULEO"))
+            gate.release()
             told = await rig.message_saying("I couldn't post your images")
+            (delivered,) = await rig.uploads(1)
             await rig.conversation.settled()
+            (failed,) = [d for d in await deliveries(settings) if d.state is DeliveryState.FAILED]
         finally:
+            gate.release()
             await rig.stop()
         assert told.channel == "UKIM"  # a direct message to the requester
         assert told.text.count("a lost kite") == 1
-        assert standin.completed == []
+        assert delivered.channel_id == "COPEN"  # the queue went on
+        error = how.split("(")[1].rstrip(")")
+        assert failed.last_error is not None and error in failed.last_error
+
+
+async def deliveries(settings: Settings) -> list[Delivery]:
+    database = await Database.open(settings.store.url)
+    try:
+        ledger = DeliveryLedger(database)
+        store = await JobStore.open(settings.store.url)
+        try:
+            ids = [record.id for record in await store.in_states(list(JobState))]
+        finally:
+            await store.close()
+        return [d for d in [await ledger.get(job_id) for job_id in ids] if d is not None]
+    finally:
+        await database.close()

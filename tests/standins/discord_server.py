@@ -221,6 +221,9 @@ class DiscordStandIn:
         self.interactions: dict[str, InteractionRecord] = {}
         self.synced_commands: list[dict[str, Any]] = []
         self.forbidden_channel_ids: set[str] = set()
+        """Channels the bot may not see (403 50001 Missing Access), as after losing View Channel."""
+        self.closed_dm_user_ids: set[str] = set()
+        """Users who accept no DMs from the bot: posting in their DM answers 403 50007, as Discord does."""
         self._dm_channels: dict[str, tuple[str, User]] = {}  # user id -> (channel id, user)
         self._nonces: dict[tuple[str, str], str] = {}
         self._failures: list[_Failure] = []
@@ -836,6 +839,12 @@ class DiscordStandIn:
         channel_id = self._channel_access(request)
         if isinstance(channel_id, web.Response):
             return channel_id
+        if any(
+            channel_id == channel
+            for user_id, (channel, _) in self._dm_channels.items()
+            if user_id in self.closed_dm_user_ids
+        ):
+            return _error(403, 50007, "Cannot send messages to this user")
         body, files = request[RECORD].json or {}, request[RECORD].files
         nonce = body.get("nonce")
         if nonce is not None and body.get("enforce_nonce"):

@@ -6,8 +6,13 @@ the query string (`files.*`), as JSON (`chat.*`) or as a form (the rest); bearer
 is answered `text/plain`, as files.slack.com does) and `files.completeUploadExternal` shares the uploaded bytes.
 `apps.connections.open` returns a `ws://127.0.0.1` URL for Socket Mode: hello, envelopes, acks.
 
+Messages keep their message metadata (`metadata` on chat.postMessage), returned by conversations.history and
+conversations.replies with `include_all_metadata`, as Slack does; a completed upload is shared in a message of its
+own (its `files`, its initial comment as text) that both return too.
+
 Every request is recorded (`calls`) and tests wait on conditions (`wait_for`) instead of sleeping. Failures are
-injected per method (`fail`): HTTP 429 with `Retry-After`, 500s, or Slack-level `ok: false` errors.
+injected per method (`fail`): HTTP 429 with `Retry-After`, 500s, or Slack-level `ok: false` errors; with
+`commit=True` the call takes effect first and only its answer is the failure (a lost response).
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class PostedMessage:
     thread_ts: str | None
     user: str = BOT_USER_ID
     edits: int = 0
+    metadata: JsonDict | None = None
+    files: list[JsonDict] = field(default_factory=list)
+    """A file share's files (`id`, `name`, `title`)."""
 
 
 @dataclass
@@ -100,6 +108,8 @@ class InjectedFailure:
     retry_after: int | None = None
     error: str | None = None
     times: int = 1
+    commit: bool = False
+    matching: Callable[[JsonDict], bool] | None = None
 
 
 @dataclass
@@ -130,6 +140,12 @@ class SlackStandIn:
         self.messages: dict[tuple[str, str], PostedMessage] = {}
         self.channels_without_bot: set[str] = set()
         """Channels the bot is not a member of: posting there fails as on Slack (not_in_channel)."""
+        self.archived_channels: set[str] = set()
+        """Archived channels: posting there fails as on Slack (is_archived); they can still be read."""
+        self.deleted_channels: set[str] = set()
+        """Deleted channels: every call naming one fails as on Slack (channel_not_found)."""
+        self.file_messages: dict[tuple[str, str], PostedMessage] = {}
+        """The messages that completed uploads shared their files in (apart from `messages`: not text posts)."""
         self.ephemerals: list[EphemeralMessage] = []
         self.responses: list[JsonDict] = []
         """Bodies posted to response URLs (slash command / interaction follow-ups)."""
@@ -138,9 +154,8 @@ class SlackStandIn:
         self.socket_acks: dict[str, JsonDict] = {}
         self._failures: dict[str, list[InjectedFailure]] = {}
         self._changed = asyncio.Condition()
-        self._ts_counter = itertools.count(1)
+        self._last_ts = 0.0
         self._id_counter = itertools.count(1)
-        self._epoch = int(time.time())
         self._sockets: list[SocketConnection] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -203,11 +218,17 @@ class SlackStandIn:
         retry_after: int | None = None,
         error: str | None = None,
         times: int = 1,
+        commit: bool = False,
+        matching: Callable[[JsonDict], bool] | None = None,
     ) -> None:
         """Make the next `times` calls of `api` fail: HTTP `status` (429 gets `Retry-After: retry_after`), or,
-        with `error` and status 200, a Slack-level `{"ok": false, "error": error}`."""
+        with `error` and status 200, a Slack-level `{"ok": false, "error": error}`. With `commit`, each call takes
+        effect first (the message is posted, the upload shared) and only its answer is the failure. With
+        `matching`, only calls whose arguments it accepts count (the others pass)."""
         self._failures.setdefault(api, []).append(
-            InjectedFailure(status=status, retry_after=retry_after, error=error, times=times)
+            InjectedFailure(
+                status=status, retry_after=retry_after, error=error, times=times, commit=commit, matching=matching
+            )
         )
 
     def clear_failures(self) -> None:
@@ -228,12 +249,19 @@ class SlackStandIn:
     def thread(self, channel: str, thread_ts: str) -> list[PostedMessage]:
         return [m for m in self.messages.values() if m.channel == channel and m.thread_ts == thread_ts]
 
+    def messages_in(self, channel: str) -> list[PostedMessage]:
+        """Every message in `channel`, text posts and file shares, oldest first."""
+        found = [m for m in (*self.messages.values(), *self.file_messages.values()) if m.channel == channel]
+        return sorted(found, key=lambda m: float(m.ts))
+
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
 
     def _next_ts(self) -> str:
-        return f"{self._epoch}.{next(self._ts_counter):06d}"
+        """Epoch seconds with microseconds, as Slack's are (`oldest`/`latest` compare them), always increasing."""
+        self._last_ts = max(time.time(), self._last_ts + 1e-6)
+        return f"{self._last_ts:.6f}"
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._id_counter):08d}"
@@ -340,14 +368,14 @@ class SlackStandIn:
             args=args,
         )
 
-    def _injected(self, api: str) -> InjectedFailure | None:
-        queue = self._failures.get(api)
-        if not queue:
+    def _injected(self, api: str, args: JsonDict) -> InjectedFailure | None:
+        queue = self._failures.get(api) or []
+        failure = next((f for f in queue if f.matching is None or f.matching(args)), None)
+        if failure is None:
             return None
-        failure = queue[0]
         failure.times -= 1
         if failure.times <= 0:
-            queue.pop(0)
+            queue.remove(failure)
         return failure
 
     async def _finish(self, call: SlackCall, status: int, payload: JsonDict, headers: dict[str, str]) -> web.Response:
@@ -362,8 +390,9 @@ class SlackStandIn:
     async def _handle_api(self, request: web.Request) -> web.Response:
         api = request.match_info["method"]
         call = await self._parse(request, api)
-        failure = self._injected(api)
-        if failure is not None:
+        failure = self._injected(api, call.args)
+        committed = failure if failure is not None and failure.commit else None
+        if failure is not None and committed is None:
             return await self._injected_response(call, failure)
         if api in slack_oidc.METHODS:  # a user's sign-in: client credentials or the user's own token, not the bot's
             payload = self.oidc.api(api, call.args, call.headers.get("Authorization", ""))
@@ -381,6 +410,8 @@ class SlackStandIn:
             payload = handler(self, call.args)
         except SlackError as exc:
             payload = {"ok": False, "error": exc.error}
+        if committed is not None:  # done, and the answer lost: what the client sees is the failure
+            return await self._injected_response(call, committed)
         return await self._finish(call, 200, payload, {})
 
     async def _injected_response(self, call: SlackCall, failure: InjectedFailure) -> web.Response:
@@ -394,7 +425,7 @@ class SlackStandIn:
 
     async def _handle_upload(self, request: web.Request) -> web.Response:
         call = await self._parse(request, "upload")
-        failure = self._injected("upload")
+        failure = self._injected("upload", call.args)
         file_id = request.match_info["file_id"]
         upload = self.uploads.get(file_id)
         if failure is not None:
@@ -435,19 +466,28 @@ class SlackStandIn:
         }
 
     def _require_membership(self, channel: str | None) -> None:
+        if channel in self.deleted_channels:
+            raise SlackError("channel_not_found")
         if channel in self.channels_without_bot:
             raise SlackError("not_in_channel")
 
+    def _require_postable(self, channel: str | None) -> None:
+        self._require_membership(channel)
+        if channel in self.archived_channels:
+            raise SlackError("is_archived")
+
     def _chat_post_message(self, args: JsonDict) -> JsonDict:
         channel = _required(args, "channel")
-        self._require_membership(channel)
+        self._require_postable(channel)
         text, blocks = _text_and_blocks(args)
         thread_ts = args.get("thread_ts") or None
         if thread_ts is not None and (channel, str(thread_ts)) not in self.messages:
             raise SlackError("thread_not_found")
-        message = PostedMessage(channel, self._next_ts(), text, blocks, str(thread_ts) if thread_ts else None)
+        message = PostedMessage(
+            channel, self._next_ts(), text, blocks, str(thread_ts) if thread_ts else None, metadata=_metadata(args)
+        )
         self.messages[(channel, message.ts)] = message
-        return {"ok": True, "channel": channel, "ts": message.ts, "message": _message_json(message)}
+        return {"ok": True, "channel": channel, "ts": message.ts, "message": _message_json(message, metadata=True)}
 
     def _chat_update(self, args: JsonDict) -> JsonDict:
         channel, ts = _required(args, "channel"), _required(args, "ts")
@@ -460,7 +500,7 @@ class SlackStandIn:
 
     def _chat_post_ephemeral(self, args: JsonDict) -> JsonDict:
         channel, user = _required(args, "channel"), _required(args, "user")
-        self._require_membership(channel)
+        self._require_postable(channel)
         text, blocks = _text_and_blocks(args)
         self.ephemerals.append(EphemeralMessage(channel, user, text, blocks, args.get("thread_ts") or None))
         return {"ok": True, "message_ts": self._next_ts()}
@@ -505,17 +545,34 @@ class SlackStandIn:
         }
 
     def _conversations_history(self, args: JsonDict) -> JsonDict:
-        """A channel's top-level messages, newest first, at most `limit` (one page: no cursor)."""
+        """A channel's top-level messages (file shares too) within `oldest`/`latest`, newest first, at most
+        `limit` (one page: no cursor); their metadata only with `include_all_metadata`."""
         channel = _required(args, "channel")
+        self._require_membership(channel)
         limit = int(args.get("limit") or 100)
-        top_level = [
-            m for m in self.messages.values() if m.channel == channel and (m.thread_ts is None or m.thread_ts == m.ts)
-        ]
-        newest_first = sorted(top_level, key=lambda m: float(m.ts), reverse=True)
+        top_level = [m for m in self.messages_in(channel) if m.thread_ts is None or m.thread_ts == m.ts]
+        newest_first = _within(top_level, args)[::-1]
         return {
             "ok": True,
-            "messages": [_message_json(m) for m in newest_first[:limit]],
+            "messages": [_message_json(m, metadata=_flag(args, "include_all_metadata")) for m in newest_first[:limit]],
             "has_more": len(newest_first) > limit,
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    def _conversations_replies(self, args: JsonDict) -> JsonDict:
+        """A thread: its parent, then its replies (file shares too), oldest first, within `oldest`/`latest`, at
+        most `limit` (one page: no cursor); their metadata only with `include_all_metadata`."""
+        channel, ts = _required(args, "channel"), _required(args, "ts")
+        self._require_membership(channel)
+        if (channel, ts) not in self.messages:
+            raise SlackError("thread_not_found")
+        limit = int(args.get("limit") or 1000)
+        in_thread = [m for m in self.messages_in(channel) if m.ts == ts or m.thread_ts == ts]
+        oldest_first = _within(in_thread, args)
+        return {
+            "ok": True,
+            "messages": [_message_json(m, metadata=_flag(args, "include_all_metadata")) for m in oldest_first[:limit]],
+            "has_more": len(oldest_first) > limit,
             "response_metadata": {"next_cursor": ""},
         }
 
@@ -533,7 +590,7 @@ class SlackStandIn:
     def _files_complete_upload(self, args: JsonDict) -> JsonDict:
         files = json.loads(_required(args, "files"))
         channel = args.get("channel_id") or None
-        self._require_membership(channel)
+        self._require_postable(channel)
         thread_ts = args.get("thread_ts") or None
         if thread_ts and channel and (channel, thread_ts) not in self.messages:
             raise SlackError("thread_not_found")
@@ -552,6 +609,19 @@ class SlackStandIn:
                 titles=[str(entry.get("title") or "") for entry in files],
             )
         )
+        if channel:  # shared in a message of its own (Slack posts it a moment later; here at once)
+            share = PostedMessage(
+                channel,
+                self._next_ts(),
+                str(args.get("initial_comment") or ""),
+                [],
+                thread_ts,
+                files=[
+                    {"id": f.file_id, "name": f.filename, "title": t}
+                    for f, t in zip(shared, self.completed[-1].titles, strict=True)
+                ],
+            )
+            self.file_messages[(channel, share.ts)] = share
         return {
             "ok": True,
             "files": [
@@ -580,6 +650,7 @@ class SlackStandIn:
         "users.info": _users_info,
         "conversations.open": _conversations_open,
         "conversations.history": _conversations_history,
+        "conversations.replies": _conversations_replies,
         "files.getUploadURLExternal": _files_get_upload_url,
         "files.completeUploadExternal": _files_complete_upload,
         "usergroups.users.list": _usergroups_users_list,
@@ -617,7 +688,7 @@ def _text_and_blocks(args: JsonDict) -> tuple[str, list[JsonDict]]:
     return text, list(blocks)
 
 
-def _message_json(message: PostedMessage) -> JsonDict:
+def _message_json(message: PostedMessage, *, metadata: bool = False) -> JsonDict:
     data: JsonDict = {
         "type": "message",
         "user": message.user,
@@ -628,4 +699,42 @@ def _message_json(message: PostedMessage) -> JsonDict:
     }
     if message.thread_ts:
         data["thread_ts"] = message.thread_ts
+    if message.files:
+        data["files"], data["upload"] = [dict(f) for f in message.files], True
+    if metadata and message.metadata is not None:
+        data["metadata"] = dict(message.metadata)
     return data
+
+
+def _metadata(args: JsonDict) -> JsonDict | None:
+    """chat.postMessage's `metadata` (an object in JSON, a JSON string in a form), as Slack checks it."""
+    value = args.get("metadata")
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict) or not isinstance(value.get("event_type"), str):
+        raise SlackError("invalid_metadata_format")
+    if not isinstance(value.get("event_payload"), dict):
+        raise SlackError("invalid_metadata_format")
+    return {"event_type": value["event_type"], "event_payload": dict(value["event_payload"])}
+
+
+def _flag(args: JsonDict, name: str) -> bool:
+    """A boolean argument: `true`/`1` in a query or form, a bool in JSON."""
+    value = args.get(name)
+    return value is True or str(value).lower() in ("1", "true")
+
+
+def _within(messages: list[PostedMessage], args: JsonDict) -> list[PostedMessage]:
+    """Those with `oldest` < ts < `latest` (both ends included with `inclusive`), oldest first."""
+    inclusive = _flag(args, "inclusive")
+    oldest = float(args["oldest"]) if args.get("oldest") not in (None, "") else None
+    latest = float(args["latest"]) if args.get("latest") not in (None, "") else None
+
+    def inside(ts: float) -> bool:
+        after = oldest is None or ts > oldest or (inclusive and ts == oldest)
+        before = latest is None or ts < latest or (inclusive and ts == latest)
+        return after and before
+
+    return sorted((m for m in messages if inside(float(m.ts))), key=lambda m: float(m.ts))
