@@ -40,6 +40,7 @@ from discord import app_commands  # noqa: E402
 from bench.ack_report import print_ack_table  # noqa: E402
 from bench.child_process import Child, percentile  # noqa: E402
 from bots.discord.adapter import DiscordAdapter  # noqa: E402
+from bots.process_tuning import tune_for_serving  # noqa: E402
 from bots.service import Service  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
 
@@ -208,6 +209,7 @@ async def measure(
         await bare.start()
         await child.ask({"wait_sessions": 1})
         await service.start()
+        tune_for_serving()  # as `imagine serve` does
         await child.ask({"wait_sessions": 2})
         for session in range(len(VARIANTS)):  # warm up: connection pools, first jobs, first models
             await child.ask({"session": session, "count": 5, "prefix": f"w{session}-", "answers": session == 1})

@@ -40,6 +40,7 @@ from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
 
 from bench.ack_report import print_ack_table  # noqa: E402
 from bench.child_process import Child  # noqa: E402
+from bots.process_tuning import tune_for_serving  # noqa: E402
 from bots.service import Service  # noqa: E402
 from bots.slack.adapter import EVENTS_PATH, SlackAdapter  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
@@ -139,6 +140,7 @@ class ImagineService(Service):
 
     async def start_on_port(self) -> int:
         await self.start()
+        tune_for_serving()  # as `imagine serve` does
         adapter = self.adapters[0]
         assert isinstance(adapter, SlackAdapter) and adapter.port is not None
         return adapter.port

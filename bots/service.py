@@ -14,9 +14,7 @@ Stop: `drain()` finishes queued work and lets followers deliver (or hands back w
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,31 +42,6 @@ DELIVERY_DRAIN_S = 60.0
 CLOSE_RESERVE_S = 5.0
 """Of `service.shutdown_timeout_s`, what is kept for closing adapters, the queue and the database (at most a
 third of it): queued work and deliveries get the rest."""
-THREAD_SWITCH_INTERVAL_S = 0.0005
-"""How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). The database's threads
-(aiosqlite's, and the one that stores what an acknowledgement waits on) let go of the GIL for every SQLite step
-and must then wait that long for it to come back from a busy event loop, each time: under a burst of commands
-the write their acknowledgements wait on took several times longer (an INSERT … RETURNING of 100 rows beside a
-busy thread: 37 ms at 5 ms, 1 ms at 0.5 ms). Switching more often costs the loop microseconds."""
-
-
-def tune_thread_switching() -> None:
-    """Hand the GIL over sooner (process-wide; see `THREAD_SWITCH_INTERVAL_S`)."""
-    sys.setswitchinterval(min(sys.getswitchinterval(), THREAD_SWITCH_INTERVAL_S))
-
-
-def freeze_startup_objects() -> None:
-    """Leave what start-up built (the models, libraries, settings: millions of objects that live as long as the
-    process) out of the garbage collector's full passes. Otherwise each full pass walks all of them: 300 ms
-    with the event loop stopped, every acknowledgement waiting, a few times a minute under load (bench/load.py,
-    measured with gc.callbacks). Objects made later are collected as before."""
-    gc.freeze()
-
-
-def unfreeze_objects() -> None:
-    """Undo `freeze_startup_objects` when the service closes: what it leaves behind may be collected (a test
-    process starts many services one after another)."""
-    gc.unfreeze()
 
 
 class AdapterFactory(Protocol):
@@ -180,7 +153,6 @@ class Service:
     async def start_adapters(self) -> None:
         """The database, the job queue (model load, journal replay), admission, then every adapter (each opens
         its intake and registers its platform with the conversation)."""
-        tune_thread_switching()
         if self.web is not None:  # first: /healthz answers, and /readyz says why not yet, while the model loads
             await self.web.start()
         await self.database.connect()
@@ -218,7 +190,6 @@ class Service:
         if self.conversation is None:
             raise RuntimeError("Service.start_adapters() first")
         await self.conversation.start()
-        freeze_startup_objects()
         self._serving = True
 
     async def readiness(self) -> dict[str, bool]:
@@ -264,4 +235,3 @@ class Service:
         await self.database.close()
         if self.web is not None:
             await self.web.close()
-        unfreeze_objects()

@@ -30,12 +30,14 @@ def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> in
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    from bots.process_tuning import tune_for_serving
     from bots.service import Service
 
     stop = stop or _stop_on_signals()
     service = Service(settings)
     try:
         await service.start()
+        tune_for_serving()
         if not service.adapters:
             log.warning("no chat platform has credentials (set IMAGINE_DISCORD__TOKEN or IMAGINE_SLACK__BOT_TOKEN)")
         names = [type(adapter).__name__ for adapter in service.adapters]
