@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Row, Update, select, update
+from sqlalchemy import ColumnElement, Row, Update, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.requests import GenerationRequest, Requester
@@ -142,7 +142,10 @@ class ReviewQueue:
 
     async def expire_due(self) -> int:
         """Mark pending items past their expiry as expired; returns how many."""
-        return await self._database.run(_expiry(self.clock()))
+        now = self.clock()
+        if not await self._any(_expiring(now)):
+            return 0
+        return await self._database.run(_expiry(now))
 
     async def claim_decided(
         self, states: Sequence[ReviewState] = DECIDED, platforms: Sequence[str] | None = None
@@ -150,11 +153,12 @@ class ReviewQueue:
         """Hand over decided items not yet handed to anyone, each exactly once (across processes). With
         `platforms`, only items whose requester is on one of them (a process claims only what it can deliver)."""
         now, token = self.clock(), new_id(8)
-        claim = update(review_items).where(
-            review_items.c.claim_token.is_(None), review_items.c.state.in_([s.value for s in states])
-        )
+        claimable = and_(review_items.c.claim_token.is_(None), review_items.c.state.in_([s.value for s in states]))
         if platforms is not None:  # an empty list claims nothing (SQLAlchemy renders an empty IN as false)
-            claim = claim.where(review_items.c.platform.in_(list(platforms)))
+            claimable = and_(claimable, review_items.c.platform.in_(list(platforms)))
+        if not await self._any(or_(claimable, _expiring(now))):
+            return []
+        claim = update(review_items).where(claimable)
         async with self._database.write() as db:
             await self._expire(db, now)
             # One UPDATE stamps every unclaimed row with our token; a concurrent claimant's UPDATE then finds
@@ -202,16 +206,26 @@ class ReviewQueue:
             raise ReviewExpired(item)
         raise AlreadyDecided(item)
 
+    async def _any(self, condition: ColumnElement[bool]) -> bool:
+        """Whether any item meets `condition`. The poller asks this first, every few seconds: a read takes no
+        write lock, so a poll that finds nothing to do does not hold up the writes acknowledgements wait on."""
+        async with self._database.read() as db:
+            return (await db.execute(select(review_items.c.id).where(condition).limit(1))).first() is not None
+
     @staticmethod
     async def _expire(db: AsyncConnection, now: float) -> int:
         return (await db.execute(_expiry(now))).rowcount
+
+
+def _expiring(now: float) -> ColumnElement[bool]:
+    return and_(review_items.c.state == ReviewState.PENDING.value, review_items.c.expires_at <= now)
 
 
 def _expiry(now: float) -> Update:
     """Pending items past their expiry become expired."""
     return (
         update(review_items)
-        .where(review_items.c.state == ReviewState.PENDING.value, review_items.c.expires_at <= now)
+        .where(_expiring(now))
         .values(state=ReviewState.EXPIRED.value, decided_by=SYSTEM, decided_at=now)
     )
 
