@@ -254,6 +254,7 @@ class Database:
             max_overflow=0,
         )
         event.listen(engine, "connect", _sqlite_connected)
+        event.listen(engine, "connect", _no_checkpoints_here)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
 
@@ -327,6 +328,13 @@ def _switch_to_wal(cursor: Any) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(WAL_SWITCH_RETRY_S)
+
+
+def _no_checkpoints_here(dbapi_connection: Any, _record: Any) -> None:
+    """The connection of `first=True` writes (what an acknowledgement waits on) never copies the WAL back into the
+    database: SQLite does that (with an fsync) in whichever commit finds the WAL past 1,000 pages, and that commit
+    would wait for it. The other connection, which every handled request writes through, still does."""
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
 
 def _sqlite_begin(connection: Any) -> None:

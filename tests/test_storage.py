@@ -313,6 +313,17 @@ async def test_a_writer_cancelled_while_queued_for_its_turn_leaves_the_queue_wor
         await take_a_turn()
 
 
+async def test_an_acknowledgements_write_leaves_wal_checkpoints_to_the_other_connection(tmp_path: Path) -> None:
+    database = await Database.open(f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        (first,) = await database.run_returning(text("PRAGMA wal_autocheckpoint"), first=True)
+        async with database.read() as connection:
+            ordinary = (await connection.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one()
+    finally:
+        await database.close()
+    assert (first[0], ordinary) == (0, 1000)
+
+
 async def first_and_ordinary_writes(url: str) -> list[str]:
     """While a write transaction is open, an ordinary write and then a `first=True` one; the order in which
     they committed (after checking that all three writes are there)."""
