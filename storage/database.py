@@ -97,12 +97,15 @@ class Database:
             return
         engine = self._build_engine()
         try:
+            path = self._driver_url.database
+            if is_sqlite(self._url) and path and path != MEMORY:
+                await asyncio.to_thread(_switch_to_wal, path)
             if migrate_schema:
                 async with engine.connect() as connection:
                     await connection.execution_options(**{BEGIN: IMMEDIATE})
                     async with connection.begin():
                         await connection.run_sync(migrate.upgrade)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
             await engine.dispose()
             raise StorageError(f"cannot open the database at {self._safe_url()}: {exc}") from exc
         self._engine = engine
@@ -309,25 +312,26 @@ def _sqlite_connected(dbapi_connection: Any, _record: Any) -> None:
     # SQLAlchemy emits BEGIN itself (below); the driver's own implicit BEGIN would be a deferred one.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    _switch_to_wal(cursor)
+    cursor.execute("PRAGMA journal_mode=WAL")  # a no-op, needing no lock: `connect()` switched the file already
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
 
 
-def _switch_to_wal(cursor: Any) -> None:
-    """`PRAGMA journal_mode=WAL`, waiting for a lock held by another connection (one opening the same new file
-    at that moment): SQLite answers this pragma "database is locked" at once rather than through the busy
-    handler. Runs on the driver's thread, so waiting here does not hold up the event loop."""
+def _switch_to_wal(path: str) -> None:
+    """Put the file in WAL mode (it stays so), in a thread of its own before any engine connects. Two processes
+    opening one new file at once both ask for the switch, and SQLite answers one of them "database is locked" at
+    once rather than through the busy handler: wait and ask again."""
     deadline = time.monotonic() + BUSY_TIMEOUT_S
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(WAL_SWITCH_RETRY_S)
+    with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as connection:
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(WAL_SWITCH_RETRY_S)
 
 
 def _no_checkpoints_here(dbapi_connection: Any, _record: Any) -> None:
