@@ -266,12 +266,12 @@ class SlackModerators:
     client: AsyncWebClient
     channel: str
     _posted: dict[str, ReviewMessage] = field(default_factory=dict)
-    _posts: PostLog = field(default_factory=PostLog)
-    """Review posts that may have been made without our knowing (kept in memory: the desk retries in-process)."""
+    _poster: OncePoster = field(init=False)
+    """Its log holds review posts that may have been made without our knowing (in memory: the desk retries
+    in-process)."""
 
-    @property
-    def _poster(self) -> OncePoster:
-        return OncePoster(self.client, self._posts)
+    def __post_init__(self) -> None:
+        self._poster = OncePoster(self.client, PostLog())
 
     def remember(self, item_id: str, channel: str, ts: str) -> None:
         """Note where a review message is (from a moderator's click): after a restart this is how we find it."""
