@@ -35,6 +35,7 @@ from bots import messages
 from bots.contract import AdapterLifecycle
 from bots.conversation import Conversation
 from bots.intake import Intake
+from bots.process_tuning import LISTEN_BACKLOG
 from bots.slack import blocks
 from bots.slack.handling import BUTTON, COMMAND, DIRECT_MESSAGE, MENTION, PLATFORM, SlackRequestHandler
 from bots.slack.moderators import ModeratorCheck
@@ -197,7 +198,7 @@ class SlackAdapter(AdapterLifecycle):
         web_app.add_routes([web.post(EVENTS_PATH, self._handle_http)])
         self._runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=LISTEN_BACKLOG)
         await site.start()
         self.port = self._runner.addresses[0][1]
         log.info("Slack adapter listening on http://%s:%s%s", self.config.host, self.port, EVENTS_PATH)

@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from bots.errors import AdapterStartError
+from bots.process_tuning import LISTEN_BACKLOG
 from config.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class WebServer:
     async def start(self) -> None:
         runner = web.AppRunner(self._app, access_log=None)  # one line per scrape of /metrics would drown the log
         await runner.setup()
-        site = web.TCPSite(runner, self._settings.host, self._settings.port)
+        site = web.TCPSite(runner, self._settings.host, self._settings.port, backlog=LISTEN_BACKLOG)
         try:
             await site.start()
         except OSError as exc:

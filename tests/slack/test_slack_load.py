@@ -5,6 +5,10 @@ their own, so that every answer (a status message in the channel, or a private r
 from __future__ import annotations
 
 import asyncio
+import selectors
+import socket
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +22,12 @@ from tests.standins.slack_server import SlackStandIn
 from tests.support import UnetGate, conversation_settled, gated_runner
 
 pytestmark = pytest.mark.timeout(240)
+
+BURST = 300
+"""Connections opened at once: more than aiohttp's default listen backlog (128) holds, well within ours."""
+HANDSHAKE_WAIT_S = 10.0
+"""How long the burst may take to connect (loopback handshakes take microseconds; a dropped one is retried by TCP
+after a second, and dropped again while nothing accepts): reached only when the test fails."""
 
 
 def user_id(user: int) -> str:
@@ -91,3 +101,48 @@ async def run_load(rig: SlackRig, standin: SlackStandIn, gate: UnetGate) -> None
 def by_channel(admitted: dict[str, list[str]]) -> dict[str, list[str]]:
     """Admitted jobs by the channel their user wrote in."""
     return {channel_of(int(user.removeprefix("slack:ULOAD"))): ids for user, ids in admitted.items()}
+
+
+async def test_a_burst_of_connections_while_the_loop_is_busy_waits_for_it_in_the_listen_backlog(rig: SlackRig) -> None:
+    """Slack opens a connection per request: a burst of them while the service's event loop is busy must wait
+    in the kernel's listen backlog until the loop accepts them. Here the loop is blocked on purpose while another
+    thread opens 300 connections; every handshake completes. (With aiohttp's default backlog the kernel dropped
+    all but 129, and each of those requests would have waited a second or more for TCP to try again.)"""
+    assert rig.adapter.port is not None
+    sockets: list[socket.socket] = []
+    burst_done = threading.Event()
+    connected: list[int] = []
+
+    def open_burst() -> None:
+        try:
+            connected.append(_connect_all(rig.adapter.port or 0, sockets))
+        finally:
+            burst_done.set()
+
+    thread = threading.Thread(target=open_burst)
+    thread.start()
+    burst_done.wait(HANDSHAKE_WAIT_S + 5)  # blocking the event loop on purpose: nothing accepts meanwhile
+    thread.join()
+    for connection in sockets:
+        connection.close()
+    assert connected == [BURST]
+
+
+def _connect_all(port: int, sockets: list[socket.socket]) -> int:
+    """Open `BURST` non-blocking connections to the port; how many completed their handshake in time."""
+    with selectors.DefaultSelector() as selector:
+        for _ in range(BURST):
+            connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            connection.setblocking(False)
+            sockets.append(connection)
+            connection.connect_ex(("127.0.0.1", port))
+            selector.register(connection, selectors.EVENT_WRITE)
+        completed = 0
+        deadline = time.monotonic() + HANDSHAKE_WAIT_S
+        while completed < BURST and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=0.1):
+                selector.unregister(key.fileobj)
+                connection = key.fileobj
+                assert isinstance(connection, socket.socket)
+                completed += connection.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        return completed

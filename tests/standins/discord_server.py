@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from tests.standins import PLATFORM_LISTEN_BACKLOG
 from tests.standins.discord_gateway import Gateway
 from tests.standins.discord_oauth import DiscordOAuth
 from tests.standins.discord_payloads import (
@@ -275,7 +276,7 @@ class DiscordStandIn:
         self.oauth.add_routes(app, api)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=PLATFORM_LISTEN_BACKLOG)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
-from tests.standins import slack_oidc
+from tests.standins import PLATFORM_LISTEN_BACKLOG, slack_oidc
 
 JsonDict = dict[str, Any]
 DEFAULT_BOT_TOKEN = "xoxb-standin-bot-token"
@@ -178,7 +178,7 @@ class SlackStandIn:
         self.oidc.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=PLATFORM_LISTEN_BACKLOG)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
