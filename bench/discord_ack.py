@@ -39,6 +39,7 @@ from discord import app_commands  # noqa: E402
 
 from bench.ack_report import print_ack_table  # noqa: E402
 from bench.child_process import Child, percentile  # noqa: E402
+from bench.quiet import engine_quiet  # noqa: E402
 from bots.discord.adapter import DiscordAdapter  # noqa: E402
 from bots.process_tuning import tune_for_serving  # noqa: E402
 from bots.service import Service  # noqa: E402
@@ -214,8 +215,9 @@ async def measure(
         for session in range(len(VARIANTS)):  # warm up: connection pools, first jobs, first models
             await child.ask({"session": session, "count": 5, "prefix": f"w{session}-", "answers": session == 1})
         for round_number in range(args.rounds):
-            # Alternate which variant goes first: the engine renders the previous imagine round's jobs in
-            # the background, and neither variant should always be the one that runs right after it.
+            # Alternate which variant goes first (neither is always the one right after the other's round);
+            # each starts from a quiet bot: the previous imagine round admitted, drawn and delivered. (Rendering
+            # meanwhile took the CPU from whichever round came next: ratios from 1.05 to 1.73 between runs.)
             order = list(enumerate(VARIANTS))
             for session, name in order if round_number % 2 == 0 else reversed(order):
                 result = await child.ask(
@@ -227,6 +229,8 @@ async def measure(
                         "answers": name == "imagine",
                     }
                 )
+                if name == "imagine":
+                    await engine_quiet(service)
                 latencies[name] += result["latencies_ms"]
                 answers += result["answers_ms"]
                 unacked[name] += result["unacked"]

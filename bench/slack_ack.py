@@ -8,7 +8,8 @@ Two variants, measured in alternating rounds against the same stand-in Slack:
   imagine     the Slack adapter's path before its ack: signature checks, bolt dispatch, the request stored in
               the durable intake (SQLite); admission, the job and the status message follow after the ack
 The load generator and the stand-in Slack Web API run in a child process (Slack is another machine), so the
-server's event loop only serves the app. Latency is from just before each signed POST to its HTTP 200.
+server's event loop only serves the app. Latency is from just before each signed POST (a connection of its own,
+as Slack opens) to its HTTP 200, sent by a client that costs next to nothing per request (bench/raw_http.py).
 Admission and the engine (tiny model) work through each imagine batch in the background while the rest of the
 batch is still being acknowledged, as in production; before the next batch of either variant the service is
 left to finish everything (admitted, drawn, delivered), so both variants start from the same quiet state.
@@ -40,7 +41,9 @@ from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
 
 from bench.ack_report import print_ack_table  # noqa: E402
 from bench.child_process import Child  # noqa: E402
-from bots.process_tuning import tune_for_serving  # noqa: E402
+from bench.quiet import engine_quiet  # noqa: E402
+from bench.raw_http import RawPost  # noqa: E402
+from bots.process_tuning import LISTEN_BACKLOG, tune_for_serving  # noqa: E402
 from bots.service import Service  # noqa: E402
 from bots.slack.adapter import EVENTS_PATH, SlackAdapter  # noqa: E402
 from config.settings import Settings, load_settings  # noqa: E402
@@ -77,17 +80,9 @@ async def fire(standin: Any, sender: Any, order: dict[str, Any]) -> dict[str, An
         )
         for i in range(order["count"])
     ]
+    posts = [RawPost.build(sender.endpoint, request.body, request.headers) for request in requests]
     calls_before = len(standin.calls)
-    connector = aiohttp.TCPConnector(limit=0)  # all at once: no client-side connection cap
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def post(request: Any) -> tuple[float, int]:
-            started = time.perf_counter()
-            async with session.post(sender.endpoint, data=request.body, headers=request.headers) as response:
-                await response.read()
-                return (time.perf_counter() - started) * 1000, response.status
-
-        results = await asyncio.gather(*(post(r) for r in requests))
+    results = await asyncio.gather(*(post.send() for post in posts))
     return {
         "latencies_ms": [ms for ms, _ in results],
         "statuses": [status for _, status in results],
@@ -121,7 +116,9 @@ class BareBolt:
         web_app.add_routes([web.post(EVENTS_PATH, self._handle)])
         self._runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # The adapter's listen backlog: otherwise a burst overflows aiohttp's default and a dropped handshake
+        # costs the baseline a second now and then (bots/process_tuning.py), which is not what is compared here.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=LISTEN_BACKLOG)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -151,9 +148,7 @@ class ImagineService(Service):
         adapter = self.adapters[0]
         assert isinstance(adapter, SlackAdapter)
         await adapter.intake.settled()
-        # The engine has no "all delivered" event to wait on; a benchmark may poll.
-        while await self.engine.active() or await self.engine.undelivered():  # noqa: ASYNC110
-            await asyncio.sleep(0.2)
+        await engine_quiet(self)
         return time.perf_counter() - started
 
 
