@@ -212,8 +212,13 @@ async def measure(
         await service.start()
         tune_for_serving()  # as `imagine serve` does
         await child.ask({"wait_sessions": 2})
-        for session in range(len(VARIANTS)):  # warm up: connection pools, first jobs, first models
-            await child.ask({"session": session, "count": 5, "prefix": f"w{session}-", "answers": session == 1})
+        # Warm up with a full-size batch per variant, not measured: discord.py's HTTP client opens a connection
+        # per defer sent at once and keeps it, so the first batch of each bot was also the one that opened them
+        # (p99 600-690 ms where later rounds took 175-340) and decided the pooled p99 on its own.
+        for session in range(len(VARIANTS)):
+            warm_up = {"session": session, "count": args.commands, "per_user": per_user, "prefix": f"w{session}-"}
+            await child.ask(warm_up | {"answers": session == 1})
+        await engine_quiet(service)
         for round_number in range(args.rounds):
             # Alternate which variant goes first (neither is always the one right after the other's round);
             # each starts from a quiet bot: the previous imagine round admitted, drawn and delivered. (Rendering

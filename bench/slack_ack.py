@@ -208,8 +208,11 @@ async def measure(args: argparse.Namespace, settings: Callable[[str, str], Setti
     await bare.start()
     ports = {"bare bolt": bare.port, "imagine": await service.start_on_port()}
     try:
-        for name, port in ports.items():  # warm up: bolt's lazy auth.test, connection pools, first jobs
-            await child.ask({"url": f"http://127.0.0.1:{port}{EVENTS_PATH}", "count": 5, "prefix": f"W{name[0]}"})
+        # Warm up with a full-size batch per variant, not measured (bolt's lazy auth.test, the first jobs, the
+        # caches of a batch that size), as bench/discord_ack.py does.
+        for name, port in ports.items():
+            warm_up = {"url": f"http://127.0.0.1:{port}{EVENTS_PATH}", "count": args.requests, "per_user": per_user}
+            await child.ask(warm_up | {"prefix": f"W{name[0]}"})
         await service.quiet()
         for round_number in range(args.rounds):
             for name, port in ports.items():
