@@ -117,6 +117,31 @@ class ReviewQueue:
             if inserted == 1:
                 return item
 
+    async def stage_post(self, item_id: str, post_json: str) -> None:
+        """Keep what the moderators' post of this item shows (opaque JSON), before it is posted."""
+        await self._database.run(update(review_items).where(review_items.c.id == item_id).values(post_json=post_json))
+
+    async def mark_posted(self, item_id: str) -> None:
+        await self._database.run(
+            update(review_items).where(review_items.c.id == item_id).values(posted_at=self.clock())
+        )
+
+    async def unposted(self, created_before: float) -> list[tuple[str, str]]:
+        """Pending items created before `created_before` whose staged post was never made: (id, post JSON) each,
+        oldest first. (Items created since are this process's own: it retries their posts itself.)"""
+        query = (
+            select(review_items.c.id, review_items.c.post_json)
+            .where(
+                review_items.c.state == ReviewState.PENDING.value,
+                review_items.c.post_json.is_not(None),
+                review_items.c.posted_at.is_(None),
+                review_items.c.created_at < created_before,
+            )
+            .order_by(review_items.c.created_at, review_items.c.id)
+        )
+        async with self._database.read() as db:
+            return [(item_id, post_json) for item_id, post_json in (await db.execute(query)).all()]
+
     async def get(self, item_id: str) -> ReviewItem:
         async with self._database.read() as db:
             item = await _select_one(db, item_id)

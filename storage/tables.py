@@ -60,6 +60,9 @@ review_items = Table(
     Column("decision_reason", Text),
     Column("claim_token", Text),
     Column("claimed_at", DOUBLE_PRECISION),
+    # From revision 0006: what the post to the moderators shows, stored before it is posted, and when it was.
+    Column("post_json", Text),
+    Column("posted_at", DOUBLE_PRECISION),
     Index("review_items_state", "state", "claim_token"),
 )
 

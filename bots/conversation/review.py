@@ -3,12 +3,13 @@ exactly once wherever they were made (chat buttons, the dashboard or `imagine re
 
 A review post that fails (after the adapter's own retries) is tried again by the poller, backing off to once every
 `MAX_REPOST_INTERVAL_S`, for as long as its item waits for a decision: moderators get every held prompt in chat,
-not only in the dashboard. (Kept in memory: after a restart a pending item that never reached the chat is in the
-dashboard and `imagine review list`.)"""
+not only in the dashboard. What a post shows is stored with its item before it is posted, and the item marked once
+it is: after a restart the poller first posts what a previous run never got to chat."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -63,6 +64,8 @@ class ReviewDesk:
         self._decisions_lock = asyncio.Lock()
         self._submitter: Submitter | None = None
         self._unposted: dict[str, UnpostedReview] = {}
+        self._started_at = admission.review.clock() if admission is not None else 0.0
+        """Items created before this are a previous run's (or another process's): see `resume_unposted`."""
 
     def attach(self, submitter: Submitter) -> None:
         """An approved prompt is submitted like any other (the submitter posts held prompts here: a cycle that
@@ -86,6 +89,8 @@ class ReviewDesk:
             image_paths=tuple(image_paths),
             channel=server.moderator_channel,
         )
+        if self._admission is not None:  # stored first: a restart posts it if this process cannot
+            await self._admission.review.stage_post(item_id, _post_to_json(who.platform, post))
         await self._post(who.platform, post)
 
     async def _post(self, platform: str, post: ReviewPost) -> None:
@@ -110,6 +115,24 @@ class ReviewDesk:
             )
             return
         self._unposted.pop(post.item_id, None)
+        if self._admission is not None:
+            await self._admission.review.mark_posted(post.item_id)
+
+    async def resume_unposted(self) -> None:
+        """Take over the posts a previous run stored but never made (its items still pending): posted by the next
+        `repost_unposted`."""
+        if self._admission is None:
+            return
+        for item_id, post_json in await self._admission.review.unposted(created_before=self._started_at):
+            if item_id in self._unposted:
+                continue
+            try:
+                platform, post = _post_from_json(item_id, post_json)
+            except (ValueError, KeyError, TypeError) as error:  # written by this code: only a damaged row
+                log.warning("review item %s has an unreadable stored post (%r); not posted again", item_id, error)
+                continue
+            log.info("review item %s never reached the %s moderators before the restart: posting it", item_id, platform)
+            self._unposted[item_id] = UnpostedReview(platform, post, failures=0, next_try_at=0.0)
 
     async def repost_unposted(self) -> None:
         """Try again the review posts that failed and are due, while their items still wait for a decision."""
@@ -184,6 +207,7 @@ class ReviewDesk:
                 await self._act_on_decision(item)
 
     async def poll_decisions(self) -> None:
+        await logged(self.resume_unposted(), "reading review posts a previous run did not make")
         while True:
             await logged(self.process_decisions(), "processing review decisions")
             await logged(self.repost_unposted(), "posting review items again")
@@ -231,3 +255,29 @@ class ReviewDesk:
 def _without_review_fields(request: GenerationRequest) -> GenerationRequest:
     context = reply_context(request)
     return replace(request, delivery=ReplyContext(context.place, context.intake_key).to_dict())
+
+
+def _post_to_json(platform: str, post: ReviewPost) -> str:
+    """What `_post_from_json` needs to make the same post again (the buttons follow from the item's id)."""
+    return json.dumps(
+        {
+            "platform": platform,
+            "text": post.text,
+            "image_paths": list(post.image_paths),
+            "meta": post.meta,
+            "channel": post.channel,
+        }
+    )
+
+
+def _post_from_json(item_id: str, post_json: str) -> tuple[str, ReviewPost]:
+    data = json.loads(post_json)
+    post = ReviewPost(
+        item_id=item_id,
+        text=str(data["text"]),
+        buttons=review_buttons(item_id),
+        image_paths=tuple(str(path) for path in data["image_paths"]),
+        meta=dict(data["meta"]),
+        channel=str(data["channel"]),
+    )
+    return str(data["platform"]), post

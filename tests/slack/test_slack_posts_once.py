@@ -160,3 +160,40 @@ async def test_a_review_post_that_fails_past_its_retries_is_posted_later_once(
         posts = [c.status for c in standin.calls_to("chat.postMessage") if to_moderators(c.args)]
         assert posts == [500, 500, 500, 500, 200]
         assert len(standin.calls_to("conversations.history")) == 4  # it looked before each retry
+
+
+async def test_a_review_post_a_previous_run_never_made_is_posted_after_the_restart(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack fails every try of one review post, and the service stops before trying again: the next start posts
+    it, once, and does not post again the one that was made before the restart."""
+    reuse_loaded_model(monkeypatch)
+    to_moderators = lambda a: a["channel"] == MODERATOR_CHANNEL  # noqa: E731
+    async with SlackStandIn() as standin:
+        settings = slack_settings(tmp_path, tiny_model_dir, standin)
+        rig = await start_rig(settings, standin, admission=await Admission.open(settings))  # polls once an hour
+        try:
+            await rig.sender.post(rig.sender.slash_command(HELD_PROMPT, user_id="UDAVE", channel_id=CHANNEL))
+            (made,) = await standin.wait_for(lambda: review_posts(standin) or None)
+            standin.fail("chat.postMessage", 500, times=4, matching=to_moderators)  # every try of the next one
+            await rig.sender.post(rig.sender.slash_command(HELD_PROMPT, user_id="UCAROL", channel_id=CHANNEL))
+            await standin.wait_for(lambda: len(failed_posts(standin, to_moderators)) == 4 or None)
+            await rig.settled()
+        finally:
+            await rig.stop()
+        assert review_posts(standin) == [made]
+
+        rig = await start_rig(settings, standin, admission=await Admission.open(settings), review_poll_s=0.2)
+        try:
+            (_, reposted) = await standin.wait_for(lambda: review_posts(standin)[1:] and review_posts(standin))
+            assert rig.admission is not None
+            pending = await rig.admission.review.list()
+        finally:
+            await rig.stop()
+        assert review_posts(standin) == [made, reposted]
+        assert "user UDAVE" in made.text and "user UCAROL" in reposted.text and HELD_PROMPT in reposted.text
+        assert len(pending) == 2  # both still wait for a moderator, now with a post each
+
+
+def failed_posts(standin: SlackStandIn, matching: Callable[[JsonDict], bool]) -> list[object]:
+    return [c for c in standin.calls_to("chat.postMessage") if matching(c.args) and c.status == 500]
