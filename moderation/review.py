@@ -119,12 +119,10 @@ class ReviewQueue:
 
     async def stage_post(self, item_id: str, post_json: str) -> None:
         """Keep what the moderators' post of this item shows (opaque JSON), before it is posted."""
-        await self._database.run(update(review_items).where(review_items.c.id == item_id).values(post_json=post_json))
+        await self._database.run(_set(item_id, post_json=post_json))
 
     async def mark_posted(self, item_id: str) -> None:
-        await self._database.run(
-            update(review_items).where(review_items.c.id == item_id).values(posted_at=self.clock())
-        )
+        await self._database.run(_set(item_id, posted_at=self.clock()))
 
     async def unposted(self, created_before: float) -> list[tuple[str, str]]:
         """Pending items created before `created_before` whose staged post was never made: (id, post JSON) each,
@@ -240,6 +238,10 @@ class ReviewQueue:
     @staticmethod
     async def _expire(db: AsyncConnection, now: float) -> int:
         return (await db.execute(_expiry(now))).rowcount
+
+
+def _set(item_id: str, **values: object) -> Update:
+    return update(review_items).where(review_items.c.id == item_id).values(**values)
 
 
 def _expiring(now: float) -> ColumnElement[bool]:

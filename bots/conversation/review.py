@@ -123,9 +123,8 @@ class ReviewDesk:
         `repost_unposted`."""
         if self._admission is None:
             return
+        # Items created before this desk started: none of them is in `_unposted` (that holds this run's own).
         for item_id, post_json in await self._admission.review.unposted(created_before=self._started_at):
-            if item_id in self._unposted:
-                continue
             try:
                 platform, post = _post_from_json(item_id, post_json)
             except (ValueError, KeyError, TypeError) as error:  # written by this code: only a damaged row
