@@ -6,6 +6,7 @@ pipeline instead of sleeps. tests/test_redis_processes.py runs them as separate 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from engine.errors import NotAllowed, QueueFull, QueueUnavailable
 from engine.redis_streams import WORKERS_GROUP, RedisJob, RedisJobQueue, StreamQueue, event_from_json
 from engine.requests import GeneratedImage, GenerationRequest, JobState, ProgressEvent, Requester
 from engine.store import JobStore
+from engine.worker.batches import load_runner
 from engine.worker.remote import RemoteWorker
 from engine.worker.runner import PipelineRunner
 from tests.redis_support import (  # noqa: F401 (fixtures)
@@ -475,3 +477,26 @@ async def test_only_consumers_holding_nothing_are_forgotten(redis_prefix: str) -
         await client.aclose()
     assert removed == ["gone-empty"]
     assert left == {"gone-holding-one", "me"}  # its pending entry stays claimable
+
+
+async def test_a_worker_whose_model_loads_slower_than_the_reclaim_period_is_ready_once_started(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    postgres_url: str,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    """/readyz's heartbeat check counts from the end of start(), not from construction: a real model takes longer
+    to load than the reclaim period, and the worker holds nothing yet."""
+    settings = scale_out_settings(tmp_path, tiny_model_dir, postgres_url, redis_prefix, heartbeat_s=0.5)
+
+    def slow_load() -> PipelineRunner:
+        time.sleep(worker.reclaim_idle_s + 0.5)  # in the pipeline thread, as a real load would be
+        return load_runner(settings)
+
+    worker = RemoteWorker(settings, runner_factory=slow_load)
+    try:
+        await worker.start()
+        checks = await worker.readiness()
+    finally:
+        await worker.close()
+    assert checks == {"model_loaded": True, "redis": True, "heartbeat": True, "worker_progress": True}

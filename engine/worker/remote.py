@@ -151,6 +151,9 @@ class RemoteWorker:
         await self._worker.load(self._runner_factory, _Journal(self._store, self._lost.__contains__))
         await self.streams.redis.ping()  # type: ignore[misc]  # a clear error at start when Redis is not there
         self._loaded = True
+        # Counted from here, not from construction: loading the model takes longer than the reclaim period, and a
+        # worker that has just started holds nothing another could take over.
+        self._last_heartbeat_at = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="imagine-heartbeat"),
             asyncio.create_task(self._send_loop(), name="imagine-outbox"),
