@@ -117,28 +117,50 @@ class ReviewQueue:
             if inserted == 1:
                 return item
 
-    async def stage_post(self, item_id: str, post_json: str) -> None:
-        """Keep what the moderators' post of this item shows (opaque JSON), before it is posted."""
-        await self._database.run(_set(item_id, post_json=post_json))
+    async def stage_post(self, item_id: str, post_json: str, owner: str, lease_s: float) -> None:
+        """Keep what the moderators' post of this item shows (opaque JSON), before it is posted, leased to
+        `owner` (the process posting it) for `lease_s`: no other process takes it over meanwhile."""
+        values = {"post_json": post_json, "post_owner": owner, "post_lease_until": self.clock() + lease_s}
+        await self._database.run(_set(item_id, **values))
 
     async def mark_posted(self, item_id: str) -> None:
         await self._database.run(_set(item_id, posted_at=self.clock()))
 
-    async def unposted(self, created_before: float) -> list[tuple[str, str]]:
-        """Pending items created before `created_before` whose staged post was never made: (id, post JSON) each,
-        oldest first. (Items created since are this process's own: it retries their posts itself.)"""
-        query = (
-            select(review_items.c.id, review_items.c.post_json)
-            .where(
-                review_items.c.state == ReviewState.PENDING.value,
-                review_items.c.post_json.is_not(None),
-                review_items.c.posted_at.is_(None),
-                review_items.c.created_at < created_before,
-            )
-            .order_by(review_items.c.created_at, review_items.c.id)
+    async def claim_unposted(self, owner: str, lease_s: float, platforms: Sequence[str]) -> list[tuple[str, str]]:
+        """Take over the staged posts of pending items that were never made and whose lease has run out (their
+        process died, or stopped and released them), on `platforms`: (id, post JSON) each, oldest first, each
+        leased to `owner` for `lease_s`, and to no one else (across processes, as `claim_decided`)."""
+        now = self.clock()
+        lease_over = or_(review_items.c.post_lease_until.is_(None), review_items.c.post_lease_until <= now)
+        claimable = and_(_unposted(), lease_over, review_items.c.platform.in_(list(platforms)))
+        if not await self._any(claimable):
+            return []
+        claim = (
+            update(review_items)
+            .where(claimable)
+            .values(post_owner=owner, post_lease_until=now + lease_s)
+            .returning(review_items.c.id, review_items.c.post_json, review_items.c.created_at)
         )
-        async with self._database.read() as db:
-            return [(item_id, post_json) for item_id, post_json in (await db.execute(query)).all()]
+        rows = sorted(await self._database.run_returning(claim), key=lambda row: (row.created_at, row.id))
+        return [(row.id, row.post_json) for row in rows]
+
+    async def renew_posts(self, owner: str, item_ids: Sequence[str], lease_s: float) -> set[str]:
+        """Extend `owner`'s lease on these staged posts; returns the ids it still holds (the others were made,
+        or taken over by another process after the lease ran out: this one must not post them)."""
+        if not item_ids:
+            return set()
+        renew = (
+            update(review_items)
+            .where(_unposted(), review_items.c.id.in_(list(item_ids)), review_items.c.post_owner == owner)
+            .values(post_lease_until=self.clock() + lease_s)
+            .returning(review_items.c.id)
+        )
+        return {row.id for row in await self._database.run_returning(renew)}
+
+    async def release_posts(self, owner: str) -> int:
+        """Hand back `owner`'s unmade posts (a process stopping), for the next process to take over at once."""
+        release = update(review_items).where(_unposted(), review_items.c.post_owner == owner)
+        return await self._database.run(release.values(post_lease_until=None))
 
     async def get(self, item_id: str) -> ReviewItem:
         async with self._database.read() as db:
@@ -242,6 +264,15 @@ class ReviewQueue:
 
 def _set(item_id: str, **values: object) -> Update:
     return update(review_items).where(review_items.c.id == item_id).values(**values)
+
+
+def _unposted() -> ColumnElement[bool]:
+    """Pending items whose staged post to the moderators was never made."""
+    return and_(
+        review_items.c.state == ReviewState.PENDING.value,
+        review_items.c.post_json.is_not(None),
+        review_items.c.posted_at.is_(None),
+    )
 
 
 def _expiring(now: float) -> ColumnElement[bool]:

@@ -63,6 +63,9 @@ review_items = Table(
     # From revision 0006: what the post to the moderators shows, stored before it is posted, and when it was.
     Column("post_json", Text),
     Column("posted_at", DOUBLE_PRECISION),
+    # From revision 0007: the process making that post, and until when no other process may take it over.
+    Column("post_owner", Text),
+    Column("post_lease_until", DOUBLE_PRECISION),
     Index("review_items_state", "state", "claim_token"),
 )
 

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image
 
 from bots.conversation import Conversation
+from bots.conversation.review import POST_LEASE_S
 from bots.service import Service
 from bots.slack.adapter import EVENTS_PATH, SlackAdapter
 from config.settings import Settings
@@ -107,6 +108,7 @@ async def start_rig(
     slow_start: bool = False,
     redelivery_interval_s: float = 60.0,
     review_poll_s: float = 3600.0,
+    review_post_lease_s: float = POST_LEASE_S,
 ) -> SlackRig:
     """Start in `imagine serve`'s order: engine; adapter built (registers the platform) and started (resumes
     stored requests, takes new ones); conversation started (follows resumed jobs, delivers undelivered ones).
@@ -116,7 +118,10 @@ async def start_rig(
         [SlackAdapter],
         runner_factory=runner_factory,
         admission=admission,
-        conversation_options=rig_conversation_options(redelivery_interval_s, review_poll_s),
+        conversation_options={
+            **rig_conversation_options(redelivery_interval_s, review_poll_s),
+            "review_post_lease_s": review_post_lease_s,
+        },
     )
     try:
         await service.start_adapters()

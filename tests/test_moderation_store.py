@@ -17,6 +17,7 @@ from moderation.strikes import StrikeBook
 from moderation.verdict import Action, Verdict
 from storage.database import Database
 from tests.moderation_support import ManualClock
+from tests.storage_support import postgres_url  # noqa: F401 (a fixture)
 
 SETTINGS = ModerationSettings(strikes_to_ban=3, strike_window_s=3600.0, ban_duration_s=600.0, review_expiry_s=900.0)
 ALICE = Requester(platform="discord", user_id="111", server_id="g1", channel_id="c1", display_name="alice")
@@ -198,6 +199,78 @@ async def test_concurrent_claims_from_two_processes_never_share_an_item(tmp_path
     assert sorted(everything) == sorted(ids)  # each item handed out once, to exactly one caller
     await serving.close()
     await other.close()
+
+
+# -- review posts' leases --------------------------------------------------------------------------------
+
+
+async def test_a_staged_post_is_taken_over_only_once_its_lease_runs_out(db: Database, clock: ManualClock) -> None:
+    """A process making a post (owner "a") keeps it while it renews the lease; once it stops renewing (it died),
+    another ("b") takes it over, and "a" then learns it must not post it."""
+    queue = ReviewQueue(db, expiry_s=900, clock=clock)
+    item = await queue.submit(request(), HELD)
+    await queue.stage_post(item.id, '{"post": 1}', "a", lease_s=60)
+    assert await queue.claim_unposted("b", 60, ["discord"]) == []
+    clock.advance(59)
+    assert await queue.renew_posts("a", [item.id], 60) == {item.id}
+    clock.advance(59)
+    assert await queue.claim_unposted("b", 60, ["discord"]) == []  # renewed at 59 s: held until 119 s
+    clock.advance(1)
+    assert await queue.claim_unposted("b", 60, ["slack"]) == []  # only a process that can post it takes it
+    assert await queue.claim_unposted("b", 60, ["discord"]) == [(item.id, '{"post": 1}')]
+    assert await queue.renew_posts("a", [item.id], 60) == set()
+    assert await queue.renew_posts("b", [item.id], 60) == {item.id}
+    await queue.mark_posted(item.id)
+    clock.advance(3600)
+    assert await queue.claim_unposted("c", 60, ["discord"]) == []  # made: nobody posts it again
+    assert await queue.renew_posts("b", [item.id], 60) == set()
+
+
+async def test_released_posts_are_taken_over_at_once_and_decided_items_are_not(
+    db: Database, clock: ManualClock
+) -> None:
+    queue = ReviewQueue(db, expiry_s=900, clock=clock)
+    waiting, decided, made = [await queue.submit(request(f"p{i}"), HELD) for i in range(3)]
+    for item in (waiting, decided, made):
+        await queue.stage_post(item.id, f'"{item.id}"', "a", lease_s=60)
+    await queue.approve(decided.id, "cli:root")
+    await queue.mark_posted(made.id)
+    assert await queue.release_posts("a") == 1  # a stopping process hands back what it did not post
+    assert await queue.claim_unposted("b", 60, ["discord"]) == [(waiting.id, f'"{waiting.id}"')]
+    assert await queue.release_posts("a") == 0  # no longer its own
+
+
+async def test_concurrent_take_overs_from_two_processes_never_share_a_post(tmp_path: Path, clock: ManualClock) -> None:
+    await take_over_from_two_processes(f"sqlite:///{tmp_path}/imagine.db", clock)
+
+
+async def test_concurrent_take_overs_on_postgresql_never_share_a_post(
+    postgres_url: str,  # noqa: F811
+    clock: ManualClock,
+) -> None:
+    await take_over_from_two_processes(postgres_url, clock)
+
+
+async def take_over_from_two_processes(url: str, clock: ManualClock) -> None:
+    first, second = await Database.open(url), await Database.open(url)
+    try:
+        queues = [ReviewQueue(first, expiry_s=900, clock=clock), ReviewQueue(second, expiry_s=900, clock=clock)]
+        ids = [(await queues[0].submit(request(f"p{i}"), HELD)).id for i in range(30)]
+        for item_id in ids:  # a run that died with every post unmade
+            await queues[0].stage_post(item_id, "{}", "dead", lease_s=60)
+        clock.advance(60)
+        claims: list[list[str]] = [[], []]
+
+        async def take_over(index: int) -> None:
+            for _ in range(10):
+                claimed = await queues[index].claim_unposted(f"p{index}", 60, ["discord"])
+                claims[index] += [item_id for item_id, _ in claimed]
+
+        await asyncio.gather(take_over(0), take_over(1))
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(claims[0] + claims[1]) == sorted(ids)  # each post taken over once, by exactly one process
 
 
 # -- the audit log -------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from tests.storage_support import (
 )
 
 pytestmark = pytest.mark.timeout(120)
-HEAD = "0006"
+HEAD = "0007"
 SETTINGS = ModerationSettings(strikes_to_ban=3, strike_window_s=3600.0, ban_duration_s=600.0, review_expiry_s=900.0)
 
 

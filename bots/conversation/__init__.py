@@ -27,12 +27,12 @@ from bots.conversation.image_prompts import ImageSource, InputImages
 from bots.conversation.platforms import Platforms, reply_context
 from bots.conversation.presses import ButtonPresses
 from bots.conversation.render import image_buttons, images_message, single_image_message
-from bots.conversation.review import ReviewDesk
+from bots.conversation.review import POST_LEASE_S, ReviewDesk
 from bots.conversation.servers import ServerSettings, ServerSettingsStore
 from bots.conversation.settings_desk import SettingsDesk
 from bots.conversation.styles import StyleBook
 from bots.conversation.submit import ImagineCommand, Submitter
-from bots.conversation.tasks import OwnedTasks
+from bots.conversation.tasks import OwnedTasks, logged
 from bots.errors import Deferred
 from bots.intake import IntakeEntry
 from config.settings import Settings
@@ -66,6 +66,7 @@ class Conversation:
         progress_interval_s: float = 1.5,
         delivery_retry_delays: Sequence[float] = (1.0, 3.0),
         review_poll_s: float = 2.0,
+        review_post_lease_s: float = POST_LEASE_S,
         redelivery_interval_s: float = 60.0,
         input_screener: ImageScreener | None = None,
     ) -> None:
@@ -79,7 +80,7 @@ class Conversation:
         self._servers = ServerSettingsStore(database)
         audit = AuditLog(database)
         self.settings_desk = SettingsDesk(self._servers, self.styles, settings.limits, audit)
-        self._desk = ReviewDesk(jobs, admission, self._platforms, review_poll_s, self._servers)
+        self._desk = ReviewDesk(jobs, admission, self._platforms, review_poll_s, self._servers, review_post_lease_s)
         self._deliveries = Deliveries(
             jobs,
             database,
@@ -128,14 +129,21 @@ class Conversation:
         if self.admission is not None:
             self._tasks.spawn_poller(self._desk.poll_decisions(), "review-poller")
 
+    @property
+    def review_polls(self) -> int:
+        """Rounds of the review poller completed: decisions acted on, posts taken over and retried."""
+        return self._desk.polls
+
     async def settled(self) -> None:
         """Wait until every follower and delivery started so far has ended (for tests and orderly stops)."""
         await self._tasks.settled()
 
     async def close(self, drain_timeout_s: float = 0.0) -> None:
         """Stop polling; give followers up to `drain_timeout_s` to deliver what the queue finished; cancel
-        the rest (their jobs stay journaled and are picked up again on the next start)."""
+        the rest (their jobs stay journaled and are picked up again on the next start); hand back the review
+        posts not made yet."""
         await self._tasks.close(drain_timeout_s)
+        await logged(self._desk.release_posts(), "handing back review posts")
 
     # ---- what adapters call ----------------------------------------------------------------------------------
 

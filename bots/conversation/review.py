@@ -4,7 +4,9 @@ exactly once wherever they were made (chat buttons, the dashboard or `imagine re
 A review post that fails (after the adapter's own retries) is tried again by the poller, backing off to once every
 `MAX_REPOST_INTERVAL_S`, for as long as its item waits for a decision: moderators get every held prompt in chat,
 not only in the dashboard. What a post shows is stored with its item before it is posted, and the item marked once
-it is: after a restart the poller first posts what a previous run never got to chat."""
+it is. The stored post is leased to the process making it (`POST_LEASE_S`, renewed while it tries): when that
+process dies, or stops and hands its posts back, another one sharing the store (or the next start) takes the post
+over and makes it, and only one of them does."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from engine.api import JobQueue, JobRecord
 from engine.requests import GenerationRequest, Requester
 from moderation.admission import Admission
 from moderation.errors import ReviewError, ReviewItemNotFound
+from moderation.ids import new_id
 from moderation.messages import review_outcome_message
 from moderation.review import ReviewItem, ReviewState
 from moderation.verdict import Action as VerdictAction
@@ -34,6 +37,8 @@ from moderation.verdict import Verdict
 
 log = logging.getLogger(__name__)
 MAX_REPOST_INTERVAL_S = 600.0
+POST_LEASE_S = 60.0
+"""How long a process that stops renewing a review post's lease (it died) keeps others from taking it over."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class ReviewDesk:
         platforms: Platforms,
         poll_s: float,
         servers: ServerSettingsStore,
+        post_lease_s: float = POST_LEASE_S,
     ) -> None:
         self._jobs = jobs
         self._servers = servers
@@ -64,8 +70,14 @@ class ReviewDesk:
         self._decisions_lock = asyncio.Lock()
         self._submitter: Submitter | None = None
         self._unposted: dict[str, UnpostedReview] = {}
-        self._started_at = admission.review.clock() if admission is not None else 0.0
-        """Items created before this are a previous run's (or another process's): see `resume_unposted`."""
+        self.post_lease_s = post_lease_s
+        self._owner = new_id(12)
+        """How the leases of this desk's review posts name it (one per run: a restart is another owner)."""
+        self._leased: set[str] = set()
+        """Items whose post this desk staged or took over and has not made yet: it renews their leases."""
+        self._renewed_at = time.monotonic()
+        self.polls = 0
+        """Rounds of `poll_decisions` completed (what tests watch)."""
 
     def attach(self, submitter: Submitter) -> None:
         """An approved prompt is submitted like any other (the submitter posts held prompts here: a cycle that
@@ -90,14 +102,18 @@ class ReviewDesk:
             channel=server.moderator_channel,
         )
         if self._admission is not None:  # stored first: a restart posts it if this process cannot
-            await self._admission.review.stage_post(item_id, _post_to_json(who.platform, post))
+            await self._admission.review.stage_post(
+                item_id, _post_to_json(who.platform, post), self._owner, self.post_lease_s
+            )
+            self._leased.add(item_id)
         await self._post(who.platform, post)
 
     async def _post(self, platform: str, post: ReviewPost) -> None:
         """Post for review; on failure keep it for `repost_unposted`, at doubling intervals."""
         entry = self._platforms.get(platform)
-        if entry is None or entry.moderators is None:
+        if entry is None or entry.moderators is None:  # its lease runs out: a process on that platform takes it
             self._unposted.pop(post.item_id, None)
+            self._leased.discard(post.item_id)
             return
         try:
             await entry.moderators.post_review(post)
@@ -115,26 +131,37 @@ class ReviewDesk:
             )
             return
         self._unposted.pop(post.item_id, None)
+        self._leased.discard(post.item_id)
         if self._admission is not None:
             await self._admission.review.mark_posted(post.item_id)
 
-    async def resume_unposted(self) -> None:
-        """Take over the posts a previous run stored but never made (its items still pending): posted by the next
-        `repost_unposted`."""
+    async def take_over_unposted(self) -> None:
+        """Take over the stored posts no live process is making (a previous run's, or a process's that died), on
+        the platforms connected here: posted by the next `repost_unposted`."""
         if self._admission is None:
             return
-        # Items created before this desk started: none of them is in `_unposted` (that holds this run's own).
-        for item_id, post_json in await self._admission.review.unposted(created_before=self._started_at):
+        review = self._admission.review
+        for item_id, post_json in await review.claim_unposted(self._owner, self.post_lease_s, self._platforms.names()):
             try:
                 platform, post = _post_from_json(item_id, post_json)
             except (ValueError, KeyError, TypeError) as error:  # written by this code: only a damaged row
-                log.warning("review item %s has an unreadable stored post (%r); not posted again", item_id, error)
+                log.warning("review item %s has an unreadable stored post (%r); not posted", item_id, error)
                 continue
-            log.info("review item %s never reached the %s moderators before the restart: posting it", item_id, platform)
+            log.info("review item %s never reached the %s moderators: posting it here", item_id, platform)
+            self._leased.add(item_id)
             self._unposted[item_id] = UnpostedReview(platform, post, failures=0, next_try_at=0.0)
+
+    async def release_posts(self) -> None:
+        """Hand back the leases on the posts this desk has not made (it is stopping): the next start, or another
+        process sharing the store, makes them at once instead of after the lease."""
+        if self._admission is not None and self._leased:
+            released = await self._admission.review.release_posts(self._owner)
+            log.info("handed back %d review post(s) not made yet", released)
+            self._leased.clear()
 
     async def repost_unposted(self) -> None:
         """Try again the review posts that failed and are due, while their items still wait for a decision."""
+        await self._renew_leases()
         for item_id, unposted in list(self._unposted.items()):
             if time.monotonic() < unposted.next_try_at:
                 continue
@@ -149,6 +176,20 @@ class ReviewDesk:
                     unposted.platform,
                     unposted.failures,
                 )
+
+    async def _renew_leases(self) -> None:
+        """Renew the leases on this desk's unmade posts a third of the way through them; forget the posts that
+        were made or taken over meanwhile (this process was stalled past its lease)."""
+        if self._admission is None or not self._leased:
+            return
+        if time.monotonic() - self._renewed_at < self.post_lease_s / 3:
+            return
+        self._renewed_at = time.monotonic()
+        held = await self._admission.review.renew_posts(self._owner, sorted(self._leased), self.post_lease_s)
+        for item_id in self._leased - held:
+            self._leased.discard(item_id)
+            if self._unposted.pop(item_id, None) is not None:
+                log.info("review item %s: its post was made or taken over elsewhere; not posting it here", item_id)
 
     async def _still_pending(self, item_id: str) -> bool:
         if self._admission is None:
@@ -206,10 +247,11 @@ class ReviewDesk:
                 await self._act_on_decision(item)
 
     async def poll_decisions(self) -> None:
-        await logged(self.resume_unposted(), "reading review posts a previous run did not make")
         while True:
             await logged(self.process_decisions(), "processing review decisions")
+            await logged(self.take_over_unposted(), "taking over review posts no process made")
             await logged(self.repost_unposted(), "posting review items again")
+            self.polls += 1
             await asyncio.sleep(self.poll_s)
 
     async def _act_on_decision(self, item: ReviewItem) -> None:

@@ -13,6 +13,7 @@ import pytest
 from bots import messages
 from moderation.admission import Admission
 from tests.moderation_support import reuse_loaded_model
+from tests.redis_support import eventually
 from tests.slack_harness import MODERATOR_CHANNEL, SlackRig, slack_settings, start_rig
 from tests.standins.slack_server import JsonDict, PostedMessage, SlackStandIn
 from tests.support import conversation_settled
@@ -193,6 +194,45 @@ async def test_a_review_post_a_previous_run_never_made_is_posted_after_the_resta
         assert review_posts(standin) == [made, reposted]
         assert "user UDAVE" in made.text and "user UCAROL" in reposted.text and HELD_PROMPT in reposted.text
         assert len(pending) == 2  # both still wait for a moderator, now with a post each
+
+
+async def test_a_review_post_a_dead_process_never_made_is_made_once_by_a_process_sharing_its_store(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two frontends on one store. Every try of a review post from the first fails, and it stops renewing the
+    post's lease (it polls once an hour: as good as dead). The second, running all along, takes the post over once
+    the lease has run out and makes it, once, however often it polls after."""
+    reuse_loaded_model(monkeypatch)
+    to_moderators = lambda a: a["channel"] == MODERATOR_CHANNEL  # noqa: E731
+    lease_s = 6.0  # longer than the first frontend's own tries (0.5 + 1 + 2 s apart)
+    async with SlackStandIn() as standin:
+        settings = slack_settings(tmp_path, tiny_model_dir, standin)
+        rigs: list[SlackRig] = []
+        try:
+            for poll_s in (3600.0, 0.1):
+                admission = await Admission.open(settings)
+                rigs.append(
+                    await start_rig(
+                        settings, standin, admission=admission, review_poll_s=poll_s, review_post_lease_s=lease_s
+                    )
+                )
+            dying, other = rigs
+            standin.fail("chat.postMessage", 500, times=4, matching=to_moderators)
+            await dying.sender.post(dying.sender.slash_command(HELD_PROMPT, user_id="UCAROL", channel_id=CHANNEL))
+            await standin.wait_for(lambda: len(failed_posts(standin, to_moderators)) == 4 or None)
+            (reposted,) = await standin.wait_for(lambda: review_posts(standin) or None, within=60)
+            await polled(other, rounds=5)  # more chances to post it again
+        finally:
+            for rig in rigs:
+                await rig.stop()
+        assert review_posts(standin) == [reposted] and "user UCAROL" in reposted.text
+        assert len(failed_posts(standin, to_moderators)) == 4
+
+
+async def polled(rig: SlackRig, rounds: int) -> None:
+    """Wait until the rig's review poller has gone round `rounds` more times."""
+    target = rig.conversation.review_polls + rounds
+    await eventually(lambda: rig.conversation.review_polls >= target, what=f"{rounds} review polls")
 
 
 def failed_posts(standin: SlackStandIn, matching: Callable[[JsonDict], bool]) -> list[object]:
