@@ -148,8 +148,10 @@ class RedisRateLimiter:
         self._in_flight = client.register_script(IN_FLIGHT)
 
     @classmethod
-    def from_url(cls, settings: LimitSettings, url: str, prefix: str = "imagine") -> RedisRateLimiter:
-        return cls(settings, aioredis.Redis.from_url(url, decode_responses=True), prefix)
+    def from_url(
+        cls, settings: LimitSettings, url: str, prefix: str = "imagine", clock: Callable[[], float] | None = None
+    ) -> RedisRateLimiter:
+        return cls(settings, aioredis.Redis.from_url(url, decode_responses=True), prefix, clock)
 
     async def acquire(self, user_key: str, server_key: str | None = None, *, exempt: bool = False) -> LimitDecision:
         limits = self.settings

@@ -15,6 +15,7 @@ from bots.web.mod.auth import RECHECK_S
 from bots.web.mod.local_accounts import LocalAccounts
 from moderation.admission import Admission
 from storage.database import Database
+from tests.redis_support import REDIS_URL, free_port, redis_prefix  # noqa: F401 (a fixture)
 from tests.standins.discord_server import DiscordStandIn
 from tests.standins.slack_server import SlackStandIn
 from tests.support import make_settings
@@ -247,6 +248,41 @@ async def test_sign_in_attempts_are_rate_limited_even_with_the_right_password(
     site.clock.now += parts.settings.dashboard.sign_in_window_s + 1
     again = await site.post_form("/mod/login", {"name": "alice", "password": PASSWORD}, token_from="/mod/login")
     assert again.status == 303
+
+
+async def test_scaled_out_web_processes_share_one_count_of_sign_in_attempts(
+    parts: ServiceParts,
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    """With engine.queue = "redis" the attempts are counted in Redis: two dashboards (two web processes behind one
+    address) allow three attempts between them, not three each."""
+    engine = replace(parts.settings.engine, queue="redis", redis_url=REDIS_URL, redis_prefix=redis_prefix)
+    scaled_out = replace(parts, settings=replace(parts.settings, engine=engine))
+    await LocalAccounts(parts.database).add("alice", PASSWORD)
+    async with dashboard(scaled_out) as first, dashboard(scaled_out, first.clock) as second:
+        answers = []
+        for site in (first, second, first, second):
+            answer = await site.post_form("/mod/login", {"name": "alice", "password": "guess"}, token_from="/mod/login")
+            answers.append(answer.status)
+        assert answers == [403, 403, 403, 429]
+        first.clock.now += parts.settings.dashboard.sign_in_window_s + 1
+        again = await second.post_form("/mod/login", {"name": "alice", "password": PASSWORD}, token_from="/mod/login")
+        assert again.status == 303
+
+
+async def test_sign_in_is_refused_with_a_clear_page_while_the_shared_count_cannot_be_reached(
+    parts: ServiceParts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Scaled out with Redis down: no attempt goes through uncounted, and the page says so without a traceback."""
+    engine = replace(parts.settings.engine, queue="redis", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    scaled_out = replace(parts, settings=replace(parts.settings, engine=engine))
+    await LocalAccounts(parts.database).add("alice", PASSWORD)
+    async with dashboard(scaled_out) as site:
+        answer = await site.post_form("/mod/login", {"name": "alice", "password": PASSWORD}, token_from="/mod/login")
+        page = await answer.text()
+        assert answer.status == 503 and "Sign-in is unavailable for a moment" in page and "Traceback" not in page
+        assert await signed_in_as(site) is None
+    assert "sign-in attempts cannot be counted" in caplog.text and "Traceback" not in caplog.text
 
 
 # ---- no session, no CSRF token ----------------------------------------------------------------------------

@@ -35,11 +35,12 @@ def register_dashboard(app: web.Application, backend: Backend, *, clock: Callabl
     dashboard = Dashboard(
         backend,
         LocalAccounts(backend.database, clock=clock),
-        SignInThrottle(settings.dashboard, clock),
+        SignInThrottle.for_service(settings, clock),
         slack=SlackSignIn(settings.slack) if _slack_sign_in(backend) else None,
         clock=clock,
     )
     app[DASHBOARD] = dashboard
+    app.on_cleanup.append(lambda _: dashboard.throttle.close())
     app.cleanup_ctx.append(_discord_sign_in(dashboard))
     templates = aiohttp_jinja2.get_env(app)  # the web foundation's environment (bots/web/app.py)
     templates.filters["when"] = _when

@@ -27,6 +27,7 @@ from aiohttp import web
 from bots.web.app import render_page
 from bots.web.mod.context import DASHBOARD, Dashboard
 from bots.web.mod.oauth_discord import SignInFailed
+from bots.web.mod.throttle import ThrottleUnavailable
 from bots.web.sessions import fresh_session, get_session
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ FLOW_MAX_AGE_S = 600.0
 RECHECK_S = 60.0
 LOGIN_PATH = "/mod/login"
 PROVIDERS = ("discord", "slack")
+SIGN_IN_UNAVAILABLE = "Sign-in is unavailable for a moment. Please try again shortly."
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -137,9 +139,9 @@ async def local_sign_in(request: web.Request) -> web.StreamResponse:
     dashboard.admission()  # while the service starts: 503, before an attempt is counted or checked
     form = await request.post()
     name, password = str(form.get("name", "")).strip().lower(), str(form.get("password", ""))
-    wait_s = await dashboard.throttle.attempt(_address(request), f"local:{name}")
-    if wait_s is not None:
-        return await _too_many(request, wait_s)
+    refused = await _throttled(request, dashboard, f"local:{name}")
+    if refused is not None:
+        return refused
     account = await dashboard.accounts.verify(name, password)
     if account is None:
         await dashboard.audit().record_refused(f"local:{name[:64]}", "sign_in", "dashboard", "wrong name or password")
@@ -180,9 +182,9 @@ async def finish_sign_in(request: web.Request) -> web.StreamResponse:
         return await login_page(request, error="That sign-in link has expired. Please try again.", status=403)
     if "code" not in request.query:
         return await login_page(request, error="Sign-in was cancelled.", status=403)
-    wait_s = await dashboard.throttle.attempt(_address(request))
-    if wait_s is not None:
-        return await _too_many(request, wait_s)
+    refused = await _throttled(request, dashboard)
+    if refused is not None:
+        return refused
     try:
         moderator = await _identify(dashboard, provider, request.query["code"], callback_url(request, provider))
     except SignInFailed as exc:
@@ -245,6 +247,16 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
     session.invalidate()
     raise web.HTTPSeeOther(LOGIN_PATH)
+
+
+async def _throttled(request: web.Request, dashboard: Dashboard, account: str | None = None) -> web.Response | None:
+    """Count this sign-in attempt; the page that refuses it when there were too many (or they cannot be counted)."""
+    try:
+        wait_s = await dashboard.throttle.attempt(_address(request), account)
+    except ThrottleUnavailable as exc:
+        log.warning("sign-in refused: %s", exc)
+        return await login_page(request, error=SIGN_IN_UNAVAILABLE, status=503)
+    return None if wait_s is None else await _too_many(request, wait_s)
 
 
 async def _too_many(request: web.Request, wait_s: float) -> web.Response:

@@ -3,6 +3,8 @@
 Each attempt (a password posted, an OAuth callback) counts once against the client's address and, for local
 accounts, once against the account name, so that neither one address guessing many names nor many addresses
 guessing one name get far: `dashboard.sign_in_attempts` within `dashboard.sign_in_window_s`, all at once at most.
+Scaled out (`engine.queue = "redis"`) the counts live in Redis, as the prompts' do: several web processes behind
+one address allow that many attempts between them, not that many each.
 """
 
 from __future__ import annotations
@@ -10,30 +12,60 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from config.settings import DashboardSettings, LimitSettings
-from moderation.limits import InMemoryRateLimiter
+from redis.exceptions import RedisError
+
+from config.settings import DashboardSettings, LimitSettings, Settings
+from moderation.limits import InMemoryRateLimiter, RateLimiter
 
 UNLIMITED = 1_000_000_000
 
 
+class ThrottleUnavailable(Exception):
+    """The shared count could not be reached (Redis down): no attempt is let through uncounted."""
+
+
 class SignInThrottle:
-    def __init__(self, settings: DashboardSettings, clock: Callable[[], float] = time.time) -> None:
-        attempts = settings.sign_in_attempts
-        limits = LimitSettings(
-            prompts_per_window=attempts,  # per address
-            window_s=settings.sign_in_window_s,
-            burst=attempts,
-            server_prompts_per_window=attempts,  # per account name (the limiter's "server" window)
-            max_queued_per_user=UNLIMITED,
-            daily_quota=UNLIMITED,
-        )
-        self._limiter = InMemoryRateLimiter(limits, clock)
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    @classmethod
+    def for_service(cls, settings: Settings, clock: Callable[[], float] = time.time) -> SignInThrottle:
+        limits = sign_in_limits(settings.dashboard)
+        if settings.engine.queue != "redis":
+            return cls(InMemoryRateLimiter(limits, clock))
+        from moderation.limits_redis import RedisRateLimiter  # scale-out only: embedded needs no Redis client
+
+        engine = settings.engine
+        # Redis's own clock (one for every host) unless a test moves time by hand.
+        shared_clock = None if clock is time.time else clock
+        prefix = f"{engine.redis_prefix}:sign-in"
+        return cls(RedisRateLimiter.from_url(limits, engine.redis_url, prefix, shared_clock))
 
     async def attempt(self, address: str, account: str | None = None) -> float | None:
         """None when this attempt may go ahead; otherwise the seconds until one may."""
         user_key = f"address:{address}"
-        decision = await self._limiter.acquire(user_key, f"account:{account}" if account else None)
-        await self._limiter.job_finished(user_key)  # an attempt is not a job: no slot stays taken
+        try:
+            decision = await self._limiter.acquire(user_key, f"account:{account}" if account else None)
+            await self._limiter.job_finished(user_key)  # an attempt is not a job: no slot stays taken
+        except (RedisError, OSError) as exc:
+            raise ThrottleUnavailable(f"sign-in attempts cannot be counted: {exc}") from exc
         if decision.allowed:
             return None
         return decision.retry_after_s or 1.0
+
+    async def close(self) -> None:
+        close = getattr(self._limiter, "close", None)
+        if close is not None:
+            await close()
+
+
+def sign_in_limits(settings: DashboardSettings) -> LimitSettings:
+    attempts = settings.sign_in_attempts
+    return LimitSettings(
+        prompts_per_window=attempts,  # per address
+        window_s=settings.sign_in_window_s,
+        burst=attempts,
+        server_prompts_per_window=attempts,  # per account name (the limiter's "server" window)
+        max_queued_per_user=UNLIMITED,
+        daily_quota=UNLIMITED,
+    )
