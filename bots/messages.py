@@ -54,6 +54,7 @@ NOT_AN_ADMIN = (
     "imagine settings."
 )
 SETTINGS_NEED_A_SERVER = "Settings belong to a server or workspace: use /imagine-settings in one of its channels."
+SETTINGS_STRENGTH = "strength must be a number from 0.1 (a light touch) to 1.0 (little of the image is left)"
 SETTINGS_STRICTNESS = "moderation must be `strict` (hold everything not clearly benign) or `normal`"
 NO_STYLES = "There are no style presets on this server."
 

@@ -65,6 +65,9 @@ def test_settings_changes_and_what_is_refused() -> None:
         ("123456789", "987654321"), "watercolour", True, {"max_queued_per_user": 2}, "55555555", ""
     )
     assert ServerSettings.from_json(change.to_json()) == change
+    strong = parse_change(change, "strength", "0.45", STYLES, LIMITS, "discord")
+    assert strong.default_strength == 0.45 and ServerSettings.from_json(strong.to_json()) == strong
+    assert parse_change(strong, "strength", "default", STYLES, LIMITS, "discord").default_strength is None
     cleared = parse_change(change, "channels", "all", STYLES, LIMITS, "discord")
     assert cleared.allowed_channels == () and cleared.allows_channel("1")
     for key, value, why in (
@@ -73,6 +76,9 @@ def test_settings_changes_and_what_is_refused() -> None:
         ("daily-quota", "lots", "from 1 to"),
         ("style", "cubism", "no style called"),
         ("moderation", "relaxed", "strict"),
+        ("strength", "1.5", "from 0.1"),
+        ("strength", "nan", "from 0.1"),
+        ("strength", "a lot", "from 0.1"),
         ("channels", "#general", "not a channel"),  # a Slack channel name is no id
         ("colour", "red", "no setting"),
         ("channels", "", "Give a value"),

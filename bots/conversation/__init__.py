@@ -79,7 +79,8 @@ class Conversation:
         self.styles = StyleBook(settings.styles)
         self._servers = ServerSettingsStore(database)
         audit = AuditLog(database)
-        self.settings_desk = SettingsDesk(self._servers, self.styles, settings.limits, audit)
+        default_strength = settings.image_prompts.default_strength
+        self.settings_desk = SettingsDesk(self._servers, self.styles, settings.limits, audit, default_strength)
         self._desk = ReviewDesk(jobs, admission, self._platforms, review_poll_s, self._servers, review_post_lease_s)
         self._deliveries = Deliveries(
             jobs,
@@ -165,8 +166,9 @@ class Conversation:
     def _styled(self, command: ImagineCommand, server: ServerSettings) -> GenerationRequest | None:
         """The request in the style asked for, else in the server's default style; None for an unknown style.
         A default style since removed from the configuration is passed over (the admin's choice went stale, the
-        user asked for nothing wrong)."""
-        request = command.to_request(self.settings.image_prompts.default_strength)
+        user asked for nothing wrong). An image prompt's strength: the command's, else the server's default."""
+        strength = server.default_strength
+        request = command.to_request(self.settings.image_prompts.default_strength if strength is None else strength)
         if command.style.strip():
             name = self.styles.find(command.style)
             return None if name is None else self.styles.apply(name, request)

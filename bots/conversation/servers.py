@@ -1,6 +1,7 @@
 """Per-server settings, made by a server's admins (Discord: Manage Server; Slack: workspace admins and owners).
 
-An admin may restrict where the bot answers (allowed channels), pick a default style, make moderation stricter,
+An admin may restrict where the bot answers (allowed channels), pick a default style and a default strength for
+image prompts, make moderation stricter,
 tighten the limits (never beyond the global ones: a value above them is refused, and at use each is capped by
 the global one, which may have been lowered since), and name the server's moderator role and review channel.
 They are stored in `server_settings` (storage/tables.py), one JSON row per server, read on every command (so
@@ -10,6 +11,7 @@ the same transaction.
     `/imagine-settings`                              the summary
     `/imagine-settings channels #art #bots`          (`all` lifts the restriction)
     `/imagine-settings style oil-painting`           (`none`)
+    `/imagine-settings strength 0.4`                 (`default`: image_prompts.default_strength)
     `/imagine-settings moderation strict`            (`normal`)
     `/imagine-settings prompts-per-window 3`         (`default`; also burst, daily-quota, max-queued,
                                                       server-prompts-per-window)
@@ -31,6 +33,7 @@ from bots import messages
 from bots.conversation.styles import StyleBook
 from bots.errors import BadOptions
 from config.settings import LimitSettings
+from engine.requests import MAX_IMAGE_STRENGTH, MIN_IMAGE_STRENGTH
 from moderation.admission import ServerRules
 from moderation.audit import insert_entry
 from storage.database import Database
@@ -44,7 +47,7 @@ LIMIT_KEYS = {
     "max-queued": "max_queued_per_user",
 }
 """Settings key → the `[limits]` key it tightens."""
-KEYS = ("channels", "style", "moderation", *LIMIT_KEYS, "moderator-role", "moderator-channel")
+KEYS = ("channels", "style", "strength", "moderation", *LIMIT_KEYS, "moderator-role", "moderator-channel")
 CLEAR_WORDS = frozenset({"none", "default", "all", "any", "off", "-"})
 MENTION = re.compile(r"<(?:#|@&|!subteam\^)([A-Za-z0-9]+)(?:\|[^>]*)?>")
 """A channel (Discord `<#1>`, Slack `<#C1|name>`), a Discord role `<@&1>` or a Slack user group `<!subteam^S1>`."""
@@ -67,6 +70,8 @@ class ServerSettings:
     """A Discord role id or a Slack user group id whose members moderate this server."""
     moderator_channel: str = ""
     """Where this server's held prompts go (instead of the global moderators' channel)."""
+    default_strength: float | None = None
+    """An image prompt's strength when the command names none; None: `image_prompts.default_strength`."""
 
     def allows_channel(self, channel_id: str) -> bool:
         return not self.allowed_channels or channel_id in self.allowed_channels
@@ -88,6 +93,8 @@ class ServerSettings:
         values: dict[str, Any] = {key: value for key, value in data.items() if key in known}
         values["allowed_channels"] = tuple(values.get("allowed_channels") or ())
         values["limits"] = {str(k): int(v) for k, v in (values.get("limits") or {}).items()}
+        strength = values.get("default_strength")
+        values["default_strength"] = None if strength is None else float(strength)
         return cls(**values)
 
 
@@ -106,6 +113,8 @@ def parse_change(
         return replace(current, allowed_channels=() if clear else _ids(value, MAX_CHANNELS, platform))
     if key == "style":
         return replace(current, default_style="" if clear else _style(value, styles))
+    if key == "strength":
+        return replace(current, default_strength=None if clear else _strength(value))
     if key == "moderation":
         return replace(current, strict_moderation=_strictness(value))
     if key in LIMIT_KEYS:
@@ -134,6 +143,16 @@ def _style(value: str, styles: StyleBook) -> str:
     if name is None:
         raise BadOptions(messages.unknown_style(value, styles.names))
     return name
+
+
+def _strength(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise BadOptions(messages.SETTINGS_STRENGTH) from None
+    if not MIN_IMAGE_STRENGTH <= number <= MAX_IMAGE_STRENGTH:  # NaN fails this too
+        raise BadOptions(messages.SETTINGS_STRENGTH)
+    return round(number, 2)
 
 
 def _strictness(value: str) -> bool:

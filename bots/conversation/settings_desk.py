@@ -20,8 +20,16 @@ MAX_VALUE_CHARS = 500
 
 
 class SettingsDesk:
-    def __init__(self, store: ServerSettingsStore, styles: StyleBook, limits: LimitSettings, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        store: ServerSettingsStore,
+        styles: StyleBook,
+        limits: LimitSettings,
+        audit: AuditLog,
+        default_strength: float,
+    ) -> None:
         self._store = store
+        self._default_strength = default_strength
         self._styles = styles
         self._limits = limits
         self._audit = audit
@@ -54,6 +62,9 @@ class SettingsDesk:
         lines = [
             f"channels: {channels}",
             f"style: {settings.default_style or 'none'}",
+            f"strength: {settings.default_strength:g}"
+            if settings.default_strength is not None
+            else f"strength: global {self._default_strength:g}",
             f"moderation: {'strict' if settings.strict_moderation else 'normal'}",
         ]
         for key, name in LIMIT_KEYS.items():

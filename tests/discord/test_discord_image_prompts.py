@@ -21,6 +21,7 @@ from engine.screening import ScreeningResult
 from engine.store import JobStore
 from engine.worker.batches import load_runner
 from engine.worker.runner import PipelineRunner
+from tests.discord.test_discord_features import set_setting
 from tests.discord_harness import DiscordRig, discord_settings, jpeg_sizes, start_rig
 from tests.standins.discord_server import DiscordStandIn, StandInAttachment
 from tests.standins.file_cdn import FileCDN
@@ -120,6 +121,21 @@ async def test_a_dm_with_only_an_image_is_an_image_prompt(
     record = await rig.engine.lookup(job_id)
     assert record is not None and record.request.image_prompt is not None
     assert record.request.image_prompt.strength == rig.settings.image_prompts.default_strength
+
+
+async def test_a_server_default_strength_applies_where_the_command_names_none(
+    rig: DiscordRig, standin: DiscordStandIn, cdn: FileCDN
+) -> None:
+    assert "strength: 0.3" in (await set_setting(standin, "strength", "0.3")).content
+    assert "strength must be a number" in (await set_setting(standin, "strength", "zero")).content
+    alice = standin.make_user("alice")
+    await standin.send_command(alice, {"prompt": "light"}, attachments={"image": attach(cdn, photo(), "a.jpg")})
+    own = {"prompt": "heavy", "strength": 0.9}
+    await standin.send_command(alice, own, attachments={"image": attach(cdn, photo((9, 9, 9)), "b.jpg")})
+    await rig.images_messages(2)
+    records = [await rig.engine.lookup(job_id) for job_id in await journaled_jobs(rig)]
+    strengths = {r.request.prompt: r.request.image_prompt.strength for r in records if r and r.request.image_prompt}
+    assert strengths == {"light": 0.3, "heavy": 0.9}  # the command's own wins
 
 
 async def refused(rig: DiscordRig, standin: DiscordStandIn, text: str, **command: object) -> str:

@@ -14,6 +14,7 @@ from PIL import Image
 from bots import messages
 from engine.requests import JobState
 from engine.store import JobStore
+from tests.slack.test_slack_features import command
 from tests.slack_harness import SlackRig, jpeg_sizes, slack_settings, start_rig
 from tests.standins.file_cdn import FileCDN
 from tests.standins.slack_requests import shared_file
@@ -64,6 +65,22 @@ async def test_a_mention_with_a_shared_image_delivers_four_images_generated_from
     record = await rig.engine.lookup(job_id)
     assert record is not None and record.request.prompt == "make it autumn"
     assert record.request.image_prompt is not None and record.request.image_prompt.strength == 0.4
+
+
+async def test_a_workspace_default_strength_applies_where_the_prompt_names_none(
+    rig: SlackRig, standin: SlackStandIn, cdn: FileCDN
+) -> None:
+    standin.admins.add("UADMIN")
+    answer = await command(rig, "/imagine-settings", "strength 0.3", user_id="UADMIN")
+    assert "strength: 0.3" in answer
+    assert "strength must be a number" in await command(rig, "/imagine-settings", "strength 2", user_id="UADMIN")
+    for text in ("make it autumn", "make it winter --strength 0.8"):
+        picture = share(cdn, standin, encoded(Image.new("RGB", (64, 64), (40, 160, 90))), f"{len(text)}.png")
+        await rig.sender.post(rig.sender.app_mention(text, files=[picture]))
+    await rig.uploads(2)
+    records = [await rig.engine.lookup(job_id) for job_id in await journaled(rig)]
+    strengths = {r.request.prompt: r.request.image_prompt.strength for r in records if r and r.request.image_prompt}
+    assert strengths == {"make it autumn": 0.3, "make it winter": 0.8}  # the prompt's own wins
 
 
 async def test_a_dm_with_a_shared_image_is_an_image_prompt(rig: SlackRig, standin: SlackStandIn, cdn: FileCDN) -> None:
