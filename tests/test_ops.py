@@ -104,11 +104,11 @@ def test_json_log_lines_carry_a_jobs_fields_as_keys() -> None:
     script = """
 import logging
 from config.logs import apply_log_settings
-from config.settings import LogSettings
+from config.settings import LogSettings, Settings
 from engine import metrics
 from engine.requests import JobState, Requester
 logging.basicConfig(level=logging.WARNING)
-apply_log_settings(LogSettings(format="json", level="info"))
+apply_log_settings(Settings(log=LogSettings(format="json", level="info")))
 metrics.job_ended("j1", Requester(platform="slack", user_id="U1"), JobState.FAILED, queue_wait_s=1.5, run_s=None,
                   error=TimeoutError("took too long"))
 """
@@ -126,3 +126,37 @@ metrics.job_ended("j1", Requester(platform="slack", user_id="U1"), JobState.FAIL
         "run_s": None,
     }
     assert (record["error_kind"], record["error"]) == ("TimeoutError", "took too long")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_configured_secrets_are_redacted_from_log_lines_and_tracebacks(log_format: str) -> None:
+    """What a library or an error message says is redacted too: each secret becomes [redacted], in the message
+    and in the traceback, in either format."""
+    script = f"""
+import logging
+from dataclasses import replace
+from config.logs import apply_log_settings
+from config.settings import LogSettings, Settings
+logging.basicConfig(level=logging.WARNING)
+base = Settings(log=LogSettings(format={log_format!r}, level="debug"))
+settings = replace(
+    base,
+    slack=replace(base.slack, client_secret="client-s3cret-0d9f"),
+    store=replace(base.store, url="postgresql://imagine:pg-pw-77a1c@db.example/imagine"),
+)
+apply_log_settings(settings)
+log = logging.getLogger("slack_sdk.web.async_base_client")
+log.debug("Sending a request - body: {{'client_secret': 'client-s3cret-0d9f'}}")
+try:
+    raise OSError("cannot reach postgresql://imagine:pg-pw-77a1c@db.example/imagine")
+except OSError:
+    log.exception("the store failed")
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    output = completed.stderr
+    assert "client-s3cret-0d9f" not in output and "pg-pw-77a1c" not in output
+    assert output.count("[redacted]") == 2 and "Traceback" in output and "OSError" in output
+    if log_format == "json":
+        assert [json.loads(line)["level"] for line in output.splitlines()] == ["DEBUG", "ERROR"]

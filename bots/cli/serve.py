@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> int:
     settings = settings_loader()
-    apply_log_settings(settings.log, verbose=args.verbose)
+    apply_log_settings(settings, verbose=args.verbose)
     return asyncio.run(serve(settings))
 
 

@@ -17,6 +17,7 @@ import signal
 from collections.abc import Callable
 
 from bots.errors import UsageError
+from config.logs import apply_log_settings
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings_loader: Callable[[], Settings]) -> int:
     settings = settings_loader()
+    apply_log_settings(settings, verbose=args.verbose)
     if settings.engine.queue != "redis":
         raise UsageError('imagine worker needs engine.queue = "redis" (IMAGINE_ENGINE__QUEUE=redis) and a shared store')
     return asyncio.run(work(settings, consumer=args.name))

@@ -15,6 +15,7 @@ group (`usergroups.users.list`, with the bot token).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -28,6 +29,10 @@ from config.settings import SlackSettings
 SCOPE = "openid profile"
 USER_ID_CLAIM = "https://slack.com/user_id"
 TEAM_ID_CLAIM = "https://slack.com/team_id"
+SIGN_IN_HTTP_LOG = logging.getLogger(__name__ + ".http")
+"""For the clients that carry a sign-in: slack_sdk logs each request's form and each response at debug level,
+and these hold the authorization code, the client secret and the moderator's own token."""
+SIGN_IN_HTTP_LOG.setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class SlackSignIn:
         try:
             # The client credentials in the form (client_secret_post): slack_sdk's openid_connect_token() sends them
             # with aiohttp's BasicAuth, deprecated since aiohttp 3.14; and no bot token goes with a user's sign-in.
-            token = await AsyncWebClient(base_url=self._config.api_base).api_call(
+            token = await AsyncWebClient(base_url=self._config.api_base, logger=SIGN_IN_HTTP_LOG).api_call(
                 "openid.connect.token",
                 data={
                     "client_id": self._config.client_id,
@@ -70,7 +75,7 @@ class SlackSignIn:
                 },
             )
             access_token = str(token.get("access_token") or "")
-            user_client = AsyncWebClient(token=access_token, base_url=self._config.api_base)
+            user_client = AsyncWebClient(token=access_token, base_url=self._config.api_base, logger=SIGN_IN_HTTP_LOG)
             claims = await user_client.openid_connect_userInfo()
             team_id = await self._bot_team()
         except SlackApiError as exc:
