@@ -85,14 +85,17 @@ class PrivateRedis:
     """A redis-server of the test's own (AOF with fsync on every write, as production should run it), which the
     test may kill and start again on the same port and data folder."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, password: str = "") -> None:
         self.folder = folder
         self.port = free_port()
+        self.password = password
+        """With one, clients must AUTH (`requirepass`); `url` carries it."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         server = shutil.which("redis-server")
@@ -101,6 +104,8 @@ class PrivateRedis:
         self.folder.mkdir(parents=True, exist_ok=True)
         arguments = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
         arguments += ["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"]
+        if self.password:
+            arguments += ["--requirepass", self.password]
         with (self.folder / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(arguments, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
@@ -108,7 +113,7 @@ class PrivateRedis:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (and, with a password, refusing)
                         return
             except OSError:
                 pass

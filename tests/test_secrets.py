@@ -2,7 +2,8 @@
 client secret, the Slack bot token, app token, signing secret and OpenID Connect client secret, the web session
 key and the database password. The bot then works on both platforms, moderators sign in with Discord and with
 Slack, and every page and probe is fetched; not one of the secrets is in the log, in anything the bots posted or
-in any web response (status line, headers or body)."""
+in any web response (status line, headers or body). And `imagine worker`, on a Redis and a PostgreSQL that both
+want a password, logs neither password and shows neither on its probes."""
 
 from __future__ import annotations
 
@@ -18,16 +19,22 @@ import pytest
 from cryptography.fernet import Fernet
 
 from bots import messages
+from engine.redis_streams import RedisJobQueue
+from engine.requests import GenerationRequest, JobState
 from tests.discord.test_discord_serve import web_address
+from tests.redis_support import PrivateRedis, frontend, scale_out_settings
 from tests.standins.discord_server import DiscordStandIn
 from tests.standins.slack_requests import slash_command_payload
 from tests.standins.slack_server import SlackStandIn
 from tests.storage_support import postgres_url  # noqa: F401 (a fixture)
 from tests.support import serve_environment, start_serve, stopped
+from tests.test_redis_processes import logged, probe, start_worker
+from tests.test_redis_queue import finished
 
 pytestmark = pytest.mark.timeout(300)
 SIGNING_SECRET = "s3cret-signing-41c9e"
 DATABASE_PASSWORD = "pg-pass-8e2d0b"
+REDIS_PASSWORD = "redis-pass-5b7f3a"
 
 
 async def test_no_secret_reaches_a_log_line_a_post_or_a_web_response(
@@ -144,3 +151,47 @@ async def authorize(url: str, responses: list[tuple[str, str]]) -> str:
         decided = await browser.post(url.split("?")[0], data={**fields, "decision": "allow"}, allow_redirects=False)
         assert decided.status == 302, await decided.text()
         return decided.headers["Location"]
+
+
+async def test_a_worker_shows_no_password_of_the_store_or_redis(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    postgres_url: str,  # noqa: F811
+) -> None:
+    redis = PrivateRedis(tmp_path / "redis", password=REDIS_PASSWORD)
+    redis.start()
+    store_url = postgres_url.replace("postgres@", f"postgres:{DATABASE_PASSWORD}@", 1)
+    prefix = "imagine-secrets"
+    env = serve_environment(
+        tmp_path,
+        tiny_model_dir,
+        LOG__LEVEL="debug",
+        ENGINE__QUEUE="redis",
+        ENGINE__REDIS_URL=redis.url,
+        ENGINE__REDIS_PREFIX=prefix,
+        STORE__URL=store_url,
+    )
+    log_path = tmp_path / "worker.log"
+    worker = await start_worker(env, "w1", log_path)
+    try:
+        settings = scale_out_settings(tmp_path, tiny_model_dir, store_url, prefix, redis_url=redis.url)
+        queue = RedisJobQueue(frontend(settings, "f1"))
+        await queue.start()
+        try:
+            job = await queue.submit(GenerationRequest("a lighthouse", size=(64, 64), steps=1, num_images=1))
+            outcome = await finished(job)
+        finally:
+            await queue.shutdown()
+        await logged(log_path, "is taking jobs")
+        responses = [await probe(log_path, path) for path in ("/healthz", "/readyz", "/metrics")]
+        worker.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(120):
+            assert await worker.wait() == 0
+    finally:
+        await stopped(worker)
+        redis.kill()
+    log = log_path.read_text()
+    assert outcome.state is JobState.DONE and [status for status, _ in responses] == [200, 200, 200]
+    assert " DEBUG " in log and "Traceback" not in log
+    for secret in (DATABASE_PASSWORD, REDIS_PASSWORD):
+        assert secret not in log and not [body for _, body in responses if secret in body]
