@@ -166,10 +166,11 @@ async def test_sigterm_hands_back_running_work_in_time_and_saves_what_arrives_me
     exits on its own; a command sent while it stops is stored and its user told; the restart delivers both once.
     Debug logging throughout: the bot token appears in no log line, no bot message and no web response."""
     env = serve_env(tmp_path, tiny_model_dir, standin, standin.token) | {
-        # ~15 s per job here (measured: 512², 50 steps took 3.6 s): far past the shutdown timeout below.
+        # ~20 s per job here, far past the shutdown timeout below (measured: 768², 100 steps, 4 images ran in
+        # 5.3 s in a full CI run, which then finished inside the timeout instead of being handed back).
         "IMAGINE_ENGINE__BASE_SIZE": "768",
-        "IMAGINE_ENGINE__STEPS": "100",
-        "IMAGINE_ENGINE__MAX_STEPS": "100",
+        "IMAGINE_ENGINE__STEPS": "400",
+        "IMAGINE_ENGINE__MAX_STEPS": "400",
         "IMAGINE_SERVICE__SHUTDOWN_TIMEOUT_S": "6",
         "IMAGINE_LOG__LEVEL": "debug",
     }
