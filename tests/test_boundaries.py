@@ -145,9 +145,9 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     return components
 
 
-def _loaded_after(code: str, env: dict[str, str] | None = None) -> set[str]:
-    """The GPU libraries a fresh interpreter has loaded after running `code`."""
-    check = f"{code}\nimport sys\nprint('LOADED:', *sorted(n for n in {GPU_LIBRARIES!r} if n in sys.modules))"
+def _loaded_after(code: str, env: dict[str, str] | None = None, libraries: tuple[str, ...] = GPU_LIBRARIES) -> set[str]:
+    """Which of `libraries` (the GPU ones by default) a fresh interpreter has loaded after running `code`."""
+    check = f"{code}\nimport sys\nprint('LOADED:', *sorted(n for n in {libraries!r} if n in sys.modules))"
     result = subprocess.run(
         [sys.executable, "-c", check],
         cwd=ROOT,
@@ -164,6 +164,15 @@ def test_every_chat_module_loads_without_torch() -> None:
     chat_modules = sorted(module for module in MODULES if module.startswith("bots"))
     code = "\n".join(f"import {module}" for module in chat_modules)
     assert _loaded_after(code) == set()
+
+
+def test_the_chat_side_loads_redis_only_for_scale_out() -> None:
+    """Embedded, `imagine serve` never loads redis-py: importing it alone raised the Slack acks' p99 from ~100 to
+    ~150 ms in bench/load.py (2026-12-02, alternating commits, two runs each; why was not found). Scale-out code
+    imports it where it is used (engine/redis_streams.py, moderation/limits_redis.py)."""
+    chat_modules = sorted(module for module in MODULES if module.startswith("bots"))
+    code = "\n".join(f"import {module}" for module in chat_modules)
+    assert _loaded_after(code, libraries=("redis",)) == set()
 
 
 @pytest.mark.parametrize("argv", [["review", "list"], ["verify", "missing.jpg"], ["review", "audit"]])

@@ -12,8 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
 from config.settings import DashboardSettings, LimitSettings, Settings
 from moderation.limits import InMemoryRateLimiter, RateLimiter
 
@@ -25,21 +23,26 @@ class ThrottleUnavailable(Exception):
 
 
 class SignInThrottle:
-    def __init__(self, limiter: RateLimiter) -> None:
+    def __init__(self, limiter: RateLimiter, unreachable: tuple[type[Exception], ...] = ()) -> None:
+        """`unreachable`: what `limiter` raises when its shared count cannot be reached."""
         self._limiter = limiter
+        self._unreachable = unreachable
 
     @classmethod
     def for_service(cls, settings: Settings, clock: Callable[[], float] = time.time) -> SignInThrottle:
         limits = sign_in_limits(settings.dashboard)
         if settings.engine.queue != "redis":
             return cls(InMemoryRateLimiter(limits, clock))
-        from moderation.limits_redis import RedisRateLimiter  # scale-out only: embedded needs no Redis client
+        # Scale-out only: an embedded service never loads redis-py (tests/test_boundaries.py says why).
+        from redis.exceptions import RedisError
+
+        from moderation.limits_redis import RedisRateLimiter
 
         engine = settings.engine
         # Redis's own clock (one for every host) unless a test moves time by hand.
         shared_clock = None if clock is time.time else clock
         prefix = f"{engine.redis_prefix}:sign-in"
-        return cls(RedisRateLimiter.from_url(limits, engine.redis_url, prefix, shared_clock))
+        return cls(RedisRateLimiter.from_url(limits, engine.redis_url, prefix, shared_clock), (RedisError, OSError))
 
     async def attempt(self, address: str, account: str | None = None) -> float | None:
         """None when this attempt may go ahead; otherwise the seconds until one may."""
@@ -47,7 +50,7 @@ class SignInThrottle:
         try:
             decision = await self._limiter.acquire(user_key, f"account:{account}" if account else None)
             await self._limiter.job_finished(user_key)  # an attempt is not a job: no slot stays taken
-        except (RedisError, OSError) as exc:
+        except self._unreachable as exc:
             raise ThrottleUnavailable(f"sign-in attempts cannot be counted: {exc}") from exc
         if decision.allowed:
             return None
