@@ -46,7 +46,7 @@ from config.settings import LimitSettings, Settings
 from engine.requests import GenerationRequest, Requester
 from moderation import metrics
 from moderation.audit import AuditLog
-from moderation.limits import InMemoryRateLimiter, LimitDecision, RateLimiter
+from moderation.limits import InMemoryRateLimiter, LimitDecision, RateLimiter, close_limiter
 from moderation.messages import admission_message
 from moderation.policy import SEMANTIC_PREFIX
 from moderation.prompts import PromptModerator
@@ -63,12 +63,6 @@ logger = logging.getLogger(__name__)
 
 def _server_key(requester: Requester) -> str | None:
     return f"{requester.platform}:{requester.server_id}" if requester.server_id else None
-
-
-async def _close_limiter(limiter: RateLimiter) -> None:
-    close = getattr(limiter, "close", None)
-    if close is not None:
-        await close()
 
 
 class Outcome(enum.StrEnum):
@@ -181,7 +175,7 @@ class Admission:
         if self._owned_limiter is not None:
             await self._owned_limiter.close()
         for _, limiter in self._server_limiters.values():
-            await _close_limiter(limiter)
+            await close_limiter(limiter)
         self._server_limiters.clear()
         if self._owns_database:
             await self.database.close()
@@ -294,7 +288,7 @@ class Admission:
             limiter = InMemoryRateLimiter(limits, self.clock)
         self._server_limiters[server_key] = (limits, limiter)
         if known is not None:
-            await _close_limiter(known[1])
+            await close_limiter(known[1])
         return limiter
 
     async def _moderate(self, prompt: str) -> Verdict:

@@ -66,6 +66,13 @@ class RateLimiter(Protocol):
     async def active_jobs(self, user_key: str) -> int: ...
 
 
+async def close_limiter(limiter: RateLimiter) -> None:
+    """Close a limiter that holds a connection (the Redis one); the in-memory one has nothing to close."""
+    close = getattr(limiter, "close", None)
+    if close is not None:
+        await close()
+
+
 @dataclass
 class _UserState:
     tokens: float

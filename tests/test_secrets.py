@@ -8,9 +8,7 @@ want a password, logs neither password and shows neither on its probes."""
 from __future__ import annotations
 
 import asyncio
-import html
 import json
-import re
 import signal
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from tests.storage_support import postgres_url  # noqa: F401 (a fixture)
 from tests.support import serve_environment, start_serve, stopped
 from tests.test_redis_processes import logged, probe, start_worker
 from tests.test_redis_queue import finished
+from tests.web.mod_support import authorize_at_provider
 
 pytestmark = pytest.mark.timeout(300)
 SIGNING_SECRET = "s3cret-signing-41c9e"
@@ -132,25 +131,13 @@ async def browse(origin: str) -> list[tuple[str, str]]:
             await get(origin + path)
         for provider in ("discord", "slack"):
             started = await get(f"{origin}/mod/auth/{provider}")
-            callback = await authorize(started.headers["Location"], responses)
+            callback = await authorize_at_provider(started.headers["Location"])
             answer = await get(callback)
             assert answer.status == 303, responses[-1]
             for path in ("/mod", "/mod/users", "/mod/audit", "/mod/stats"):
                 await get(origin + path)
             http.cookie_jar.clear()
     return responses
-
-
-async def authorize(url: str, responses: list[tuple[str, str]]) -> str:
-    """At the provider, as a browser that clicks "Authorize": where it sends the browser back."""
-    async with aiohttp.ClientSession() as browser:
-        page = await browser.get(url)
-        text = await page.text()
-        responses.append((f"{page.status} {dict(page.headers)}", text))
-        fields = {html.unescape(k): html.unescape(v) for k, v in re.findall(r'name="([^"]+)" value="([^"]*)"', text)}
-        decided = await browser.post(url.split("?")[0], data={**fields, "decision": "allow"}, allow_redirects=False)
-        assert decided.status == 302, await decided.text()
-        return decided.headers["Location"]
 
 
 async def test_a_worker_shows_no_password_of_the_store_or_redis(

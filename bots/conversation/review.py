@@ -29,11 +29,11 @@ from engine.api import JobQueue, JobRecord
 from engine.requests import GenerationRequest, Requester
 from moderation.admission import Admission
 from moderation.errors import ReviewError, ReviewItemNotFound
-from moderation.ids import new_id
 from moderation.messages import review_outcome_message
 from moderation.review import ReviewItem, ReviewState
 from moderation.verdict import Action as VerdictAction
 from moderation.verdict import Verdict
+from storage.deliveries import process_owner
 
 log = logging.getLogger(__name__)
 MAX_REPOST_INTERVAL_S = 600.0
@@ -71,8 +71,8 @@ class ReviewDesk:
         self._submitter: Submitter | None = None
         self._unposted: dict[str, UnpostedReview] = {}
         self.post_lease_s = post_lease_s
-        self._owner = new_id(12)
-        """How the leases of this desk's review posts name it (one per run: a restart is another owner)."""
+        self._owner = process_owner()
+        """How the leases of this desk's review posts name it: host, pid and a token, as delivery claims do."""
         self._leased: set[str] = set()
         """Items whose post this desk staged or took over and has not made yet: it renews their leases."""
         self._renewed_at = time.monotonic()

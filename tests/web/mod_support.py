@@ -129,17 +129,21 @@ async def follow_provider(
     returns the callback URL and the dashboard's answer to it (not followed further)."""
     started = await client.get(start, allow_redirects=False)
     assert started.status == 302, await started.text()
-    authorize = started.headers["Location"]
+    callback = await authorize_at_provider(started.headers["Location"])
+    return callback, await client.get(callback_path(callback), allow_redirects=False)
+
+
+async def authorize_at_provider(authorize_url: str) -> str:
+    """At the stand-in provider's authorize page, click "Authorize": the URL it sends the browser back to."""
     async with aiohttp.ClientSession() as browser:  # the provider is another origin: its own "tab"
-        page = await browser.get(authorize)
+        page = await browser.get(authorize_url)
         assert page.status == 200, await page.text()
         found = re.findall(r'name="([^"]+)" value="([^"]*)"', await page.text())
         fields = {html.unescape(name): html.unescape(value) for name, value in found}
-        action = authorize.split("?")[0]
+        action = authorize_url.split("?")[0]
         decided = await browser.post(action, data={**fields, "decision": "allow"}, allow_redirects=False)
         assert decided.status == 302, await decided.text()
-        callback = decided.headers["Location"]
-    return callback, await client.get(callback_path(callback), allow_redirects=False)
+        return decided.headers["Location"]
 
 
 def callback_path(callback_url: str) -> str:

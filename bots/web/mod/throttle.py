@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from config.settings import DashboardSettings, LimitSettings, Settings
-from moderation.limits import InMemoryRateLimiter, RateLimiter
+from moderation.limits import InMemoryRateLimiter, RateLimiter, close_limiter
 
 UNLIMITED = 1_000_000_000
 
@@ -57,9 +57,7 @@ class SignInThrottle:
         return decision.retry_after_s or 1.0
 
     async def close(self) -> None:
-        close = getattr(self._limiter, "close", None)
-        if close is not None:
-            await close()
+        await close_limiter(self._limiter)
 
 
 def sign_in_limits(settings: DashboardSettings) -> LimitSettings:
